@@ -1,0 +1,174 @@
+//! `DeployRequest`: "put revision X on environment E", a record of what was asked.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Revision, conditions_schema};
+
+/// A request to put one git revision on one Environment. Its spec cannot change once created.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "DeployRequest",
+    plural = "deployrequests",
+    shortname = "dr",
+    category = "slipway",
+    namespaced,
+    status = "DeployRequestStatus",
+    doc = "A request to put one git revision on one Environment, moved through preflight, migration, rebuild and verification.",
+    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Message", type_ = "string", priority = "1", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+)]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+    .message("DeployRequest spec is immutable: it records what was asked; create a new DeployRequest instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct DeployRequestSpec {
+    /// Name of the Environment (same namespace) to deploy to.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("environment must be the name of an Environment: lowercase letters, digits, - and ."))]
+    pub environment: String,
+    /// The git revision to deploy: exactly one of branch, tag or commit.
+    pub revision: Revision,
+    /// The issue this deploy resolves, such as `#45` or `SHOP-45`. Required where the
+    /// Environment's policy says `requireIssue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^#?[A-Za-z0-9][A-Za-z0-9._/#-]*$')")
+        .message("issue must be an issue reference such as #45 or SHOP-45"))]
+    pub issue: Option<String>,
+    /// `Change` (default) follows every gate; `Direct` is an emergency override allowed only
+    /// where the Environment's policy says `allowDirect`, and is recorded as untracked.
+    #[serde(default)]
+    pub mode: DeployMode,
+    /// Who approved this deploy. Required where the Environment's policy says `requireApproval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub approved_by: Option<String>,
+}
+
+/// How a deploy relates to the tracked change process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeployMode {
+    /// A tracked change: every gate applies.
+    #[default]
+    Change,
+    /// Emergency override: skips the issue gate where the Environment allows it.
+    Direct,
+}
+
+/// Where a DeployRequest is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    Queued,
+    Preflight,
+    Migrating,
+    Rebuilding,
+    Verifying,
+    Succeeded,
+    Failed,
+    RollingBack,
+    RolledBack,
+}
+
+impl Phase {
+    /// Terminal phases never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::RolledBack)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "Queued",
+            Phase::Preflight => "Preflight",
+            Phase::Migrating => "Migrating",
+            Phase::Rebuilding => "Rebuilding",
+            Phase::Verifying => "Verifying",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::RollingBack => "RollingBack",
+            Phase::RolledBack => "RolledBack",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Observed state of a DeployRequest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployRequestStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The requested revision as people write it, such as `tag v1.2.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Ready, Reconciling, Stalled, and one per step.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Full commit id the revision resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Commit the host ran before this deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_commit: Option<String>,
+    /// Database migration revision before the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_before: Option<String>,
+    /// Database migration revision after the deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_after: Option<String>,
+    /// Position in the Environment's queue while waiting for its lock (1 = next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// Steps run so far, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
+
+/// One step of a deploy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Step name, such as `Preflight` or `Migrating`.
+    pub name: String,
+    /// When the step started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the step finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Outcome, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<StepResult>,
+    /// What happened, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Last lines of the step's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+}
+
+/// Outcome of a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StepResult {
+    Succeeded,
+    Failed,
+    Skipped,
+}

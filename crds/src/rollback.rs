@@ -1,0 +1,108 @@
+//! `Rollback`: put an Environment back on an earlier good release, database included.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::conditions_schema;
+use crate::deploy_request::Step;
+
+/// A request to put an Environment back on its previous (or a named) release.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "slipway.dev",
+    version = "v1alpha1",
+    kind = "Rollback",
+    plural = "rollbacks",
+    shortname = "rb",
+    category = "slipway",
+    namespaced,
+    status = "RollbackStatus",
+    doc = "A request to put an Environment back on an earlier release, downgrading its database first.",
+    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Message", type_ = "string", priority = "1", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+)]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+    .message("Rollback spec is immutable: it records what was asked; create a new Rollback instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackSpec {
+    /// Name of the Environment (same namespace) to roll back.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("environment must be the name of an Environment: lowercase letters, digits, - and ."))]
+    pub environment: String,
+    /// The release to return to: exactly one of previous, tag or release.
+    pub to: RollbackTarget,
+    /// Why, for the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub reason: Option<String>,
+}
+
+/// The release to return to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "[has(self.previous) && self.previous, has(self.tag), has(self.release)].filter(x, x).size() == 1"
+).message("to must set exactly one of previous: true, tag or release"))]
+pub struct RollbackTarget {
+    /// Return to the release before the current one in the Environment's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<bool>,
+    /// Return to the release made from this tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches('{}')", crate::common::REF_NAME_PATTERN))
+        .message("tag must be a git ref name made of letters, digits and . _ / + -, not starting with - or ."))]
+    pub tag: Option<String>,
+    /// Return to the release with this commit id (7 to 40 hex characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9a-fA-F]{7,40}$')")
+        .message("release must be a commit id of 7 to 40 hexadecimal characters"))]
+    #[schemars(length(min = 7, max = 40))]
+    pub release: Option<String>,
+}
+
+/// Where a Rollback is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RollbackPhase {
+    Queued,
+    Downgrading,
+    Rebuilding,
+    Verifying,
+    Succeeded,
+    Failed,
+}
+
+/// Observed state of a Rollback.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RollbackPhase>,
+    /// The release being returned to, as people write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Ready, Reconciling, Stalled.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// Commit the host ran before the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_commit: Option<String>,
+    /// Commit the host runs after the rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_commit: Option<String>,
+    /// Steps run so far, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+}
