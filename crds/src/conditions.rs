@@ -30,4 +30,5 @@ pub mod reasons {
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const NO_RELEASE: &str = "NoRelease";
     pub const DEPLOYED: &str = "Deployed";
+    pub const REACHABLE: &str = "Reachable";
 }

@@ -26,7 +26,12 @@ use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
     printcolumn(name = "Current", type_ = "string", json_path = ".status.current.ref"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Message", type_ = "string", priority = "1", json_path = ".status.conditions[?(@.type==\"Ready\")].message")
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
@@ -157,9 +162,8 @@ pub struct Migrations {
 }
 
 pub(crate) fn service_rule() -> kube::core::Rule {
-    kube::core::Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9_.-]*$')").message(
-        "service must be a compose service name: letters, digits, _ . -, starting with a letter or digit",
-    )
+    kube::core::Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9_.-]*$')")
+        .message("service must be a compose service name: letters, digits, _ . -, starting with a letter or digit")
 }
 
 /// How a deploy is verified.

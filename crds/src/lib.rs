@@ -10,12 +10,10 @@ pub mod environment;
 pub mod rollback;
 
 pub use common::{Revision, SecretKeyRef, SecretRef};
-pub use deploy_request::{
-    DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult,
-};
+pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult};
 pub use environment::{
-    Compose, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health, HealthCheck,
-    Host, HttpCheck, Migrations, Policy, Release, Repository, TcpCheck,
+    Compose, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health, HealthCheck, Host, HttpCheck,
+    Migrations, Policy, Release, Repository, TcpCheck,
 };
 pub use rollback::{Rollback, RollbackPhase, RollbackSpec, RollbackStatus, RollbackTarget};
 
@@ -24,8 +22,8 @@ pub const GROUP: &str = "slipway.dev";
 /// The one served and stored version.
 pub const VERSION: &str = "v1alpha1";
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Every CRD Slipway serves, in the order they are written to disk.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -7,10 +7,7 @@ fn main() -> ExitCode {
     let check = std::env::args().any(|a| a == "--check");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let yaml = slipway_crds::crds_yaml();
-    let targets = [
-        root.join("charts/slipway/crds/slipway.dev.yaml"),
-        root.join("manifests/crds/slipway.dev.yaml"),
-    ];
+    let targets = [root.join("charts/slipway/crds/slipway.dev.yaml"), root.join("manifests/crds/slipway.dev.yaml")];
     let mut drift = false;
     for path in &targets {
         if check {

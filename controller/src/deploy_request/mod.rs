@@ -1,0 +1,86 @@
+//! The DeployRequest controller: wiring and the thin async part of a reconcile.
+
+mod decide;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use slipway_crds::{DeployRequest, Environment};
+
+pub use decide::decide;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::{Scope, status};
+
+pub const CONTROLLER: &str = "deployrequest";
+
+/// Runs the controller until `shutdown` resolves. `on_ready` receives its cache once synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_ready: impl FnOnce(Store<DeployRequest>) + Send + 'static,
+) {
+    let requests: Api<DeployRequest> = scope.api(&ctx.client);
+    let environments: Api<Environment> = scope.api(&ctx.client);
+    let controller = Controller::new(requests, watcher::Config::default());
+    let store = controller.store();
+    on_ready(store.clone());
+    controller
+        // An Environment appearing (or changing) wakes every DeployRequest that names it.
+        .watches(environments, watcher::Config::default(), move |env| requests_naming(&store, &env))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "deployrequest controller event");
+            }
+        })
+        .await;
+}
+
+fn requests_naming(store: &Store<DeployRequest>, env: &Environment) -> Vec<ObjectRef<DeployRequest>> {
+    let namespace = env.namespace();
+    let name = env.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|dr| dr.namespace() == namespace && dr.spec.environment == name)
+        .map(|dr| ObjectRef::from_obj(dr.as_ref()))
+        .collect()
+}
+
+async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = dr.namespace().unwrap_or_default();
+    let environments: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let environment = environments.get_opt(&dr.spec.environment).await?;
+
+    let decision = decide(&dr, environment.as_ref(), Timestamp::now());
+    if dr.status.as_ref() != Some(&decision.status) {
+        let api: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &namespace);
+        status::apply(&api, dr.as_ref(), &decision.status).await?;
+        tracing::info!(
+            deployrequest = %dr.name_any(), namespace,
+            phase = decision.status.phase.map(|p| p.as_str()).unwrap_or("-"),
+            "status written"
+        );
+    }
+    if let Some(t) = decision.transition {
+        ctx.event(&dr.object_ref(&()), t.type_, &t.reason, t.note).await;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(dr: Arc<DeployRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(CONTROLLER, error.metric_label());
+    tracing::warn!(deployrequest = %dr.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,141 @@
+//! The Environment controller: validates the Secrets an Environment names and reports Ready.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use slipway_crds::conditions::{reasons, types};
+use slipway_crds::{Environment, EnvironmentStatus};
+
+use crate::conditions::{Decided, Status};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::references::{self, Problem};
+use crate::{Scope, Transition, conditions, status};
+
+pub const CONTROLLER: &str = "environment";
+
+/// Secrets are read with `get` only (no cluster-wide watch), so a missing one is looked for again
+/// on this period.
+const RECHECK_MISSING: Duration = Duration::from_secs(15);
+const RECHECK: Duration = Duration::from_secs(300);
+
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    on_ready: impl FnOnce(Store<Environment>) + Send + 'static,
+) {
+    let environments: Api<Environment> = scope.api(&ctx.client);
+    let controller = Controller::new(environments, watcher::Config::default());
+    on_ready(controller.store());
+    controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
+}
+
+/// What was found about the host, once its references resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reachability {
+    NotChecked,
+    Reachable,
+    Unreachable(Problem),
+}
+
+pub fn decide(
+    env: &Environment,
+    problems: &[Problem],
+    host: &Reachability,
+    now: Timestamp,
+) -> (EnvironmentStatus, Option<Transition>) {
+    let old = env.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = env.metadata.generation;
+    let (decided, type_) = if let Some(first) = problems.first() {
+        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+        (references::stalled(&Problem { reason: first.reason, message }), EventType::Warning)
+    } else {
+        match host {
+            Reachability::NotChecked => (
+                vec![
+                    Decided::new(
+                        types::READY,
+                        Status::Unknown,
+                        reasons::NOT_CHECKED,
+                        "Secrets resolved; host not checked yet",
+                    ),
+                    Decided::new(types::REACHABLE, Status::Unknown, reasons::NOT_CHECKED, "host not checked yet"),
+                    Decided::new(types::RECONCILING, Status::True, reasons::NOT_CHECKED, "checking the host"),
+                    Decided::new(types::STALLED, Status::False, reasons::REFERENCES_RESOLVED, "Secrets resolved"),
+                ],
+                EventType::Normal,
+            ),
+            Reachability::Reachable => (
+                vec![
+                    Decided::new(
+                        types::READY,
+                        Status::True,
+                        reasons::REACHABLE,
+                        "host reachable with its pinned host key",
+                    ),
+                    Decided::new(
+                        types::REACHABLE,
+                        Status::True,
+                        reasons::REACHABLE,
+                        "host reachable with its pinned host key",
+                    ),
+                    Decided::new(types::RECONCILING, Status::False, reasons::REACHABLE, ""),
+                    Decided::new(types::STALLED, Status::False, reasons::REACHABLE, ""),
+                ],
+                EventType::Normal,
+            ),
+            Reachability::Unreachable(p) => {
+                let mut decided = references::stalled(p);
+                decided.push(Decided::new(types::REACHABLE, Status::False, p.reason, p.message.clone()));
+                (decided, EventType::Warning)
+            }
+        }
+    };
+    status.conditions = conditions::set(&old.conditions, &decided, env.metadata.generation, now);
+    let transition = Transition::between(&old.conditions, &status.conditions, type_);
+    (status, transition)
+}
+
+/// Problems with the Secrets the Environment names, each message naming the Secret and the fix.
+async fn reference_problems(env: &Environment, secrets: &Api<Secret>) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    problems.extend(references::secret_key(secrets, "spec.sshKeySecretRef", &env.spec.ssh_key_secret_ref).await?);
+    problems
+        .extend(references::secret_key(secrets, "spec.knownHostsSecretRef", &env.spec.known_hosts_secret_ref).await?);
+    if let Some(r) = &env.spec.env_secret_ref {
+        problems.extend(references::secret(secrets, "spec.envSecretRef", r).await?);
+    }
+    Ok(problems)
+}
+
+async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = env.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let problems = reference_problems(&env, &secrets).await?;
+    let host = Reachability::NotChecked;
+    let (status, transition) = decide(&env, &problems, &host, Timestamp::now());
+    if env.status.as_ref() != Some(&status) {
+        status::apply(&Api::<Environment>::namespaced(ctx.client.clone(), &namespace), env.as_ref(), &status).await?;
+    }
+    if let Some(t) = transition {
+        ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
+    }
+    Ok(Action::requeue(if problems.is_empty() { RECHECK } else { RECHECK_MISSING }))
+}
+
+fn error_policy(env: Arc<Environment>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(CONTROLLER, error.metric_label());
+    tracing::warn!(environment = %env.name_any(), error = %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

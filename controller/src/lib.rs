@@ -1,0 +1,56 @@
+//! Slipway controller library: one module per resource, status math, metrics and the remote layer.
+
+pub mod conditions;
+pub mod context;
+pub mod deploy_request;
+pub mod environment;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod references;
+pub mod remote;
+pub mod rollback;
+pub mod status;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::events::EventType;
+use kube::{Api, Client, Resource};
+use slipway_crds::conditions::types;
+
+/// Which namespaces the controllers watch.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// An Event worth recording: the Ready condition changed its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+impl Transition {
+    /// A transition when `new`'s Ready condition differs in status or reason from `old`'s.
+    pub fn between(old: &[Condition], new: &[Condition], type_: EventType) -> Option<Transition> {
+        let before = conditions::find(old, types::READY);
+        let after = conditions::find(new, types::READY)?;
+        let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
+        changed.then(|| Transition { type_, reason: after.reason.clone(), note: after.message.clone() })
+    }
+}

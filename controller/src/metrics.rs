@@ -1,0 +1,96 @@
+//! Prometheus metrics: reconcile counts, errors and durations per controller.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub error: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabel, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    durations: Family<ControllerLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("slipway");
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register("reconciles", "Reconciliations run, per controller", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, per controller and error kind",
+            errors.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", durations.clone());
+        Metrics { registry, reconciles, errors, durations }
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile now and its duration when the returned guard drops.
+    pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer {
+        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
+        ReconcileTimer {
+            histogram: self.durations.get_or_create(&ControllerLabel { controller }).clone(),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn error(&self, controller: &'static str, error: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { controller, error }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+pub struct ReconcileTimer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_reconciles_and_errors_per_controller() {
+        let m = Metrics::default();
+        drop(m.reconcile("deployrequest"));
+        drop(m.reconcile("deployrequest"));
+        m.error("environment", "kube");
+        let text = m.render();
+        assert!(text.contains("slipway_reconciles_total{controller=\"deployrequest\"} 2"), "{text}");
+        assert!(text.contains("slipway_reconcile_errors_total{controller=\"environment\",error=\"kube\"} 1"), "{text}");
+        assert!(text.contains("slipway_reconcile_duration_seconds_count{controller=\"deployrequest\"} 2"), "{text}");
+    }
+}
