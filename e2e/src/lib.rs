@@ -1,1 +1,42 @@
-pub fn placeholder() {}
+//! Harness for Slipway's end-to-end tests.
+//!
+//! The shared sandbox (one control plane, one Docker engine, sshd test hosts) is brought up once
+//! by `e2e/run-tests.sh`, which exports `SLIPWAY_SANDBOX`. Each test takes a namespace of its own
+//! and, where it needs one, a controller process of its own that watches only that namespace and
+//! authenticates as the ServiceAccount installed from `manifests/`.
+
+pub mod cluster;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The sandbox directory, or `None` when the tests run outside `e2e/run-tests.sh`.
+pub fn sandbox_dir() -> Option<PathBuf> {
+    std::env::var_os("SLIPWAY_SANDBOX").map(PathBuf::from).filter(|p| p.join("env").exists())
+}
+
+/// Reads a shell-style `KEY=value` file as written by the sandbox scripts.
+pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').trim_matches('\'').to_string()))
+        .collect())
+}
+
+/// Skips the calling test, loudly, when there is no sandbox.
+#[macro_export]
+macro_rules! require_sandbox {
+    () => {
+        match $crate::sandbox_dir() {
+            Some(dir) => dir,
+            None => {
+                eprintln!("SKIPPED: SLIPWAY_SANDBOX is not set; run e2e/run-tests.sh");
+                return;
+            }
+        }
+    };
+}

@@ -1,0 +1,3 @@
+{{- define "slipway.labels" -}}
+app.kubernetes.io/name: slipway
+{{- end -}}

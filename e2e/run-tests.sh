@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of Slipway: unit tests, and the real-component tests (kube-apiserver + etcd,
+# sshd hosts, Docker engine, PostgreSQL + alembic) against one shared sandbox.
+#   e2e/run-tests.sh [extra cargo test args]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export SLIPWAY_CACHE=${SLIPWAY_CACHE:-$HOME/.cache/slipway}
+export SLIPWAY_SANDBOX=${SLIPWAY_SANDBOX:-/tmp/slipway-tests}
+start=$SECONDS
+
+"$root/e2e/scripts/down.sh"
+rm -rf "$SLIPWAY_SANDBOX"
+trap '"$root/e2e/scripts/down.sh"' EXIT
+# Compile while the sandbox comes up (the first run builds the control plane and base image).
+cargo build --workspace --all-targets --quiet &
+build_pid=$!
+"$root/e2e/scripts/up.sh"
+wait "$build_pid"
+echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
+
+export SLIPWAY_CONTROLLER_BIN=$root/target/debug/slipway-controller
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
+status=${PIPESTATUS[0]}
+echo "[tests] finished in $((SECONDS - start)) s (logs: $SLIPWAY_SANDBOX/logs)" >&2
+exit "$status"

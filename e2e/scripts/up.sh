@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Brings up the shared sandbox: a Docker engine, the reference stack's base image, a real
+# kube-apiserver + etcd with Slipway installed from manifests/, sshd test hosts and the fixture's
+# git origin. Writes $SLIPWAY_SANDBOX/env for the tests. Heavy builds are cached in $SLIPWAY_CACHE.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+scripts=$root/e2e/scripts
+export SLIPWAY_CACHE=${SLIPWAY_CACHE:-$HOME/.cache/slipway}
+export SLIPWAY_SANDBOX=${SLIPWAY_SANDBOX:-/tmp/slipway-sandbox}
+hosts=${SLIPWAY_HOSTS:-3}
+mkdir -p "$SLIPWAY_SANDBOX/logs"
+start=$SECONDS
+
+"$scripts/deps.sh"
+# The two cold builds (Go control plane, debootstrap base image) overlap.
+"$scripts/control-plane.sh" start "$SLIPWAY_SANDBOX/control-plane" >"$SLIPWAY_SANDBOX/logs/control-plane.out" 2>&1 &
+cp_pid=$!
+"$scripts/docker.sh" start
+"$scripts/images.sh"
+if ! wait "$cp_pid"; then
+  tail -n 40 "$SLIPWAY_SANDBOX/logs/control-plane.out" >&2
+  echo "[up] the control plane did not start" >&2
+  exit 1
+fi
+cat "$SLIPWAY_SANDBOX/logs/control-plane.out" >&2
+
+# shellcheck disable=SC1091
+source "$SLIPWAY_SANDBOX/control-plane/env"
+kubectl=("$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG")
+"${kubectl[@]}" apply --server-side -k "$root/manifests" >/dev/null
+"${kubectl[@]}" wait --for condition=established --timeout=60s crd/environments.slipway.dev crd/deployrequests.slipway.dev crd/rollbacks.slipway.dev >/dev/null
+"$scripts/control-plane.sh" kubeconfig-for-sa slipway-system slipway "$SLIPWAY_SANDBOX/controller.kubeconfig"
+
+"$scripts/hosts.sh" start "$hosts"
+"$scripts/fixture-repo.sh" "$SLIPWAY_SANDBOX/origin/shop.git"
+
+{
+  cat "$SLIPWAY_SANDBOX/control-plane/env"
+  echo "SLIPWAY_HOSTS=$hosts"
+  echo "SLIPWAY_ORIGIN=$SLIPWAY_SANDBOX/origin/shop.git"
+} >"$SLIPWAY_SANDBOX/env"
+echo "[up] sandbox ready in $((SECONDS - start)) s: $SLIPWAY_SANDBOX" >&2

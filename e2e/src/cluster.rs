@@ -1,0 +1,206 @@
+//! A test's view of the shared control plane: its own namespace, kubectl, and its own controller.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::read_env_file;
+
+/// One test's namespace on the shared control plane. Dropping it stops its controller.
+pub struct TestCluster {
+    pub namespace: String,
+    pub kubectl: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+    pub sandbox: PathBuf,
+    controller: Option<Controller>,
+}
+
+struct Controller {
+    child: Child,
+    http_addr: String,
+}
+
+impl TestCluster {
+    /// Creates a fresh namespace `<prefix>-<random>` and lets Slipway read Secrets in it.
+    pub fn new(sandbox: &Path, prefix: &str) -> anyhow::Result<Self> {
+        let env = read_env_file(&sandbox.join("env"))?;
+        let get = |k: &str| env.get(k).cloned().with_context(|| format!("{k} missing from sandbox env"));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let namespace = format!("{prefix}-{:x}-{n}-{:x}", std::process::id(), nanos() % 0x10000);
+        let cluster = TestCluster {
+            namespace,
+            kubectl: get("SLIPWAY_KUBECTL")?.into(),
+            admin_kubeconfig: get("SLIPWAY_KUBECONFIG")?.into(),
+            sandbox: sandbox.to_path_buf(),
+            controller: None,
+        };
+        cluster.kubectl_ok(&["create", "namespace", &cluster.namespace])?;
+        cluster.apply(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: slipway-secret-reader\n  \
+             namespace: {ns}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: \
+             slipway-secret-reader\nsubjects:\n  - kind: ServiceAccount\n    name: slipway\n    namespace: slipway-system\n",
+            ns = cluster.namespace
+        ))?;
+        Ok(cluster)
+    }
+
+    /// Starts a controller process watching only this namespace, as the `slipway` ServiceAccount.
+    pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        let bin = controller_binary();
+        let port = free_port()?;
+        let http_addr = format!("127.0.0.1:{port}");
+        let logs = self.sandbox.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = std::fs::File::create(logs.join(format!("{}-controller.log", self.namespace)))?;
+        let child = Command::new(&bin)
+            .args(["--namespace", &self.namespace, "--http-addr", &http_addr])
+            .env("KUBECONFIG", self.sandbox.join("controller.kubeconfig"))
+            .env("RUST_LOG", "info,kube=warn,slipway_controller=debug")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.controller = Some(Controller { child, http_addr: http_addr.clone() });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http_get(&http_addr, "/readyz") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("controller for {} not ready within 30 s; see {}", self.namespace, logs.display())
+    }
+
+    /// GET on the controller's HTTP listener: (status code, body).
+    pub fn controller_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let c = self.controller.as_ref().context("controller not started")?;
+        http_get(&c.http_addr, path)
+    }
+
+    /// Runs kubectl against the shared control plane, in this namespace.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin_kubeconfig)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        if let Some(input) = stdin {
+            child.stdin.take().expect("piped").write_all(input.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// kubectl that must succeed; returns its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `kubectl apply -f -` with `yaml`; returns kubectl's output, stdout and stderr together.
+    pub fn apply(&self, yaml: &str) -> anyhow::Result<String> {
+        let out = self.kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            bail!("kubectl apply failed: {text}");
+        }
+        Ok(text)
+    }
+
+    /// `kubectl create -f -` expected to be refused; returns the error kubectl printed.
+    pub fn refused(&self, yaml: &str) -> anyhow::Result<String> {
+        let out = self.kubectl_with_stdin(&["create", "-f", "-"], Some(yaml))?;
+        if out.status.success() {
+            bail!("the API server accepted an object it should refuse:\n{yaml}");
+        }
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `kubectl wait --for=<condition> <object>`; returns how long it took.
+    pub fn wait(&self, object: &str, condition: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        self.kubectl_ok(&["wait", object, &format!("--for={condition}"), &format!("--timeout={}s", timeout.as_secs())])
+            .with_context(|| format!("waiting for {object} {condition}"))?;
+        Ok(start.elapsed())
+    }
+
+    /// A JSONPath of one object, as `kubectl get -o jsonpath` prints it.
+    pub fn jsonpath(&self, object: &str, path: &str) -> anyhow::Result<String> {
+        self.kubectl_ok(&["get", object, "-o", &format!("jsonpath={path}")])
+    }
+
+    /// Creates a Secret from literal key/values.
+    pub fn secret(&self, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut args = vec!["create".to_string(), "secret".into(), "generic".into(), name.into()];
+        args.extend(data.iter().map(|(k, v)| format!("--from-literal={k}={v}")));
+        self.kubectl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        Ok(())
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
+        // The namespace is left for inspection: the sandbox has no namespace controller to empty it,
+        // and every test's names are unique.
+    }
+}
+
+/// The controller binary built by `e2e/run-tests.sh` (or `cargo build` in this workspace).
+pub fn controller_binary() -> PathBuf {
+    std::env::var_os("SLIPWAY_CONTROLLER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/slipway-controller"))
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root exists")
+}
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A minimal HTTP/1.0 GET, enough for the controller's own listener.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status line")?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,0 +1,184 @@
+//! The foundation, as `kubectl` shows it: schema docs and validation, printer columns, status
+//! conditions driven by a real controller process, and its metrics.
+
+use std::time::Duration;
+
+use slipway_e2e::cluster::TestCluster;
+use slipway_e2e::require_sandbox;
+
+const ENVIRONMENT: &str = r#"
+apiVersion: slipway.dev/v1alpha1
+kind: Environment
+metadata: {name: staging}
+spec:
+  tier: staging
+  host: {address: 127.0.0.1, port: 22, user: deploy, path: /srv/shop}
+  sshKeySecretRef: {name: shop-ssh, key: id_ed25519}
+  knownHostsSecretRef: {name: shop-ssh, key: known_hosts}
+"#;
+
+fn deploy_request(name: &str, revision: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: DeployRequest\nmetadata: {{name: {name}}}\nspec:\n  environment: staging\n  revision: {revision}\n"
+    )
+}
+
+#[test]
+fn kubectl_explain_documents_the_revision() {
+    let sandbox = require_sandbox!();
+    let cluster = TestCluster::new(&sandbox, "explain").unwrap();
+    let out = cluster.kubectl_ok(&["explain", "deployrequest.spec.revision"]).unwrap();
+    for expected in ["exactly one of branch, tag or commit", "branch", "tag", "commit", "7 to 40 hexadecimal"] {
+        assert!(out.contains(expected), "`kubectl explain deployrequest.spec.revision` lacks {expected:?}:\n{out}");
+    }
+    let env = cluster.kubectl_ok(&["explain", "environment.spec.knownHostsSecretRef"]).unwrap();
+    assert!(env.contains("refuses a changed or unknown key"), "{env}");
+    assert!(env.contains("-required-"), "knownHostsSecretRef is not marked required:\n{env}");
+}
+
+#[test]
+fn invalid_deploy_requests_are_refused_with_what_to_fix() {
+    let sandbox = require_sandbox!();
+    let cluster = TestCluster::new(&sandbox, "invalid-dr").unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("{tag: v1.0.0, branch: main}", "exactly one of branch, tag or commit"),
+        ("{}", "exactly one of branch, tag or commit"),
+        ("{tag: \"v1 .0\"}", "tag must be a git ref name"),
+        ("{tag: \"v1;reboot\"}", "tag must be a git ref name"),
+        ("{branch: \"$(id)\"}", "branch must be a git ref name"),
+        ("{branch: \"`id`\"}", "branch must be a git ref name"),
+        ("{branch: \"-rf\"}", "branch must be a git ref name"),
+        ("{branch: \"feature/../main\"}", "must not contain '..'"),
+        ("{tag: \"v1.lock\"}", "nor end with '/', '.' or '.lock'"),
+        ("{commit: xyz1234}", "commit must be 7 to 40 hexadecimal characters"),
+        ("{commit: abc12}", "commit must be 7 to 40 hexadecimal characters"),
+    ];
+    for (i, (revision, message)) in cases.iter().enumerate() {
+        let err = cluster.refused(&deploy_request(&format!("bad-{i}"), revision)).unwrap();
+        assert!(err.contains(message), "revision {revision}: expected {message:?} in:\n{err}");
+        assert!(err.contains("DeployRequest"), "the error does not name the kind: {err}");
+    }
+}
+
+#[test]
+fn invalid_environments_are_refused_with_what_to_fix() {
+    let sandbox = require_sandbox!();
+    let cluster = TestCluster::new(&sandbox, "invalid-env").unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        ("path: /srv/shop", "path: srv/shop", "path must be an absolute path"),
+        ("path: /srv/shop", "path: \"/srv/shop; rm -rf /\"", "path must be an absolute path"),
+        ("path: /srv/shop", "path: /srv/../etc", "must not contain '..' segments"),
+        ("port: 22", "port: 0", "should be greater than or equal to 1"),
+        ("port: 22", "port: 70000", "should be less than or equal to 65535"),
+        ("address: 127.0.0.1", "address: \"-oProxyCommand=id\"", "address must be a host name or IP address"),
+        ("  knownHostsSecretRef: {name: shop-ssh, key: known_hosts}\n", "", "knownHostsSecretRef: Required value"),
+    ];
+    for (i, (from, to, message)) in cases.iter().enumerate() {
+        let yaml = ENVIRONMENT.replace("name: staging", &format!("name: bad-{i}")).replace(from, to);
+        assert_ne!(yaml, ENVIRONMENT.replace("name: staging", &format!("name: bad-{i}")), "case {i} changed nothing");
+        let err = cluster.refused(&yaml).unwrap();
+        assert!(err.contains(message), "{to:?}: expected {message:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn deploy_request_spec_is_immutable() {
+    let sandbox = require_sandbox!();
+    let cluster = TestCluster::new(&sandbox, "immutable").unwrap();
+    cluster.apply(&deploy_request("shop-1", "{tag: v1.0.0}")).unwrap();
+    let out = cluster
+        .kubectl(&["patch", "deployrequest", "shop-1", "--type=merge", "-p", r#"{"spec":{"revision":{"tag":"v9.9.9"}}}"#])
+        .unwrap();
+    assert!(!out.status.success(), "the spec change was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DeployRequest spec is immutable"), "{err}");
+    assert_eq!(cluster.jsonpath("dr/shop-1", "{.spec.revision.tag}").unwrap(), "v1.0.0");
+}
+
+#[test]
+fn deploy_request_waits_for_its_environment_then_queues() {
+    let sandbox = require_sandbox!();
+    let mut cluster = TestCluster::new(&sandbox, "envwatch").unwrap();
+    cluster.start_controller().unwrap();
+    cluster.apply(&deploy_request("shop-45", "{tag: v1.2.3}")).unwrap();
+
+    cluster
+        .wait(
+            "deployrequest/shop-45",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    let message = cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    assert!(message.contains(&format!("Environment \"staging\" not found in namespace \"{}\"", cluster.namespace)));
+    assert_eq!(cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(), "True");
+
+    cluster.apply(ENVIRONMENT).unwrap();
+    let took = cluster.wait("deployrequest/shop-45", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
+    eprintln!("DeployRequest moved to Queued {} ms after its Environment was created", took.as_millis());
+    assert_eq!(cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Ready")].reason}"#).unwrap(), "Queued");
+    assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.observedGeneration}").unwrap(), "1");
+
+    let events = cluster.kubectl_ok(&["get", "events", "--field-selector", "regarding.name=shop-45"]).unwrap();
+    assert!(events.contains("EnvironmentNotFound") && events.contains("Queued"), "events:\n{events}");
+}
+
+#[test]
+fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
+    let sandbox = require_sandbox!();
+    let mut cluster = TestCluster::new(&sandbox, "columns").unwrap();
+    cluster.start_controller().unwrap();
+    cluster.apply(ENVIRONMENT).unwrap();
+    cluster.apply(&deploy_request("shop-7", "{commit: 4f1c2ab}")).unwrap();
+    cluster.wait("dr/shop-7", "jsonpath={.status.phase}=Queued", Duration::from_secs(30)).unwrap();
+
+    let table = cluster.kubectl_ok(&["get", "dr"]).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ENVIRONMENT", "REVISION", "PHASE", "READY", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..6], ["shop-7", "staging", "commit", "4f1c2ab", "Queued", "False"], "{table}");
+    let wide = cluster.kubectl_ok(&["get", "dr", "-o", "wide"]).unwrap();
+    assert!(wide.lines().next().unwrap().ends_with("MESSAGE"), "{wide}");
+    assert!(wide.contains("waiting for its deploy lock"), "{wide}");
+
+    let envs = cluster.kubectl_ok(&["get", "env"]).unwrap();
+    let header: Vec<&str> = envs.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "HOST", "TIER", "CURRENT", "READY", "AGE"], "{envs}");
+    // The Secrets the Environment names do not exist: the controller (reading Secrets through the
+    // RoleBinding the test made) says so, naming the Secret.
+    cluster
+        .wait("env/staging", r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=SecretNotFound"#, Duration::from_secs(30))
+        .unwrap();
+    let message = cluster.jsonpath("env/staging", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    assert!(message.contains("Secret \"shop-ssh\" (named by spec.sshKeySecretRef) not found"), "{message}");
+
+    let (code, metrics) = cluster.controller_get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    let count = |controller: &str| -> u64 {
+        let prefix = format!("slipway_reconciles_total{{controller=\"{controller}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    assert!(count("deployrequest") >= 1, "{metrics}");
+    assert!(count("environment") >= 1, "{metrics}");
+    assert!(metrics.contains("slipway_reconcile_duration_seconds_bucket"), "{metrics}");
+    assert_eq!(cluster.controller_get("/healthz").unwrap().0, 200);
+}
+
+#[test]
+fn rollback_reports_a_missing_environment() {
+    let sandbox = require_sandbox!();
+    let mut cluster = TestCluster::new(&sandbox, "rollback").unwrap();
+    cluster.start_controller().unwrap();
+    cluster
+        .apply("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: undo}\nspec:\n  environment: staging\n  to: {previous: true}\n")
+        .unwrap();
+    cluster
+        .wait("rollback/undo", r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#, Duration::from_secs(30))
+        .unwrap();
+    cluster.apply(ENVIRONMENT).unwrap();
+    cluster.wait("rollback/undo", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
+    let refused = cluster
+        .refused("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: two}\nspec:\n  environment: staging\n  to: {previous: true, tag: v1.0.0}\n")
+        .unwrap();
+    assert!(refused.contains("to must set exactly one of previous: true, tag or release"), "{refused}");
+}
