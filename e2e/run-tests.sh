@@ -20,7 +20,9 @@ wait "$build_pid"
 echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
 
 export SLIPWAY_CONTROLLER_BIN=$root/target/debug/slipway-controller
+set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}
+set -e
 echo "[tests] finished in $((SECONDS - start)) s (logs: $SLIPWAY_SANDBOX/logs)" >&2
 exit "$status"
