@@ -3,6 +3,9 @@
 //! Doc comments on these types become the `kubectl explain` text of the generated CRDs, so they
 //! are written for the person typing `kubectl explain deployrequest.spec.revision`.
 
+// kube-derive takes one `printcolumn(...)` per column, which this lint mistakes for repeats.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod conditions;
 pub mod deploy_request;
