@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::{Parser, ValueEnum};
-use kube::runtime::reflector::Store;
+use kube::api::ListParams;
 use slipway_controller::context::Context;
 use slipway_controller::{Scope, deploy_request, environment, http, rollback};
 use slipway_crds::{DeployRequest, Environment, Rollback};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -52,20 +52,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let (env_tx, env_rx) = oneshot::channel::<Store<Environment>>();
-    let (dr_tx, dr_rx) = oneshot::channel::<Store<DeployRequest>>();
-    let (rb_tx, rb_rx) = oneshot::channel::<Store<Rollback>>();
-    let ready_ctx = ctx.clone();
-    tokio::spawn(async move {
-        let (Ok(envs), Ok(drs), Ok(rbs)) = (env_rx.await, dr_rx.await, rb_rx.await) else {
-            return;
-        };
-        let synced = tokio::join!(envs.wait_until_ready(), drs.wait_until_ready(), rbs.wait_until_ready());
-        if synced.0.is_ok() && synced.1.is_ok() && synced.2.is_ok() {
-            ready_ctx.ready.store(true, Ordering::Relaxed);
-            tracing::info!("caches synced; ready");
-        }
-    });
+    tokio::spawn(wait_until_listable(ctx.clone(), scope.clone()));
 
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -77,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let http = http::serve(args.http_addr, ctx.clone(), stopped());
     let controllers = async {
         tokio::join!(
-            environment::run(ctx.clone(), scope.clone(), stopped(), |s| drop(env_tx.send(s))),
-            deploy_request::run(ctx.clone(), scope.clone(), stopped(), |s| drop(dr_tx.send(s))),
-            rollback::run(ctx.clone(), scope.clone(), stopped(), |s| drop(rb_tx.send(s))),
+            environment::run(ctx.clone(), scope.clone(), stopped()),
+            deploy_request::run(ctx.clone(), scope.clone(), stopped()),
+            rollback::run(ctx.clone(), scope.clone(), stopped()),
         );
     };
     let (served, ()) = tokio::join!(http, controllers);
@@ -94,4 +81,29 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Ready once the three resources can be listed in scope: the API server answers and RBAC allows
+/// what the controllers need. (Polling the controllers' own stores for readiness would steal the
+/// single waker kube-runtime registers for them.)
+async fn wait_until_listable(ctx: Arc<Context>, scope: Scope) {
+    let one = ListParams::default().limit(1);
+    let (envs, drs, rbs) = (
+        scope.api::<Environment>(&ctx.client),
+        scope.api::<DeployRequest>(&ctx.client),
+        scope.api::<Rollback>(&ctx.client),
+    );
+    loop {
+        let lists = tokio::join!(envs.list(&one), drs.list(&one), rbs.list(&one));
+        match lists {
+            (Ok(_), Ok(_), Ok(_)) => break,
+            (a, b, c) => {
+                let error = [a.err(), b.err(), c.err()].into_iter().flatten().next();
+                tracing::warn!(error = ?error.map(|e| e.to_string()), "cannot list Slipway resources yet");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        }
+    }
+    ctx.ready.store(true, Ordering::Relaxed);
+    tracing::info!("API reachable; ready");
 }

@@ -141,7 +141,7 @@ pub struct DeployRequestStatus {
     pub migration_after: Option<String>,
     /// Position in the Environment's queue while waiting for its lock (1 = next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queue_position: Option<u32>,
+    pub queue_position: Option<i32>,
     /// Steps run so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,

@@ -79,7 +79,7 @@ pub struct Host {
     /// SSH port.
     #[serde(default = "default_ssh_port")]
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
+    pub port: i32,
     /// User Slipway logs in as; it needs to run docker.
     #[serde(default = "default_user")]
     #[schemars(length(min = 1, max = 32))]
@@ -95,7 +95,7 @@ pub struct Host {
     pub path: String,
 }
 
-fn default_ssh_port() -> u16 {
+fn default_ssh_port() -> i32 {
     22
 }
 
@@ -120,7 +120,7 @@ pub struct Repository {
 pub struct Compose {
     /// Compose files, relative to `host.path`.
     #[serde(default = "default_compose_files")]
-    #[schemars(length(min = 1, max = 8))]
+    #[schemars(length(min = 1, max = 8), inner(length(min = 1, max = 255)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(f, f.matches('^[A-Za-z0-9_][A-Za-z0-9._/-]*$') && !f.contains('..'))")
         .message("compose files must be relative paths inside host.path made of letters, digits and . _ / -"))]
     pub files: Vec<String>,
@@ -173,11 +173,11 @@ pub struct Health {
     /// Overall deadline for verification, in seconds.
     #[serde(default = "default_health_timeout")]
     #[schemars(range(min = 1, max = 3600))]
-    pub timeout_seconds: u32,
+    pub timeout_seconds: i32,
     /// Pause between rounds of checks, in seconds.
     #[serde(default = "default_health_interval")]
     #[schemars(range(min = 1, max = 300))]
-    pub interval_seconds: u32,
+    pub interval_seconds: i32,
     /// Declared checks; all must pass.
     #[serde(default)]
     #[schemars(length(max = 32))]
@@ -194,11 +194,11 @@ impl Default for Health {
     }
 }
 
-fn default_health_timeout() -> u32 {
+fn default_health_timeout() -> i32 {
     180
 }
 
-fn default_health_interval() -> u32 {
+fn default_health_interval() -> i32 {
     5
 }
 
@@ -233,7 +233,7 @@ pub struct HttpCheck {
     pub service: String,
     /// Container port.
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
+    pub port: i32,
     /// Request path.
     #[serde(default = "default_http_path")]
     #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')").message("path must start with /"))]
@@ -242,7 +242,7 @@ pub struct HttpCheck {
     /// Expected status code; any 2xx when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]
-    pub expect_status: Option<u16>,
+    pub expect_status: Option<i32>,
     /// Top-level JSON fields the response body must contain, such as `{status: healthy}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect_json: Option<BTreeMap<String, String>>,
@@ -262,7 +262,7 @@ pub struct TcpCheck {
     pub service: String,
     /// Container port.
     #[schemars(range(min = 1, max = 65535))]
-    pub port: u16,
+    pub port: i32,
 }
 
 /// Exec check.

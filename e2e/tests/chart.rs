@@ -44,7 +44,33 @@ fn helm_template_renders_the_same_objects_as_the_manifests() {
     let names = |o: &Objects| o.keys().cloned().collect::<Vec<_>>();
     assert_eq!(names(&chart), names(&plain), "the chart and manifests/ install different objects");
     for (key, value) in &plain {
-        assert_eq!(&chart[key], value, "{key:?} differs between the chart and manifests/");
+        let mut differences = Vec::new();
+        diff(&chart[key], value, String::new(), &mut differences);
+        assert!(differences.is_empty(), "{key:?} differs between the chart and manifests/ at {differences:?}");
     }
-    assert!(plain.keys().any(|(kind, _, name)| kind == "CustomResourceDefinition" && name == "deployrequests.slipway.dev"));
+    assert!(
+        plain.keys().any(|(kind, _, name)| kind == "CustomResourceDefinition" && name == "deployrequests.slipway.dev")
+    );
+}
+
+/// Paths where two YAML values differ; numbers compare by value (kustomize writes 65535.0 as 65535).
+fn diff(a: &serde_yaml::Value, b: &serde_yaml::Value, path: String, out: &mut Vec<String>) {
+    use serde_yaml::Value;
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            for key in x.keys().chain(y.keys()) {
+                let name = key.as_str().unwrap_or("?");
+                let missing = Value::Null;
+                diff(x.get(key).unwrap_or(&missing), y.get(key).unwrap_or(&missing), format!("{path}.{name}"), out);
+            }
+        }
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(p, q, format!("{path}[{i}]"), out);
+            }
+        }
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
+        _ if a == b => {}
+        _ => out.push(path),
+    }
 }

@@ -22,17 +22,11 @@ use crate::{Scope, status};
 pub const CONTROLLER: &str = "deployrequest";
 
 /// Runs the controller until `shutdown` resolves. `on_ready` receives its cache once synced.
-pub async fn run(
-    ctx: Arc<Context>,
-    scope: Scope,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    on_ready: impl FnOnce(Store<DeployRequest>) + Send + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let requests: Api<DeployRequest> = scope.api(&ctx.client);
     let environments: Api<Environment> = scope.api(&ctx.client);
     let controller = Controller::new(requests, watcher::Config::default());
     let store = controller.store();
-    on_ready(store.clone());
     controller
         // An Environment appearing (or changing) wakes every DeployRequest that names it.
         .watches(environments, watcher::Config::default(), move |env| requests_naming(&store, &env))

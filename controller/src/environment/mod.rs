@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::{reasons, types};
@@ -27,15 +26,9 @@ pub const CONTROLLER: &str = "environment";
 const RECHECK_MISSING: Duration = Duration::from_secs(15);
 const RECHECK: Duration = Duration::from_secs(300);
 
-pub async fn run(
-    ctx: Arc<Context>,
-    scope: Scope,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    on_ready: impl FnOnce(Store<Environment>) + Send + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let environments: Api<Environment> = scope.api(&ctx.client);
     let controller = Controller::new(environments, watcher::Config::default());
-    on_ready(controller.store());
     controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
 }
 

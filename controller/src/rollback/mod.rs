@@ -7,7 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::reasons;
@@ -19,17 +19,11 @@ use crate::{Scope, Transition, conditions, references, status};
 
 pub const CONTROLLER: &str = "rollback";
 
-pub async fn run(
-    ctx: Arc<Context>,
-    scope: Scope,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    on_ready: impl FnOnce(Store<Rollback>) + Send + 'static,
-) {
+pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let rollbacks: Api<Rollback> = scope.api(&ctx.client);
     let environments: Api<Environment> = scope.api(&ctx.client);
     let controller = Controller::new(rollbacks, watcher::Config::default());
     let store = controller.store();
-    on_ready(store.clone());
     controller
         .watches(environments, watcher::Config::default(), move |env| {
             let (ns, name) = (env.namespace(), env.name_any());

@@ -1,0 +1,54 @@
+//! Benchmark: one trivial command over the reused SSH master versus a fresh `ssh` per command,
+//! in the same run. Prints the medians and their ratio (run with `--nocapture` to see them).
+
+use std::time::{Duration, Instant};
+
+use slipway_controller::remote::RemoteCommand;
+use slipway_e2e::hosts::{self, TestHost};
+
+const RUNS: usize = 30;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    let n = samples.len();
+    if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2 }
+}
+
+#[tokio::test]
+async fn ssh_master_reuse_versus_fresh_connection_per_command() {
+    let Some(sandbox) = hosts::require_sandbox("ssh_master_reuse_versus_fresh_connection_per_command") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let cmd = RemoteCommand::new("true");
+    // warm-up
+    conn.run(&cmd).await.unwrap();
+
+    let mut reused = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        conn.run(&cmd).await.unwrap();
+        reused.push(t.elapsed());
+    }
+
+    let args = host.one_shot_ssh_args();
+    let mut fresh = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let out = tokio::process::Command::new("ssh").args(&args).arg("true").output().await.unwrap();
+        fresh.push(t.elapsed());
+        assert!(out.status.success(), "fresh ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let (m_reused, m_fresh) = (median(reused), median(fresh));
+    let ratio = m_fresh.as_secs_f64() / m_reused.as_secs_f64();
+    println!(
+        "ssh_mux benchmark ({RUNS} runs each, `true` on {}): reused master median {:.2} ms, fresh ssh median {:.2} ms, ratio {:.1}x",
+        host.name,
+        m_reused.as_secs_f64() * 1e3,
+        m_fresh.as_secs_f64() * 1e3,
+        ratio
+    );
+    assert!(ratio > 1.0, "reusing the master should be faster");
+}

@@ -1,0 +1,125 @@
+//! Hostile refs, paths and service names either arrive verbatim (quoting) or are refused
+//! (validation) — and nothing they try to run ever runs.
+
+use slipway_controller::remote::{ComposeProject, RemoteCommand, RemoteError, Repo, RevisionRef};
+use slipway_e2e::hosts::{self, TestHost};
+
+const PWNED: &str = "/tmp/pwned";
+
+const HOSTILE: &[&str] = &[
+    "\"; touch /tmp/pwned #",
+    "'; touch /tmp/pwned; '",
+    "$(touch /tmp/pwned)",
+    "`touch /tmp/pwned`",
+    "x\ntouch /tmp/pwned",
+    "x\r\ntouch /tmp/pwned",
+    "$(id)",
+    "`id`",
+    "-rf",
+    "--upload-pack=touch /tmp/pwned",
+    "${IFS}touch${IFS}/tmp/pwned",
+    "a;b|c&d>e<f",
+    "*",
+    "~",
+    "back\\slash",
+    "",
+];
+
+async fn pwned_exists(conn: &slipway_controller::remote::HostConnection) -> bool {
+    conn.output(&RemoteCommand::new("test").arg("-e").arg(PWNED)).await.unwrap().success()
+}
+
+#[tokio::test]
+async fn hostile_arguments_arrive_verbatim() {
+    let Some(sandbox) = hosts::require_sandbox("hostile_arguments_arrive_verbatim") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    assert!(!pwned_exists(&conn).await, "{PWNED} exists on the host before the test; remove it");
+    for h in HOSTILE {
+        // as an argument
+        let out = conn.run(&RemoteCommand::new("printf").arg("%s").arg(*h)).await.unwrap();
+        assert_eq!(out.stdout(), *h, "argument {h:?}");
+        // several in one argv keep their boundaries
+        let out = conn.run(&RemoteCommand::new("printf").arg("[%s]").args([*h, *h])).await.unwrap();
+        assert_eq!(out.stdout(), format!("[{h}][{h}]"));
+        // as a (non-secret) environment value
+        let out = conn
+            .run(&RemoteCommand::new("printenv").arg("SLIPWAY_TEST_VALUE").env("SLIPWAY_TEST_VALUE", *h))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout().strip_suffix('\n').unwrap(), *h, "env {h:?}");
+        // as a file name: `test -e` gets it as one operand and simply says "no"
+        let out = conn.output(&RemoteCommand::new("test").arg("-e").arg(format!("/nonexistent/{h}"))).await.unwrap();
+        assert_eq!(out.exit_code(), Some(1), "path {h:?}");
+    }
+    // a working directory with shell syntax in it is a directory name, nothing more
+    let dir = "/tmp/slipway \"; touch /tmp/pwned #";
+    let out = conn.output(&RemoteCommand::new("pwd").current_dir(dir)).await.unwrap();
+    assert!(!out.success());
+    assert!(!pwned_exists(&conn).await, "a hostile value was executed");
+}
+
+#[tokio::test]
+async fn hostile_refs_paths_and_service_names_are_refused() {
+    let Some(sandbox) = hosts::require_sandbox("hostile_refs_paths_and_service_names_are_refused") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let project = hosts::TestProject::new(&conn, "quoting").await.unwrap();
+    assert!(!pwned_exists(&conn).await, "{PWNED} exists before the test");
+    let is_invalid = |r: Result<(), RemoteError>, what: &str| match r {
+        Err(RemoteError::InvalidInput { .. }) => {}
+        other => panic!("{what}: expected InvalidInput, got {other:?}"),
+    };
+
+    project
+        .run_then_clean_up(&conn, async {
+            let repo = Repo::new(&conn, project.dir.clone()).unwrap();
+            let compose = conn.compose(project.compose()).await.unwrap();
+            for h in HOSTILE {
+                is_invalid(repo.resolve(&RevisionRef::Tag((*h).into())).await.map(|_| ()), &format!("tag {h:?}"));
+                is_invalid(repo.resolve(&RevisionRef::Branch((*h).into())).await.map(|_| ()), &format!("branch {h:?}"));
+                is_invalid(repo.resolve(&RevisionRef::Commit((*h).into())).await.map(|_| ()), &format!("commit {h:?}"));
+                is_invalid(repo.checkout(h).await, &format!("checkout {h:?}"));
+                is_invalid(Repo::new(&conn, *h).map(|_| ()), &format!("work tree {h:?}"));
+                is_invalid(compose.logs(h, 10).await.map(|_| ()), &format!("logs {h:?}"));
+                is_invalid(compose.run(h, &["true".to_owned()]).await.map(|_| ()), &format!("run {h:?}"));
+                is_invalid(compose.build(&[(*h).to_owned()]).await.map(|_| ()), &format!("build {h:?}"));
+                is_invalid(
+                    conn.compose(ComposeProject::new(project.dir.clone(), *h, vec!["docker-compose.yml".into()]))
+                        .await
+                        .map(|_| ()),
+                    &format!("project name {h:?}"),
+                );
+                // File names and origin URLs may legally contain shell syntax: those arrive verbatim;
+                // empty, option-like and multi-line ones are refused.
+                let path_like_refused = h.is_empty() || h.starts_with('-') || h.contains(['\n', '\r']);
+                let file = repo.show_file("0123abcd", h).await;
+                let origin = repo.ensure_cloned(h).await;
+                let compose_file =
+                    conn.compose(ComposeProject::new(project.dir.clone(), "ok", vec![(*h).into()])).await;
+                if path_like_refused {
+                    is_invalid(file.map(|_| ()), &format!("file {h:?}"));
+                    is_invalid(origin.map(|_| ()), &format!("origin {h:?}"));
+                    is_invalid(compose_file.map(|_| ()), &format!("compose file {h:?}"));
+                } else {
+                    assert!(matches!(file, Ok(None)), "file {h:?}: {file:?}");
+                    assert!(
+                        matches!(origin, Err(RemoteError::CommandFailed { .. } | RemoteError::InvalidInput { .. })),
+                        "origin {h:?}: {origin:?}"
+                    );
+                    assert!(compose_file.is_ok(), "compose file {h:?}");
+                }
+                is_invalid(conn.project_containers(h).await.map(|_| ()), &format!("project for docker {h:?}"));
+            }
+            // An absolute path with shell syntax is a legal (odd) path: it is quoted, not refused,
+            // and arrives as exactly one path.
+            let odd = Repo::new(&conn, "/tmp/slipway-odd \"; touch /tmp/pwned #").unwrap();
+            assert!(!odd.exists().await.unwrap());
+            assert!(!pwned_exists(&conn).await, "a hostile value was executed");
+        })
+        .await;
+}

@@ -1,0 +1,237 @@
+//! Remote layer against a real sshd: pinned host keys, authentication, reachability, timeouts,
+//! master reuse and the private directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slipway_controller::remote::{
+    ConnectOptions, ConnectionPool, HostConnection, RemoteCommand, RemoteError, SecretBytes,
+};
+use slipway_e2e::hosts::{self, TestHost};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Asserts that `marker` does not exist on the host, through a trusted connection.
+async fn assert_absent(host: &TestHost, marker: &str) {
+    let conn = host.connect().await.unwrap();
+    let out = conn.output(&RemoteCommand::new("test").arg("-e").arg(marker)).await.unwrap();
+    assert_eq!(out.exit_code(), Some(1), "{marker} exists on the host");
+}
+
+#[tokio::test]
+async fn connects_and_keeps_its_private_directory_private() {
+    let Some(sandbox) = hosts::require_sandbox("connects_and_keeps_its_private_directory_private") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let dir = conn.private_dir().to_owned();
+    assert_eq!(mode(&dir), 0o700);
+    for f in ["id", "known_hosts", "ssh_config"] {
+        assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+    }
+    let who = conn.run(&RemoteCommand::new("id").arg("-un")).await.unwrap();
+    assert_eq!(who.stdout().trim(), host.user);
+    // Many commands, sequential and concurrent, over the one master.
+    for i in 0..10 {
+        let out = conn.run(&RemoteCommand::new("echo").arg(i.to_string())).await.unwrap();
+        assert_eq!(out.stdout().trim(), i.to_string());
+    }
+    let conn = Arc::new(conn);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let c = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            c.run(&RemoteCommand::new("printf").arg("%s").arg(format!("p{i}"))).await.map(|o| o.stdout())
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), format!("p{i}"));
+    }
+    conn.check().await.unwrap();
+    let conn = Arc::into_inner(conn).unwrap();
+    conn.close().await.unwrap();
+    assert!(!dir.exists(), "private dir left behind after close");
+
+    let conn = host.connect().await.unwrap();
+    let dir = conn.private_dir().to_owned();
+    drop(conn);
+    assert!(!dir.exists(), "private dir left behind after drop");
+}
+
+#[tokio::test]
+async fn changed_host_key_is_refused_before_any_command_runs() {
+    let Some(sandbox) = hosts::require_sandbox("changed_host_key_is_refused_before_any_command_runs") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let marker = format!("/tmp/{}", hosts::unique_name("slipway-marker"));
+    let (_, other_public) = hosts::generate_keypair().unwrap();
+    let mut target = host.target().unwrap();
+    target.known_hosts = hosts::known_hosts_line(&host.addr, host.port, &other_public);
+
+    let started = Instant::now();
+    let err = match HostConnection::connect(&target, hosts::test_options()).await {
+        Ok(conn) => {
+            // Must be unreachable code; if not, the marker proves the breach.
+            let _ = conn.run(&RemoteCommand::new("touch").arg(&marker)).await;
+            panic!("connected to a host whose key is not the pinned one");
+        }
+        Err(e) => e,
+    };
+    assert!(matches!(err, RemoteError::HostKeyMismatch { .. }), "{err}");
+    assert_eq!(err.reason(), "HostKeyMismatch");
+    assert!(!err.is_transient());
+    let msg = err.to_string();
+    assert!(msg.contains("different") && msg.contains("SHA256:"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_absent(&host, &marker).await;
+}
+
+#[tokio::test]
+async fn unknown_host_key_is_refused() {
+    let Some(sandbox) = hosts::require_sandbox("unknown_host_key_is_refused") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    for known_hosts in [
+        String::new(),
+        // a key pinned for another address only
+        hosts::known_hosts_line("127.0.0.254", 22, &hosts::generate_keypair().unwrap().1),
+    ] {
+        let mut target = host.target().unwrap();
+        target.known_hosts = known_hosts;
+        let err = HostConnection::connect(&target, hosts::test_options()).await.unwrap_err();
+        assert!(matches!(err, RemoteError::HostKeyMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("no key is pinned"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_private_key_fails_authentication_without_leaking_the_key() {
+    let Some(sandbox) = hosts::require_sandbox("wrong_private_key_fails_authentication") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let (private, _) = hosts::generate_keypair().unwrap();
+    let mut target = host.target().unwrap();
+    target.private_key = SecretBytes::from(private.clone());
+    let err = HostConnection::connect(&target, hosts::test_options()).await.unwrap_err();
+    assert!(matches!(err, RemoteError::AuthenticationFailed { .. }), "{err}");
+    assert_eq!(err.metric_label(), "authentication_failed");
+    let shown = format!("{err} {err:?} {target:?}");
+    for line in private.lines().filter(|l| l.len() > 20) {
+        assert!(!shown.contains(line), "key material in {shown}");
+    }
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+
+    // A key that is not a key at all is an authentication failure too, and not echoed.
+    target.private_key = SecretBytes::from("not-a-key-TOPSECRET-0123456789");
+    let err = HostConnection::connect(&target, hosts::test_options()).await.unwrap_err();
+    assert!(matches!(err, RemoteError::AuthenticationFailed { .. }), "{err}");
+    assert!(!format!("{err} {err:?}").contains("TOPSECRET"));
+}
+
+#[tokio::test]
+async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
+    let Some(sandbox) = hosts::require_sandbox("closed_or_silent_port_is_unreachable") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let options = ConnectOptions { connect_timeout: Duration::from_secs(2), ..hosts::test_options() };
+
+    // Closed: nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut target = host.target().unwrap();
+    target.address = "127.0.0.1".into();
+    target.port = port;
+    let started = Instant::now();
+    let err = HostConnection::connect(&target, options.clone()).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Unreachable { .. }), "{err}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // Silent: the port accepts TCP but no SSH server ever speaks (a hung host).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let err = HostConnection::connect(&target, options.clone()).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, RemoteError::Unreachable { .. }), "{err}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(took < options.connect_timeout + Duration::from_secs(3), "{took:?}");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
+    let Some(sandbox) = hosts::require_sandbox("commands_report_exit_codes") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+
+    let failing = RemoteCommand::new("sh")
+        .arg("-c")
+        .arg("for i in $(seq 1 50); do echo line$i >&2; done; exit 3")
+        .label("noisy failure");
+    let err = conn.run(&failing).await.unwrap_err();
+    match &err {
+        RemoteError::CommandFailed { program, exit_code, stderr_tail } => {
+            assert_eq!(program, "noisy failure");
+            assert_eq!(*exit_code, Some(3));
+            assert!(stderr_tail.ends_with("line50"), "{stderr_tail}");
+            assert!(!stderr_tail.contains("line10\n"), "{stderr_tail}");
+        }
+        other => panic!("{other}"),
+    }
+    let out = conn.output(&failing).await.unwrap();
+    assert_eq!(out.exit_code(), Some(3));
+
+    let err = conn.run(&RemoteCommand::new("slipway-no-such-program")).await.unwrap_err();
+    assert!(matches!(err, RemoteError::CommandFailed { exit_code: Some(127), .. }), "{err}");
+
+    let started = Instant::now();
+    let err = conn.run(&RemoteCommand::new("sleep").arg("30").timeout(Duration::from_secs(1))).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Timeout { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The master survives a timed-out command.
+    conn.check().await.unwrap();
+    conn.run(&RemoteCommand::new("true")).await.unwrap();
+
+    // stdin reaches the program verbatim (binary-safe).
+    let input: Vec<u8> = (0u8..=255).collect();
+    let out =
+        conn.run(&RemoteCommand::new("od").args(["-An", "-v", "-tx1"]).stdin(SecretBytes::from(input))).await.unwrap();
+    let bytes: Vec<String> = out.stdout().split_whitespace().map(str::to_owned).collect();
+    assert_eq!(bytes.len(), 256);
+    assert_eq!(bytes[255], "ff");
+}
+
+#[tokio::test]
+async fn pool_reuses_one_master_per_environment() {
+    let Some(sandbox) = hosts::require_sandbox("pool_reuses_one_master_per_environment") else {
+        return;
+    };
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let pool = ConnectionPool::new(hosts::test_options());
+    let target = host.target().unwrap();
+    let a = pool.get("ns/staging", &target).await.unwrap();
+    let b = pool.get("ns/staging", &target).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let c = pool.get("ns/production", &target).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    let mut changed = target.clone();
+    changed.known_hosts.push('\n');
+    let d = pool.get("ns/staging", &changed).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &d));
+    assert_eq!(pool.len().await, 2);
+    pool.evict("ns/production").await;
+    assert_eq!(pool.len().await, 1);
+}
