@@ -31,8 +31,8 @@ kubectl=("$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG")
 "${kubectl[@]}" wait --for condition=established --timeout=60s crd/environments.slipway.dev crd/deployrequests.slipway.dev crd/rollbacks.slipway.dev >/dev/null
 "$scripts/control-plane.sh" kubeconfig-for-sa slipway-system slipway "$SLIPWAY_SANDBOX/controller.kubeconfig"
 
-"$scripts/hosts.sh" start "$hosts"
 "$scripts/fixture-repo.sh" "$SLIPWAY_SANDBOX/origin/shop.git"
+"$scripts/hosts.sh" start "$hosts"
 
 {
   cat "$SLIPWAY_SANDBOX/control-plane/env"

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Build the e2e base image `slipway-base:bookworm` without any image registry: debootstrap a
+# minimal Debian bookworm with PostgreSQL 15, the FastAPI/SQLAlchemy/alembic stack and nginx-light,
+# tar it, and `docker import` it.
+#
+# The rootfs tarball is cached in $SLIPWAY_CACHE/rootfs/ under a key derived from suite, variant,
+# architecture and package list; the image carries that key as label `dev.slipway.rootfs-key`.
+# So: image present with the right key -> nothing to do (about a second); tarball cached -> only
+# re-import; otherwise debootstrap from the Debian mirror configured for apt on this machine
+# (/etc/apt/sources.list, /etc/apt/sources.list.d/*.list|*.sources), or $SLIPWAY_DEBIAN_MIRROR.
+#
+# Needs root (debootstrap) and starts Docker through docker.sh if it is not running.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${SLIPWAY_CACHE:-$HOME/.cache/slipway}
+IMAGE=slipway-base:bookworm
+SUITE=bookworm
+VARIANT=minbase
+PACKAGES=postgresql,python3-fastapi,python3-uvicorn,python3-alembic,python3-psycopg2,python3-sqlalchemy,nginx-light,curl,ca-certificates
+# bump when the post-processing of the rootfs below changes
+RECIPE=1
+
+_t0=${EPOCHREALTIME/./}
+phase() {
+    local now=${EPOCHREALTIME/./}
+    printf '[images] %s (%d.%01ds)\n' "$1" $(((now - _t0) / 1000000)) $(((now - _t0) / 100000 % 10)) >&2
+    _t0=$now
+}
+die() { echo "[images] ERROR: $*" >&2; exit 1; }
+quiet() {
+    local out rc=0
+    out=$("$@" 2>&1) || rc=$?
+    if ((rc != 0)); then
+        printf '[images] command failed (%d): %s\n%s\n' "$rc" "$*" "$(tail -n 40 <<<"$out")" >&2
+    fi
+    return $rc
+}
+
+ARCH=$(dpkg --print-architecture)
+KEY=$(printf '%s\n' "$RECIPE" "$SUITE" "$VARIANT" "$ARCH" "$PACKAGES" | sha256sum | cut -c1-16)
+TARBALL=$CACHE/rootfs/slipway-base-$SUITE-$ARCH-$KEY.tar
+LABEL=dev.slipway.rootfs-key
+
+# Fast path: the image exists and was imported from this very recipe.
+if docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$IMAGE" 2>/dev/null | grep -qx "$KEY"; then
+    phase "$IMAGE is up to date (key $KEY)"
+    exit 0
+fi
+
+"$HERE/docker.sh" start
+
+# one build at a time per cache (several sandboxes may share this machine)
+mkdir -p "$CACHE/rootfs"
+exec 9>"$CACHE/rootfs/.lock"
+flock 9
+
+# The Debian mirror apt already uses here: first URI serving $SUITE (main), one-line or deb822 form.
+debian_mirror() {
+    if [[ -n ${SLIPWAY_DEBIAN_MIRROR:-} ]]; then
+        echo "$SLIPWAY_DEBIAN_MIRROR"
+        return
+    fi
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f $f ]] || continue
+        awk -v suite="$SUITE" '
+            $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                          if ($(i + 1) == suite) { print $i; exit } }' "$f"
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -f $f ]] || continue
+        # deb822 stanzas are separated by blank lines
+        awk -v suite="$SUITE" '
+            function flush() { if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "" && !enabled_no) { split(uris, u, " "); print u[1]; found = 1; exit } types = suites = uris = ""; enabled_no = 0 }
+            /^[ \t]*$/ { flush(); next }
+            /^#/ { next }
+            tolower($1) == "types:" { $1 = ""; types = $0 }
+            tolower($1) == "suites:" { $1 = ""; suites = $0 }
+            tolower($1) == "uris:" { $1 = ""; uris = $0 }
+            tolower($1) == "enabled:" && tolower($2) == "no" { enabled_no = 1 }
+            END { if (!found) flush() }' "$f"
+    done
+}
+
+ensure_pkgs() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    quiet apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    phase "installed ${missing[*]}"
+}
+
+build_rootfs() {
+    ((EUID == 0)) || die "debootstrap needs root"
+    ensure_pkgs debootstrap debian-archive-keyring
+    local mirror
+    mirror=$(debian_mirror | head -n 1 | sed 's/^ *//')
+    [[ -n $mirror ]] || die "no apt source for $SUITE found in /etc/apt (set SLIPWAY_DEBIAN_MIRROR)"
+    mkdir -p "$CACHE/rootfs"
+    local work
+    work=$(mktemp -d "$CACHE/rootfs/build.XXXXXX")
+    # debootstrap mounts proc/sys (and may bind /dev) inside the target: unmount before deleting
+    # shellcheck disable=SC2064
+    trap "cleanup_build '$work'" EXIT
+    local dir=$work/rootfs
+    if ! quiet debootstrap --variant="$VARIANT" --arch="$ARCH" --include="$PACKAGES" "$SUITE" "$dir" "$mirror"; then
+        [[ -f $dir/debootstrap/debootstrap.log ]] && tail -n 30 "$dir/debootstrap/debootstrap.log" >&2
+        die "debootstrap failed"
+    fi
+    phase "debootstrap $SUITE ($VARIANT, $(tr ',' ' ' <<<"$PACKAGES" | wc -w) extra packages) from $mirror"
+    # slim down and make it image-like: no package caches/lists, no default PostgreSQL cluster (the
+    # fixture initialises its own data directory on a volume), no host-specific files
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/cache/apt/*.bin "$dir"/var/lib/apt/lists/* \
+        "$dir"/etc/postgresql/*/main "$dir"/var/lib/postgresql/*/main "$dir"/var/log/*.log \
+        "$dir"/tmp/* "$dir"/root/.bash_history
+    : >"$dir/etc/hostname"
+    rm -f "$dir/etc/resolv.conf"
+    printf 'deb %s %s main\n' "$mirror" "$SUITE" >"$dir/etc/apt/sources.list"
+    tar --numeric-owner --xattrs -C "$dir" -cf "$TARBALL.partial" .
+    mv "$TARBALL.partial" "$TARBALL"
+    phase "rootfs tarball $(du -m "$TARBALL" | cut -f1) MiB cached at $TARBALL"
+    cleanup_build "$work"
+    trap - EXIT
+}
+
+cleanup_build() {
+    local work=$1 m
+    [[ -d $work ]] || return 0
+    # deepest mounts first
+    for m in $(findmnt -rn -o TARGET | grep -F "$work/" | sort -r); do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$work" "$TARBALL.partial"
+}
+
+if docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$IMAGE" 2>/dev/null | grep -qx "$KEY"; then
+    phase "$IMAGE was imported by a concurrent run"
+    exit 0
+fi
+if [[ ! -s $TARBALL ]]; then
+    build_rootfs
+fi
+
+# remove tarballs of older recipes
+find "$CACHE/rootfs" -maxdepth 1 -name "slipway-base-$SUITE-$ARCH-*.tar" ! -name "$(basename "$TARBALL")" -delete
+
+quiet docker import \
+    -c "LABEL $LABEL=$KEY" \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'ENV LANG=C.UTF-8' \
+    -c 'CMD ["/bin/bash"]' \
+    "$TARBALL" "$IMAGE"
+phase "imported $IMAGE (key $KEY)"
