@@ -30,9 +30,10 @@ async fn connects_and_keeps_its_private_directory_private() {
     let conn = host.connect().await.unwrap();
     let dir = conn.private_dir().to_owned();
     assert_eq!(mode(&dir), 0o700);
-    for f in ["id", "known_hosts", "ssh_config"] {
+    for f in ["known_hosts", "ssh_config"] {
         assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
     }
+    assert!(!dir.join("id").exists(), "the private key stays on disk after the master authenticated");
     let who = conn.run(&RemoteCommand::new("id").arg("-un")).await.unwrap();
     assert_eq!(who.stdout().trim(), host.user);
     // Many commands, sequential and concurrent, over the one master.

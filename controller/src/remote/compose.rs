@@ -1,0 +1,493 @@
+//! docker compose on the host: v2 (`docker compose`) where present, else v1 (`docker-compose`),
+//! detected once per connection and driven with `-p project -f files...` from the work tree.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::command::RemoteCommand;
+use super::error::RemoteError;
+use super::ssh::{CommandOutput, HostConnection};
+use super::validate;
+
+/// Which compose CLI the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeFlavor {
+    /// The `docker compose` plugin.
+    V2,
+    /// The standalone Python `docker-compose`.
+    V1,
+}
+
+impl ComposeFlavor {
+    fn base(self) -> RemoteCommand {
+        match self {
+            ComposeFlavor::V2 => RemoteCommand::new("docker").arg("compose"),
+            ComposeFlavor::V1 => RemoteCommand::new("docker-compose"),
+        }
+    }
+
+    pub fn program(self) -> &'static str {
+        match self {
+            ComposeFlavor::V2 => "docker compose",
+            ComposeFlavor::V1 => "docker-compose",
+        }
+    }
+}
+
+/// A compose project on a host: its work tree, project name and compose files (relative to
+/// the work tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeProject {
+    pub dir: String,
+    pub name: String,
+    pub files: Vec<String>,
+}
+
+impl ComposeProject {
+    pub fn new(dir: impl Into<String>, name: impl Into<String>, files: Vec<String>) -> Self {
+        Self { dir: dir.into(), name: name.into(), files }
+    }
+
+    pub fn validate(&self) -> Result<(), RemoteError> {
+        validate::absolute_path("compose project directory", &self.dir)?;
+        validate::project_name(&self.name)?;
+        if self.files.is_empty() {
+            return Err(RemoteError::invalid("compose files", "at least one compose file is required"));
+        }
+        for f in &self.files {
+            validate::relative_path("compose file", f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Default limit for build, up, run and down (image builds are slow).
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// What `compose config` says about one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub image: Option<String>,
+    pub build: bool,
+    /// `None`: the compose file declares no healthcheck (the image may still have one).
+    pub healthcheck: Option<HealthcheckConfig>,
+    pub profiles: Vec<String>,
+    pub restart: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthcheckConfig {
+    /// `disable: true` or `test: ["NONE"]`.
+    pub disabled: bool,
+    pub test: Vec<String>,
+    pub start_period: Option<Duration>,
+    pub interval: Option<Duration>,
+}
+
+impl ServiceConfig {
+    pub fn has_healthcheck(&self) -> bool {
+        self.healthcheck.as_ref().is_some_and(|h| !h.disabled)
+    }
+
+    /// Started by a plain `up` (services behind a profile are not).
+    pub fn is_long_running(&self) -> bool {
+        self.profiles.is_empty()
+    }
+}
+
+/// The validated, fully resolved compose model (services only; secrets in it are not kept).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ComposeConfig {
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+impl ComposeConfig {
+    pub fn long_running_services(&self) -> Vec<String> {
+        self.services.values().filter(|s| s.is_long_running()).map(|s| s.name.clone()).collect()
+    }
+
+    /// Long-running services whose compose definition has no (enabled) healthcheck.
+    pub fn services_without_healthcheck(&self) -> Vec<String> {
+        self.services.values().filter(|s| s.is_long_running() && !s.has_healthcheck()).map(|s| s.name.clone()).collect()
+    }
+}
+
+/// Parse a Go-style duration as compose prints it: `90s`, `1m30s`, `1.5s`, `500ms`, `1h`.
+/// A bare integer is taken as nanoseconds (the Docker API unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let s = text.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(ns) = s.parse::<u64>() {
+        return Some(Duration::from_nanos(ns));
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * factor;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn duration_field(v: Option<&Value>) -> Option<Duration> {
+    match v? {
+        Value::String(s) => parse_duration(s),
+        Value::Number(n) => n.as_u64().map(Duration::from_nanos),
+        _ => None,
+    }
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Extract the services from `compose config` output (v2 JSON or v1 YAML, both as a JSON value).
+pub fn parse_compose_config(doc: &Value) -> Result<ComposeConfig, String> {
+    let services = doc
+        .get("services")
+        .and_then(Value::as_object)
+        .ok_or_else(|| "no `services` mapping in the compose model".to_owned())?;
+    let mut out = ComposeConfig::default();
+    for (name, svc) in services {
+        let healthcheck = svc.get("healthcheck").map(|h| {
+            let test = string_list(h.get("test"));
+            let disabled = h.get("disable").and_then(Value::as_bool).unwrap_or(false)
+                || test.first().map(String::as_str) == Some("NONE");
+            HealthcheckConfig {
+                disabled,
+                test,
+                start_period: duration_field(h.get("start_period")),
+                interval: duration_field(h.get("interval")),
+            }
+        });
+        out.services.insert(
+            name.clone(),
+            ServiceConfig {
+                name: name.clone(),
+                image: svc.get("image").and_then(Value::as_str).map(str::to_owned),
+                build: svc.get("build").is_some_and(|b| !b.is_null()),
+                healthcheck,
+                profiles: string_list(svc.get("profiles")),
+                restart: svc.get("restart").and_then(Value::as_str).map(str::to_owned),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Parse `compose config` stdout for the given flavor.
+pub fn parse_config_output(flavor: ComposeFlavor, stdout: &str) -> Result<ComposeConfig, String> {
+    let doc: Value = match flavor {
+        ComposeFlavor::V2 => serde_json::from_str(stdout).map_err(|e| format!("invalid JSON: {e}"))?,
+        ComposeFlavor::V1 => serde_yaml::from_str(stdout).map_err(|e| format!("invalid YAML: {e}"))?,
+    };
+    parse_compose_config(&doc)
+}
+
+impl HostConnection {
+    /// Which compose CLI the host has; asked once per connection.
+    pub async fn compose_flavor(&self) -> Result<ComposeFlavor, RemoteError> {
+        self.compose_flavor
+            .get_or_try_init(|| async {
+                let v2 = RemoteCommand::new("docker")
+                    .args(["compose", "version", "--short"])
+                    .label("docker compose version");
+                if self.output(&v2).await?.success() {
+                    return Ok(ComposeFlavor::V2);
+                }
+                let v1 = RemoteCommand::new("docker-compose")
+                    .args(["version", "--short"])
+                    .label("docker-compose version");
+                let out = self.output(&v1).await?;
+                if out.success() {
+                    return Ok(ComposeFlavor::V1);
+                }
+                Err(RemoteError::CommandFailed {
+                    program: "docker compose / docker-compose".to_owned(),
+                    exit_code: out.exit_code(),
+                    stderr_tail: format!(
+                        "neither the `docker compose` plugin nor `docker-compose` works on {} ({}); install one of them",
+                        self.host(),
+                        out.stderr_tail()
+                    ),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// Compose operations for `project` on this host.
+    pub async fn compose(&self, project: ComposeProject) -> Result<Compose<'_>, RemoteError> {
+        project.validate()?;
+        let flavor = self.compose_flavor().await?;
+        Ok(Compose { conn: self, project, flavor, action_timeout: DEFAULT_ACTION_TIMEOUT })
+    }
+}
+
+/// A compose project bound to a connection.
+pub struct Compose<'a> {
+    conn: &'a HostConnection,
+    project: ComposeProject,
+    flavor: ComposeFlavor,
+    action_timeout: Duration,
+}
+
+impl<'a> Compose<'a> {
+    /// Limit for build, up, run and down.
+    pub fn with_action_timeout(mut self, timeout: Duration) -> Self {
+        self.action_timeout = timeout;
+        self
+    }
+
+    pub fn flavor(&self) -> ComposeFlavor {
+        self.flavor
+    }
+
+    pub fn project(&self) -> &ComposeProject {
+        &self.project
+    }
+
+    fn command(&self, subcommand: &str) -> RemoteCommand {
+        let mut cmd = self.flavor.base().current_dir(self.project.dir.clone()).arg("-p").arg(self.project.name.clone());
+        for f in &self.project.files {
+            cmd = cmd.arg("-f").arg(f.clone());
+        }
+        cmd.arg(subcommand).label(format!("{} {subcommand}", self.flavor.program()))
+    }
+
+    /// Validate the compose files with the rendered `.env` and return the services.
+    /// The full output (which contains interpolated secrets) is parsed, never reported.
+    pub async fn config(&self) -> Result<ComposeConfig, RemoteError> {
+        let cmd = match self.flavor {
+            ComposeFlavor::V2 => self.command("config").args(["--format", "json"]),
+            ComposeFlavor::V1 => self.command("config"),
+        };
+        let label = cmd.display_label();
+        let out = self.conn.run(&cmd).await?;
+        parse_config_output(self.flavor, &out.stdout())
+            .map_err(|detail| RemoteError::UnexpectedOutput { program: label, detail })
+    }
+
+    /// `build [services]`.
+    pub async fn build(&self, services: &[String]) -> Result<CommandOutput, RemoteError> {
+        for s in services {
+            validate::service_name(s)?;
+        }
+        let cmd = self.command("build").args(services.iter().cloned()).timeout(self.action_timeout);
+        self.conn.run(&cmd).await
+    }
+
+    /// `run --rm -T <service> <argv>` in a one-off container of the service's current image.
+    /// Returns the output whatever the exit code; the caller judges it.
+    pub async fn run(&self, service: &str, argv: &[String]) -> Result<CommandOutput, RemoteError> {
+        validate::service_name(service)?;
+        let cmd = self
+            .command("run")
+            .args(["--rm", "-T"])
+            .arg(service)
+            .args(argv.iter().cloned())
+            .timeout(self.action_timeout);
+        self.conn.output(&cmd).await
+    }
+
+    /// `up -d --remove-orphans`.
+    pub async fn up(&self) -> Result<CommandOutput, RemoteError> {
+        let cmd = self.command("up").args(["-d", "--remove-orphans"]).timeout(self.action_timeout);
+        self.conn.run(&cmd).await
+    }
+
+    /// `down --remove-orphans` (and `-v` to drop named volumes).
+    pub async fn down(&self, volumes: bool) -> Result<CommandOutput, RemoteError> {
+        let mut cmd = self.command("down").arg("--remove-orphans");
+        if volumes {
+            cmd = cmd.arg("-v");
+        }
+        self.conn.run(&cmd.timeout(self.action_timeout)).await
+    }
+
+    /// Container ids of the project (`ps -q`); details come from [`HostConnection::project_containers`].
+    pub async fn ps_ids(&self) -> Result<Vec<String>, RemoteError> {
+        let cmd = match self.flavor {
+            ComposeFlavor::V2 => self.command("ps").args(["-a", "-q"]),
+            ComposeFlavor::V1 => self.command("ps").arg("-q"),
+        };
+        let out = self.conn.run(&cmd).await?;
+        Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// Service names of the project (`ps --services`).
+    pub async fn ps_services(&self) -> Result<Vec<String>, RemoteError> {
+        let out = self.conn.run(&self.command("ps").arg("--services")).await?;
+        Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    /// Last `lines` log lines of a service, redacted.
+    pub async fn logs(&self, service: &str, lines: usize) -> Result<String, RemoteError> {
+        validate::service_name(service)?;
+        let cmd = self.command("logs").args(["--no-color", "--tail"]).arg(lines.to_string()).arg(service);
+        let out = self.conn.run(&cmd).await?;
+        Ok(out.output_tail(lines.max(1) * 2, 64 * 1024))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1_CONFIG: &str = r#"services:
+  backend:
+    build:
+      context: /srv/shop/backend
+    environment:
+      DATABASE_URL: postgresql://shop:hunter2@db/shop
+    healthcheck:
+      interval: 5s
+      start_period: 90s
+      test:
+      - CMD
+      - curl
+      - -f
+      - http://localhost:8000/health
+    image: shop-backend:dev
+  db:
+    healthcheck:
+      test:
+      - NONE
+    image: postgres
+  frontend:
+    image: nginx
+  migrate:
+    image: shop-backend:dev
+    profiles:
+    - tools
+    restart: "no"
+version: '3.8'
+"#;
+
+    const V2_CONFIG: &str = r#"{
+  "name": "shop",
+  "services": {
+    "backend": {
+      "build": {"context": "/srv/shop/backend", "dockerfile": "Dockerfile"},
+      "healthcheck": {"test": ["CMD-SHELL", "curl -f localhost:8000/health"], "interval": "5s", "start_period": "1m30s"},
+      "image": "shop-backend:dev",
+      "networks": {"default": null}
+    },
+    "db": {"image": "postgres", "healthcheck": {"disable": true}},
+    "frontend": {"image": "nginx", "restart": "always"}
+  }
+}"#;
+
+    #[test]
+    fn parses_v1_yaml() {
+        let c = parse_config_output(ComposeFlavor::V1, V1_CONFIG).unwrap();
+        assert_eq!(c.services.keys().collect::<Vec<_>>(), ["backend", "db", "frontend", "migrate"]);
+        let b = &c.services["backend"];
+        assert!(b.build);
+        assert!(b.has_healthcheck());
+        let hc = b.healthcheck.as_ref().unwrap();
+        assert_eq!(hc.start_period, Some(Duration::from_secs(90)));
+        assert_eq!(hc.interval, Some(Duration::from_secs(5)));
+        assert!(!c.services["db"].has_healthcheck());
+        assert!(c.services["db"].healthcheck.as_ref().unwrap().disabled);
+        assert!(!c.services["migrate"].is_long_running());
+        assert_eq!(c.services_without_healthcheck(), ["db", "frontend"]);
+        assert_eq!(c.long_running_services(), ["backend", "db", "frontend"]);
+    }
+
+    #[test]
+    fn parses_v2_json() {
+        let c = parse_config_output(ComposeFlavor::V2, V2_CONFIG).unwrap();
+        assert_eq!(c.services.len(), 3);
+        let b = &c.services["backend"];
+        assert!(b.build);
+        assert_eq!(b.healthcheck.as_ref().unwrap().start_period, Some(Duration::from_secs(90)));
+        assert!(c.services["db"].healthcheck.as_ref().unwrap().disabled);
+        assert_eq!(c.services["frontend"].restart.as_deref(), Some("always"));
+        assert_eq!(c.services_without_healthcheck(), ["db", "frontend"]);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_config_output(ComposeFlavor::V2, "not json").is_err());
+        assert!(parse_config_output(ComposeFlavor::V1, "foo: [").is_err());
+        assert!(parse_config_output(ComposeFlavor::V1, "version: '3'\n").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<f64>)] = &[
+            ("90s", Some(90.0)),
+            ("1m30s", Some(90.0)),
+            ("1.5s", Some(1.5)),
+            ("500ms", Some(0.5)),
+            ("1h", Some(3600.0)),
+            ("2h1m", Some(7260.0)),
+            ("30000000000", Some(30.0)),
+            ("", None),
+            ("s", None),
+            ("10x", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_duration(input).map(|d| d.as_secs_f64());
+            assert_eq!(got, *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn project_validation() {
+        let p = ComposeProject::new("/srv/shop", "shop", vec!["docker-compose.yml".into()]);
+        p.validate().unwrap();
+        let bad = [
+            ComposeProject::new("srv", "shop", vec!["a.yml".into()]),
+            ComposeProject::new("/srv", "Shop", vec!["a.yml".into()]),
+            ComposeProject::new("/srv", "shop", vec![]),
+            ComposeProject::new("/srv", "shop", vec!["../a.yml".into()]),
+            ComposeProject::new("/srv", "shop", vec!["-a.yml".into()]),
+        ];
+        for b in bad {
+            assert!(b.validate().is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn commands_are_argv_with_project_and_files() {
+        let flavor = ComposeFlavor::V1;
+        let cmd = flavor.base().current_dir("/srv/shop").args(["-p", "shop", "-f", "docker-compose.yml", "up", "-d"]);
+        assert_eq!(cmd.render().unwrap(), "cd -- /srv/shop && 'docker-compose' -p shop -f docker-compose.yml up -d");
+        let cmd = ComposeFlavor::V2.base().arg("ps");
+        assert_eq!(cmd.render().unwrap(), "'docker' compose ps");
+    }
+}

@@ -1,0 +1,334 @@
+//! Docker observations through the host's Docker socket, forwarded over the SAME SSH master:
+//! the containers of a compose project, their state and health, image ids and digests, log
+//! tails, and `exec` for health checks.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::query_parameters::{ListContainersOptionsBuilder, LogsOptionsBuilder};
+use futures::StreamExt;
+
+use super::error::{self, RemoteError};
+use super::ssh::HostConnection;
+use super::validate;
+
+pub const LABEL_PROJECT: &str = "com.docker.compose.project";
+pub const LABEL_SERVICE: &str = "com.docker.compose.service";
+pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
+
+/// Seconds bollard waits for one API answer.
+const DOCKER_API_TIMEOUT_SECS: u64 = 60;
+
+/// One container of a compose project, as Docker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerObservation {
+    pub id: String,
+    pub name: String,
+    pub service: Option<String>,
+    /// A `compose run` container rather than a service container.
+    pub one_off: bool,
+    /// `running`, `exited`, `restarting`, `created`, ...
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub restart_count: i64,
+    /// Health status when the container has a healthcheck: `starting`, `healthy`, `unhealthy`.
+    pub health: Option<String>,
+    /// Last healthcheck output (truncated), useful when `unhealthy`.
+    pub last_health_output: Option<String>,
+    pub healthcheck_start_period: Option<Duration>,
+    /// Image id (`sha256:...`) the container runs.
+    pub image_id: String,
+    /// Image reference from the container config (e.g. `shop-backend:latest`).
+    pub image: Option<String>,
+    pub started_at: Option<String>,
+    /// Network name -> IP address on the host's bridge networks.
+    pub ip_addresses: Vec<(String, String)>,
+}
+
+impl ContainerObservation {
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
+    /// First IP address of the container, preferring the project's default network.
+    pub fn ip_address(&self) -> Option<&str> {
+        self.ip_addresses
+            .iter()
+            .find(|(net, _)| net.ends_with("_default"))
+            .or_else(|| self.ip_addresses.first())
+            .map(|(_, ip)| ip.as_str())
+    }
+}
+
+/// An image as Docker knows it: locally built images have an id but no repo digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+}
+
+/// Result of a command run with `docker exec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub exit_code: Option<i64>,
+    /// Combined output tail, redacted.
+    pub output: String,
+}
+
+pub(crate) fn observe(inspect: ContainerInspectResponse) -> ContainerObservation {
+    let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+    let state = inspect.state.clone().unwrap_or_default();
+    let health = state.health.as_ref().and_then(|h| match h.status {
+        Some(HealthStatusEnum::STARTING) => Some("starting".to_owned()),
+        Some(HealthStatusEnum::HEALTHY) => Some("healthy".to_owned()),
+        Some(HealthStatusEnum::UNHEALTHY) => Some("unhealthy".to_owned()),
+        _ => None,
+    });
+    let last_health_output = state
+        .health
+        .as_ref()
+        .and_then(|h| h.log.as_ref())
+        .and_then(|log| log.last())
+        .and_then(|r| r.output.clone())
+        .map(|o| error::truncate(o.trim(), 300));
+    let start_period = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.start_period)
+        .filter(|ns| *ns > 0)
+        .map(|ns| Duration::from_nanos(ns as u64));
+    let mut ip_addresses: Vec<(String, String)> = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|nets| {
+            nets.iter()
+                .filter_map(|(name, ep)| {
+                    ep.ip_address.as_ref().filter(|ip| !ip.is_empty()).map(|ip| (name.clone(), ip.clone()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ip_addresses.sort();
+    ContainerObservation {
+        id: inspect.id.clone().unwrap_or_default(),
+        name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_owned(),
+        service: labels.get(LABEL_SERVICE).cloned(),
+        one_off: labels.get(LABEL_ONEOFF).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        state: state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".to_owned()),
+        exit_code: state.exit_code,
+        restart_count: inspect.restart_count.unwrap_or(0),
+        health,
+        last_health_output,
+        healthcheck_start_period: start_period,
+        image_id: inspect.image.clone().unwrap_or_default(),
+        image: inspect.config.as_ref().and_then(|c| c.image.clone()),
+        started_at: state.started_at.clone(),
+        ip_addresses,
+    }
+}
+
+fn docker_err(operation: &str, e: bollard::errors::Error) -> RemoteError {
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    RemoteError::Docker { operation: operation.to_owned(), detail: error::truncate(&detail, 500) }
+}
+
+impl HostConnection {
+    /// A Docker API client over the forwarded socket (created once per connection, API version
+    /// negotiated with the host's daemon).
+    pub async fn docker(&self) -> Result<&Docker, RemoteError> {
+        self.docker
+            .get_or_try_init(|| async {
+                let remote = self.options().remote_docker_socket.clone();
+                let local = self.forward_to_unix(&remote).await?;
+                let path = local
+                    .to_str()
+                    .ok_or_else(|| RemoteError::Local { detail: "forwarded socket path is not UTF-8".into() })?;
+                let docker = Docker::connect_with_unix(path, DOCKER_API_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                    .map_err(|e| docker_err("connect", e))?;
+                docker.negotiate_version().await.map_err(|e| {
+                    let mut err = docker_err("version", e);
+                    if let RemoteError::Docker { detail, .. } = &mut err {
+                        detail.push_str(&format!(
+                            " (can {} use {remote} on {}? it must be in the docker group)",
+                            self.user(),
+                            self.host()
+                        ));
+                    }
+                    err
+                })
+            })
+            .await
+    }
+
+    /// All containers (running or not) labelled with the compose project.
+    pub async fn project_containers(&self, project: &str) -> Result<Vec<ContainerObservation>, RemoteError> {
+        validate::project_name(project)?;
+        let docker = self.docker().await?;
+        let mut filters = HashMap::new();
+        filters.insert("label".to_owned(), vec![format!("{LABEL_PROJECT}={project}")]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = docker.list_containers(Some(opts)).await.map_err(|e| docker_err("list containers", e))?;
+        let mut out = Vec::with_capacity(list.len());
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            match docker.inspect_container(&id, None).await {
+                Ok(inspect) => out.push(observe(inspect)),
+                // Removed between list and inspect (e.g. a finished `run --rm`).
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
+                Err(e) => return Err(docker_err("inspect container", e)),
+            }
+        }
+        out.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        Ok(out)
+    }
+
+    /// Tags and digests of an image id (for release history).
+    pub async fn image_info(&self, image_id: &str) -> Result<ImageInfo, RemoteError> {
+        let docker = self.docker().await?;
+        let inspect = docker.inspect_image(image_id).await.map_err(|e| docker_err("inspect image", e))?;
+        Ok(ImageInfo {
+            id: inspect.id.unwrap_or_else(|| image_id.to_owned()),
+            repo_tags: inspect.repo_tags.unwrap_or_default(),
+            repo_digests: inspect.repo_digests.unwrap_or_default(),
+        })
+    }
+
+    /// Last `lines` lines of a container's log, redacted.
+    pub async fn container_log_tail(&self, container_id: &str, lines: usize) -> Result<String, RemoteError> {
+        let docker = self.docker().await?;
+        let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
+        let mut stream = docker.logs(container_id, Some(opts));
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            let chunk = item.map_err(|e| docker_err("logs", e))?;
+            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            if text.len() > 1024 * 1024 {
+                text = error::tail(&text, lines, 512 * 1024);
+            }
+        }
+        Ok(self.redactor().redact(&error::tail(&text, lines, 64 * 1024)))
+    }
+
+    /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
+    pub async fn exec_in_container(
+        &self,
+        container_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RemoteError> {
+        if argv.is_empty() {
+            return Err(RemoteError::invalid("exec command", "must not be empty"));
+        }
+        let docker = self.docker().await?;
+        let label = argv[0].clone();
+        let work = async {
+            let exec = docker
+                .create_exec(
+                    container_id,
+                    CreateExecOptions {
+                        cmd: Some(argv.to_vec()),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| docker_err("create exec", e))?;
+            let mut text = String::new();
+            if let StartExecResults::Attached { mut output, .. } =
+                docker.start_exec(&exec.id, None).await.map_err(|e| docker_err("start exec", e))?
+            {
+                while let Some(item) = output.next().await {
+                    let chunk = item.map_err(|e| docker_err("exec output", e))?;
+                    if text.len() < 256 * 1024 {
+                        text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+                    }
+                }
+            }
+            // The stream ends when the process closes its output; its exit code may lag a moment.
+            let mut exit_code = None;
+            for _ in 0..20 {
+                let inspect = docker.inspect_exec(&exec.id).await.map_err(|e| docker_err("inspect exec", e))?;
+                if inspect.running != Some(true) {
+                    exit_code = inspect.exit_code;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(ExecOutcome { exit_code, output: self.redactor().redact(&error::tail(&text, 20, 2048)) })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(RemoteError::Timeout {
+                operation: format!("`{label}` in container {container_id}"),
+                after: timeout,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerConfig, ContainerState, EndpointSettings, Health, HealthConfig, NetworkSettings};
+
+    #[test]
+    fn observation_from_inspect() {
+        let mut labels = HashMap::new();
+        labels.insert(LABEL_SERVICE.to_owned(), "backend".to_owned());
+        labels.insert(LABEL_ONEOFF.to_owned(), "False".to_owned());
+        let mut nets = HashMap::new();
+        nets.insert(
+            "shop_default".to_owned(),
+            EndpointSettings { ip_address: Some("172.18.0.3".into()), ..Default::default() },
+        );
+        nets.insert("other".to_owned(), EndpointSettings { ip_address: Some("10.9.0.2".into()), ..Default::default() });
+        let inspect = ContainerInspectResponse {
+            id: Some("abc".into()),
+            name: Some("/shop-backend-1".into()),
+            image: Some("sha256:1234".into()),
+            state: Some(ContainerState {
+                status: Some(bollard::models::ContainerStateStatusEnum::RUNNING),
+                health: Some(Health { status: Some(HealthStatusEnum::STARTING), ..Default::default() }),
+                ..Default::default()
+            }),
+            config: Some(ContainerConfig {
+                labels: Some(labels),
+                image: Some("shop-backend:latest".into()),
+                healthcheck: Some(HealthConfig { start_period: Some(30_000_000_000), ..Default::default() }),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings { networks: Some(nets), ..Default::default() }),
+            ..Default::default()
+        };
+        let o = observe(inspect);
+        assert_eq!(o.name, "shop-backend-1");
+        assert_eq!(o.service.as_deref(), Some("backend"));
+        assert!(!o.one_off);
+        assert!(o.is_running());
+        assert_eq!(o.health.as_deref(), Some("starting"));
+        assert_eq!(o.healthcheck_start_period, Some(Duration::from_secs(30)));
+        assert_eq!(o.ip_address(), Some("172.18.0.3"));
+        assert_eq!(o.image_id, "sha256:1234");
+    }
+
+    #[test]
+    fn observation_without_health_or_network() {
+        let o = observe(ContainerInspectResponse::default());
+        assert_eq!(o.state, "unknown");
+        assert_eq!(o.health, None);
+        assert_eq!(o.ip_address(), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! Remote layer: everything Slipway does on a compose host, over one SSH master connection per
+//! Environment.
+//!
+//! - [`ssh`]: [`HostTarget`] (decoupled from the CRDs), [`HostConnection`] (pinned host keys,
+//!   multiplexed master, port forwards, private 0700 directory) and [`ConnectionPool`].
+//! - [`command`]: [`RemoteCommand`], the argv builder and the one place that quotes for the
+//!   remote shell; [`validate`]: refs, paths, names refused before anything runs.
+//! - [`compose`], [`git`], [`envfile`]: compose CLI, the work tree, the rendered `.env`.
+//! - [`docker`]: observations through the host's Docker socket forwarded over the same master.
+//! - [`health`]: verification rounds with HTTP/TCP/exec checks and container health.
+//! - [`error`]: [`RemoteError`] with `reason()` / `metric_label()` / `is_transient()`.
+//!
+//! Secret values (keys, `.env` contents) never appear in errors or logs: [`SecretBytes`] prints
+//! `<redacted>`, values travel on stdin only, and every text handed out passes a [`Redactor`].
+
+pub mod command;
+pub mod compose;
+pub mod docker;
+pub mod envfile;
+pub mod error;
+pub mod git;
+pub mod health;
+pub mod pool;
+pub mod secret;
+pub mod ssh;
+pub mod validate;
+
+pub use command::{RemoteCommand, quote};
+pub use compose::{Compose, ComposeConfig, ComposeFlavor, ComposeProject, HealthcheckConfig, ServiceConfig};
+pub use docker::{ContainerObservation, ExecOutcome, ImageInfo};
+pub use envfile::{missing_env_keys, missing_keys, parse_env_example, render_env_file};
+pub use error::RemoteError;
+pub use git::{DirtyEntry, Repo, RevisionRef};
+pub use health::{CheckKind, CheckOutcome, HealthCheck, HealthPolicy, HealthReport, verify};
+pub use pool::ConnectionPool;
+pub use secret::{Redactor, SecretBytes};
+pub use ssh::{CommandOutput, ConnectOptions, HostConnection, HostTarget};

@@ -1,0 +1,510 @@
+//! The SSH master connection to one host: pinned host keys, one multiplexed master reused by
+//! every command, port forwards, and the private directory holding key, known_hosts, config and
+//! sockets (0700, files 0600, removed on close or drop).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openssh::{ControlPersist, ForwardType, KnownHosts, Session, SessionBuilder, Socket, Stdio};
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OnceCell;
+
+use super::command::RemoteCommand;
+use super::compose::ComposeFlavor;
+use super::error::{self, RemoteError, classify_ssh_failure};
+use super::secret::{Redactor, SecretBytes};
+use super::validate;
+
+/// Seconds an SSH master may sit idle before exiting by itself (bounds a leak if the controller is killed).
+const MASTER_IDLE_EXIT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(600).unwrap();
+
+/// Where and as whom to connect; decoupled from the CRDs so the reconcilers build it from an
+/// Environment and its Secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTarget {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// OpenSSH private key (PEM/OpenSSH format), unencrypted.
+    pub private_key: SecretBytes,
+    /// known_hosts lines pinning the host's key(s); the only keys ever accepted.
+    pub known_hosts: String,
+}
+
+impl HostTarget {
+    /// `address:port`, as used in messages.
+    pub fn host_label(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    fn validate(&self) -> Result<(), RemoteError> {
+        validate::host_address(&self.address)?;
+        validate::user_name(&self.user)?;
+        if self.port == 0 {
+            return Err(RemoteError::invalid("SSH port 0", "must be 1-65535"));
+        }
+        if self.private_key.is_empty() {
+            return Err(RemoteError::invalid("SSH private key", "is empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Timeouts and fixed paths of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// TCP connect + SSH banner (ssh `ConnectTimeout`); the whole handshake gets 5s more.
+    pub connect_timeout: Duration,
+    /// Default limit for one remote command (override per command).
+    pub command_timeout: Duration,
+    /// Keep-alive probe interval; the master gives up after 3 unanswered probes.
+    pub server_alive_interval: Duration,
+    /// Docker API socket on the host.
+    pub remote_docker_socket: String,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(120),
+            server_alive_interval: Duration::from_secs(15),
+            remote_docker_socket: "/var/run/docker.sock".to_owned(),
+        }
+    }
+}
+
+/// What a remote program did.
+pub struct CommandOutput {
+    exit_code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    redactor: Redactor,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Debug for CommandOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandOutput")
+            .field("exit_code", &self.exit_code)
+            .field("stdout_bytes", &self.stdout.len())
+            .field("stderr_bytes", &self.stderr.len())
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
+}
+
+impl CommandOutput {
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// Raw stdout, for parsing. Do not log it: use [`CommandOutput::output_tail`].
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stdout_bytes(&self) -> &[u8] {
+        &self.stdout
+    }
+
+    /// Raw stderr, for parsing. Do not log it: use [`CommandOutput::stderr_tail`].
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Last lines of stderr, redacted: safe for errors and status.
+    pub fn stderr_tail(&self) -> String {
+        self.redactor.redact(&error::tail(&self.stderr(), error::STDERR_TAIL_LINES, error::STDERR_TAIL_BYTES))
+    }
+
+    /// Last `lines` lines of stdout followed by stderr, redacted: safe for `status.steps[].outputTail`.
+    pub fn output_tail(&self, lines: usize, max_bytes: usize) -> String {
+        let mut all = self.stdout();
+        if !all.is_empty() && !all.ends_with('\n') {
+            all.push('\n');
+        }
+        all.push_str(&self.stderr());
+        self.redactor.redact(&error::tail(&all, lines, max_bytes)).to_owned()
+    }
+
+    /// `Err(CommandFailed)` unless the program exited 0.
+    pub fn into_checked(self, program: &str) -> Result<CommandOutput, RemoteError> {
+        if self.success() {
+            Ok(self)
+        } else {
+            Err(RemoteError::CommandFailed {
+                program: program.to_owned(),
+                exit_code: self.exit_code,
+                stderr_tail: self.stderr_tail(),
+            })
+        }
+    }
+}
+
+/// Most stdout we keep from one command (compose config of a big project is far below this).
+const STDOUT_CAP: usize = 32 * 1024 * 1024;
+/// Most stderr we keep (the tail; build logs can be long).
+const STDERR_CAP: usize = 1024 * 1024;
+
+/// One SSH master connection to a host, shared (behind an `Arc`) by every command for an
+/// Environment. Dropping it shuts the master down and removes the private directory.
+pub struct HostConnection {
+    // Field order matters: the session (whose control socket lives inside `dir`) drops first.
+    session: Option<Session>,
+    dir: Option<TempDir>,
+    host: String,
+    user: String,
+    options: ConnectOptions,
+    redactor: Redactor,
+    pub(super) compose_flavor: OnceCell<ComposeFlavor>,
+    pub(super) docker: OnceCell<bollard::Docker>,
+    forwards: Mutex<HashMap<String, PathBuf>>,
+    forward_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for HostConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConnection").field("host", &self.host).field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), RemoteError> {
+    let local = |e: std::io::Error| RemoteError::Local { detail: format!("writing {}: {e}", path.display()) };
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(local)?;
+    f.write_all(contents).map_err(local)?;
+    if !contents.ends_with(b"\n") {
+        f.write_all(b"\n").map_err(local)?;
+    }
+    f.sync_all().map_err(local)
+}
+
+/// ssh_config used with `-F`, so neither ~/.ssh/config nor /etc/ssh/ssh_config can weaken it.
+fn ssh_config(dir: &Path, options: &ConnectOptions) -> String {
+    let q = |p: PathBuf| format!("\"{}\"", p.display());
+    let lines = [
+        "Host *".to_owned(),
+        "  BatchMode yes".to_owned(),
+        "  StrictHostKeyChecking yes".to_owned(),
+        format!("  UserKnownHostsFile {}", q(dir.join("known_hosts"))),
+        "  GlobalKnownHostsFile /dev/null".to_owned(),
+        "  UpdateHostKeys no".to_owned(),
+        "  CheckHostIP no".to_owned(),
+        "  VerifyHostKeyDNS no".to_owned(),
+        format!("  IdentityFile {}", q(dir.join("id"))),
+        "  IdentitiesOnly yes".to_owned(),
+        "  IdentityAgent none".to_owned(),
+        "  PubkeyAuthentication yes".to_owned(),
+        "  PasswordAuthentication no".to_owned(),
+        "  KbdInteractiveAuthentication no".to_owned(),
+        "  HostbasedAuthentication no".to_owned(),
+        "  GSSAPIAuthentication no".to_owned(),
+        "  ForwardAgent no".to_owned(),
+        "  ForwardX11 no".to_owned(),
+        "  PermitLocalCommand no".to_owned(),
+        "  ProxyCommand none".to_owned(),
+        "  ProxyJump none".to_owned(),
+        "  ConnectionAttempts 1".to_owned(),
+        format!("  ConnectTimeout {}", options.connect_timeout.as_secs().max(1)),
+        format!("  ServerAliveInterval {}", options.server_alive_interval.as_secs().max(1)),
+        "  ServerAliveCountMax 3".to_owned(),
+        "  ExitOnForwardFailure yes".to_owned(),
+        "  StreamLocalBindUnlink yes".to_owned(),
+        "  StreamLocalBindMask 0177".to_owned(),
+    ];
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+fn map_session_error(host: &str, e: openssh::Error) -> RemoteError {
+    match e {
+        openssh::Error::Disconnected => {
+            RemoteError::Unreachable { host: host.to_owned(), detail: "the SSH master connection was lost".to_owned() }
+        }
+        openssh::Error::RemoteProcessTerminated => RemoteError::Unreachable {
+            host: host.to_owned(),
+            detail: "the remote process or the connection was terminated".to_owned(),
+        },
+        other => RemoteError::Session { host: host.to_owned(), detail: error_chain(&other) },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, keep_tail: bool) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > cap * 2 {
+                    if keep_tail {
+                        buf.drain(..buf.len() - cap);
+                    } else {
+                        buf.truncate(cap);
+                    }
+                }
+            }
+        }
+    }
+    if buf.len() > cap {
+        if keep_tail {
+            buf.drain(..buf.len() - cap);
+        } else {
+            buf.truncate(cap);
+        }
+    }
+    buf
+}
+
+impl HostConnection {
+    /// Open the master connection. Nothing runs on the host unless the host proves a key listed
+    /// in `target.known_hosts`; there is no code path that accepts an unknown or changed key.
+    pub async fn connect(target: &HostTarget, options: ConnectOptions) -> Result<HostConnection, RemoteError> {
+        target.validate()?;
+        let host = target.host_label();
+        let local = |what: &str, e: std::io::Error| RemoteError::Local { detail: format!("{what}: {e}") };
+        let dir = tempfile::Builder::new()
+            .prefix("slipway-ssh-")
+            .tempdir()
+            .map_err(|e| local("creating the private SSH directory", e))?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+            .map_err(|e| local("restricting the private SSH directory", e))?;
+        write_private_file(&dir.path().join("id"), target.private_key.expose())?;
+        write_private_file(&dir.path().join("known_hosts"), target.known_hosts.as_bytes())?;
+        write_private_file(&dir.path().join("ssh_config"), ssh_config(dir.path(), &options).as_bytes())?;
+
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(target.user.clone())
+            .port(target.port)
+            .keyfile(dir.path().join("id"))
+            .known_hosts_check(KnownHosts::Strict)
+            .user_known_hosts_file(dir.path().join("known_hosts"))
+            .config_file(dir.path().join("ssh_config"))
+            .connect_timeout(options.connect_timeout.max(Duration::from_secs(1)))
+            .server_alive_interval(options.server_alive_interval.max(Duration::from_secs(1)))
+            .control_directory(dir.path())
+            // A master orphaned by a killed controller exits on its own once idle.
+            .control_persist(ControlPersist::IdleFor(MASTER_IDLE_EXIT));
+
+        let started = Instant::now();
+        let limit = options.connect_timeout + Duration::from_secs(5);
+        let session = match tokio::time::timeout(limit, builder.connect_mux(target.address.as_str())).await {
+            Err(_) => {
+                return Err(RemoteError::Unreachable {
+                    host,
+                    detail: format!("no SSH handshake within {}s", limit.as_secs_f32()),
+                });
+            }
+            Ok(Err(openssh::Error::Connect(e))) => {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    return Err(RemoteError::Local { detail: format!("cannot run the local `ssh` client: {e}") });
+                }
+                return Err(classify_ssh_failure(&host, &target.user, &e.to_string()));
+            }
+            Ok(Err(openssh::Error::Master(e))) => {
+                return Err(local("creating the SSH control directory", e));
+            }
+            Ok(Err(e)) => return Err(map_session_error(&host, e)),
+            Ok(Ok(s)) => s,
+        };
+        // The master is authenticated; the key need not stay on disk for the connection's lifetime.
+        let _ = fs::remove_file(dir.path().join("id"));
+        tracing::debug!(host = %host, user = %target.user, elapsed_ms = started.elapsed().as_millis() as u64, "ssh master connected");
+
+        let redactor = Redactor::new();
+        Ok(HostConnection {
+            session: Some(session),
+            dir: Some(dir),
+            host,
+            user: target.user.clone(),
+            options,
+            redactor,
+            compose_flavor: OnceCell::new(),
+            docker: OnceCell::new(),
+            forwards: Mutex::new(HashMap::new()),
+            forward_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// `address:port` of the host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// The redactor of this connection: register secret values so they are masked in every
+    /// text this connection hands out.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// The private directory (key, known_hosts, sockets). For tests that check its permissions.
+    pub fn private_dir(&self) -> &Path {
+        self.dir.as_ref().map(TempDir::path).unwrap_or_else(|| Path::new("/nonexistent"))
+    }
+
+    fn session(&self) -> &Session {
+        self.session.as_ref().expect("session is only taken by close(self)")
+    }
+
+    /// Is the master still alive?
+    pub async fn check(&self) -> Result<(), RemoteError> {
+        self.session().check().await.map_err(|e| map_session_error(&self.host, e))
+    }
+
+    /// Run a command and return its output whatever its exit status; errors are transport
+    /// failures and timeouts only.
+    pub async fn output(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
+        let rendered = cmd.render()?;
+        let label = cmd.display_label();
+        let limit = cmd.timeout_override().unwrap_or(self.options.command_timeout);
+        let started = Instant::now();
+        let host = self.host.clone();
+        let run = async {
+            let mut c = self.session().raw_command(&rendered);
+            c.stdin(if cmd.stdin_bytes().is_some() { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().await.map_err(|e| map_session_error(&host, e))?;
+            let stdin = child.stdin().take();
+            let stdout = child.stdout().take();
+            let stderr = child.stderr().take();
+            let feed = async move {
+                if let (Some(mut w), Some(input)) = (stdin, cmd.stdin_bytes()) {
+                    // A program that exits without reading is judged by its exit status.
+                    let _ = w.write_all(input.expose()).await;
+                    let _ = w.shutdown().await;
+                }
+            };
+            let out = async move {
+                match stdout {
+                    Some(r) => read_capped(r, STDOUT_CAP, false).await,
+                    None => Vec::new(),
+                }
+            };
+            let err = async move {
+                match stderr {
+                    Some(r) => read_capped(r, STDERR_CAP, true).await,
+                    None => Vec::new(),
+                }
+            };
+            let ((), stdout, stderr) = tokio::join!(feed, out, err);
+            let exit_code = match child.wait().await {
+                Ok(status) => status.code(),
+                // The native mux reports exit 127 as an error; keep it an exit status.
+                Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
+                Err(openssh::Error::RemoteProcessTerminated) => None,
+                Err(e) => return Err(map_session_error(&host, e)),
+            };
+            Ok(CommandOutput { exit_code, stdout, stderr, redactor: self.redactor.clone(), elapsed: started.elapsed() })
+        };
+        let result = match tokio::time::timeout(limit, run).await {
+            Ok(r) => r,
+            Err(_) => Err(RemoteError::Timeout { operation: format!("`{label}` on {}", self.host), after: limit }),
+        };
+        match &result {
+            Ok(o) => {
+                tracing::debug!(host = %self.host, command = %label, exit_code = ?o.exit_code, elapsed_ms = o.elapsed.as_millis() as u64, "remote command finished")
+            }
+            Err(e) => {
+                tracing::debug!(host = %self.host, command = %label, reason = e.reason(), "remote command failed")
+            }
+        }
+        result
+    }
+
+    /// Run a command; a non-zero exit becomes [`RemoteError::CommandFailed`].
+    pub async fn run(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
+        let label = cmd.display_label();
+        self.output(cmd).await?.into_checked(&label)
+    }
+
+    fn next_socket_path(&self, prefix: &str) -> PathBuf {
+        let n = self.forward_seq.fetch_add(1, Ordering::Relaxed);
+        self.private_dir().join(format!("{prefix}-{n}.sock"))
+    }
+
+    async fn forward(&self, key: String, remote: Socket<'_>) -> Result<PathBuf, RemoteError> {
+        if let Some(p) = self.forwards.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(p);
+        }
+        let local = self.next_socket_path("fwd");
+        self.session()
+            .request_port_forward(ForwardType::Local, local.clone(), remote)
+            .await
+            .map_err(|e| RemoteError::Session {
+                host: self.host.clone(),
+                detail: format!(
+                    "forwarding to {key} was refused: {} (is AllowTcpForwarding / AllowStreamLocalForwarding enabled in sshd?)",
+                    error_chain(&e)
+                ),
+            })?;
+        if let Ok(mut m) = self.forwards.lock() {
+            m.insert(key, local.clone());
+        }
+        Ok(local)
+    }
+
+    /// A local unix socket (inside the private directory) whose connections reach
+    /// `host:port` as seen from the host, through the master connection.
+    pub async fn forward_to_tcp(&self, host: &str, port: u16) -> Result<PathBuf, RemoteError> {
+        let key = format!("{host}:{port}");
+        self.forward(key, Socket::new(host.to_owned(), port)).await
+    }
+
+    /// A local unix socket whose connections reach the unix socket `remote_path` on the host.
+    pub async fn forward_to_unix(&self, remote_path: &str) -> Result<PathBuf, RemoteError> {
+        validate::absolute_path("remote socket path", remote_path)?;
+        let key = format!("unix:{remote_path}");
+        self.forward(key, Socket::from(PathBuf::from(remote_path))).await
+    }
+
+    /// Shut the master down and remove the private directory.
+    pub async fn close(mut self) -> Result<(), RemoteError> {
+        let host = self.host.clone();
+        let res = match self.session.take() {
+            Some(s) => s.close().await.map_err(|e| map_session_error(&host, e)),
+            None => Ok(()),
+        };
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+        res
+    }
+}
