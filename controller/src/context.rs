@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::metrics::Metrics;
+use crate::remote::{ConnectOptions, ConnectionPool};
 
 /// Field manager for every status write; one owner for Slipway's status fields.
 pub const FIELD_MANAGER: &str = "slipway-controller";
@@ -18,7 +19,9 @@ pub struct Context {
     pub client: Client,
     pub metrics: Metrics,
     pub recorder: Recorder,
-    /// Set once every controller's cache has synced.
+    /// One SSH master per Environment, reused by every command sent to its host.
+    pub hosts: ConnectionPool,
+    /// Set once the API server answers and RBAC lets the controllers list their resources.
     pub ready: AtomicBool,
 }
 
@@ -29,6 +32,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics: Metrics::default(),
+            hosts: ConnectionPool::new(ConnectOptions::default()),
             ready: AtomicBool::new(false),
         }
     }

@@ -17,13 +17,15 @@ use crate::conditions::{Decided, Status};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::references::{self, Problem};
+use crate::remote::{HostTarget, SecretBytes};
 use crate::{Scope, Transition, conditions, status};
 
 pub const CONTROLLER: &str = "environment";
 
-/// Secrets are read with `get` only (no cluster-wide watch), so a missing one is looked for again
-/// on this period.
-const RECHECK_MISSING: Duration = Duration::from_secs(15);
+/// Secrets are read with `get` only (no cluster-wide watch), so a missing Secret or an unreachable
+/// host is looked at again after this long.
+const RECHECK_SOON: Duration = Duration::from_secs(15);
+/// A reachable host is checked again after this long.
 const RECHECK: Duration = Duration::from_secs(300);
 
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
@@ -37,7 +39,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
 pub enum Reachability {
     NotChecked,
     Reachable,
-    Unreachable(Problem),
+    /// `transient` problems (host down, timeout) clear by themselves; others need a person.
+    Unreachable {
+        problem: Problem,
+        transient: bool,
+    },
 }
 
 pub fn decide(
@@ -87,8 +93,12 @@ pub fn decide(
                 ],
                 EventType::Normal,
             ),
-            Reachability::Unreachable(p) => {
-                let mut decided = references::stalled(p);
+            Reachability::Unreachable { problem: p, transient } => {
+                let mut decided = if *transient {
+                    references::progressing(p.reason, p.message.clone())
+                } else {
+                    references::stalled(p)
+                };
                 decided.push(Decided::new(types::REACHABLE, Status::False, p.reason, p.message.clone()));
                 (decided, EventType::Warning)
             }
@@ -111,12 +121,48 @@ async fn reference_problems(env: &Environment, secrets: &Api<Secret>) -> Result<
     Ok(problems)
 }
 
+/// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
+async fn check_host(ctx: &Context, env: &Environment, secrets: &Api<Secret>) -> Result<Reachability> {
+    let key_ref = &env.spec.ssh_key_secret_ref;
+    let hosts_ref = &env.spec.known_hosts_secret_ref;
+    let key_secret = secrets.get(&key_ref.name).await?;
+    let hosts_secret = secrets.get(&hosts_ref.name).await?;
+    let (Some(key), Some(known_hosts)) =
+        (references::secret_value(&key_secret, &key_ref.key), references::secret_value(&hosts_secret, &hosts_ref.key))
+    else {
+        return Ok(Reachability::NotChecked);
+    };
+    let target = HostTarget {
+        address: env.spec.host.address.clone(),
+        port: u16::try_from(env.spec.host.port).unwrap_or(22),
+        user: env.spec.host.user.clone(),
+        private_key: SecretBytes::new(key.to_vec()),
+        known_hosts: String::from_utf8_lossy(known_hosts).into_owned(),
+    };
+    let pool_key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
+    let checked = match ctx.hosts.get(&pool_key, &target).await {
+        Ok(conn) => conn.check().await,
+        Err(e) => Err(e),
+    };
+    Ok(match checked {
+        Ok(()) => Reachability::Reachable,
+        Err(e) => {
+            ctx.hosts.evict(&pool_key).await;
+            tracing::info!(environment = %env.name_any(), reason = e.reason(), "host check failed");
+            Reachability::Unreachable {
+                problem: Problem { reason: e.reason(), message: e.to_string() },
+                transient: e.is_transient(),
+            }
+        }
+    })
+}
+
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = env.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let problems = reference_problems(&env, &secrets).await?;
-    let host = Reachability::NotChecked;
+    let host = if problems.is_empty() { check_host(&ctx, &env, &secrets).await? } else { Reachability::NotChecked };
     let (status, transition) = decide(&env, &problems, &host, Timestamp::now());
     if env.status.as_ref() != Some(&status) {
         status::apply(&Api::<Environment>::namespaced(ctx.client.clone(), &namespace), env.as_ref(), &status).await?;
@@ -124,7 +170,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(t) = transition {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
-    Ok(Action::requeue(if problems.is_empty() { RECHECK } else { RECHECK_MISSING }))
+    Ok(Action::requeue(if host == Reachability::Reachable { RECHECK } else { RECHECK_SOON }))
 }
 
 fn error_policy(env: Arc<Environment>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -1,0 +1,105 @@
+//! An Environment's status says whether its host answers with the pinned host key, as
+//! `kubectl get env` shows it.
+
+use std::time::Duration;
+
+use slipway_e2e::cluster::TestCluster;
+use slipway_e2e::hosts::{TestHost, generate_keypair, known_hosts_line};
+use slipway_e2e::require_sandbox;
+
+fn environment(name: &str, host: &TestHost, secret: &str) -> String {
+    format!(
+        "apiVersion: slipway.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}}}\nspec:\n  tier: staging\n  \
+         host: {{address: \"{addr}\", port: {port}, user: {user}, path: /home/{user}/{name}}}\n  \
+         sshKeySecretRef: {{name: {secret}, key: id_ed25519}}\n  knownHostsSecretRef: {{name: {secret}, key: known_hosts}}\n",
+        addr = host.addr,
+        port = host.port,
+        user = host.user,
+    )
+}
+
+fn ssh_secret(cluster: &TestCluster, name: &str, key_path: &str, known_hosts_path: &str) {
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            name,
+            &format!("--from-file=id_ed25519={key_path}"),
+            &format!("--from-file=known_hosts={known_hosts_path}"),
+        ])
+        .unwrap();
+}
+
+#[test]
+fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
+    let sandbox = require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let mut cluster = TestCluster::new(&sandbox, "env-hostkey").unwrap();
+    cluster.start_controller().unwrap();
+    let key = host.key_path.display().to_string();
+
+    ssh_secret(&cluster, "pinned", &key, &host.known_hosts_path.display().to_string());
+    cluster.apply(&environment("good", &host, "pinned")).unwrap();
+    cluster.wait("env/good", "condition=Ready", Duration::from_secs(60)).unwrap();
+    assert_eq!(cluster.jsonpath("env/good", r#"{.status.conditions[?(@.type=="Reachable")].status}"#).unwrap(), "True");
+    let table = cluster.kubectl_ok(&["get", "env", "good"]).unwrap();
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..2], ["good", host.addr.as_str()], "{table}");
+    assert_eq!(row[row.len() - 2], "True", "READY column: {table}");
+
+    // A different key pinned for the same address: the controller refuses the host.
+    let (_, other_public) = generate_keypair().unwrap();
+    let wrong = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(wrong.path(), known_hosts_line(&host.addr, host.port, &other_public)).unwrap();
+    ssh_secret(&cluster, "wrong-pin", &key, &wrong.path().display().to_string());
+    cluster.apply(&environment("changed", &host, "wrong-pin")).unwrap();
+    cluster
+        .wait(
+            "env/changed",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=HostKeyMismatch"#,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let message = cluster.jsonpath("env/changed", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    assert!(message.contains("update the known_hosts Secret"), "{message}");
+    assert_eq!(
+        cluster.jsonpath("env/changed", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(),
+        "True"
+    );
+
+    // The private key never reaches status or events.
+    let private_key = std::fs::read_to_string(&host.key_path).unwrap();
+    let secret_line = private_key.lines().nth(1).unwrap();
+    for object in ["env/good", "env/changed"] {
+        let yaml = cluster.kubectl_ok(&["get", object, "-o", "yaml"]).unwrap();
+        assert!(!yaml.contains(secret_line), "{object} status contains key material");
+    }
+    let events = cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
+    assert!(!events.contains(secret_line), "events contain key material");
+}
+
+#[test]
+fn environment_with_a_stopped_host_is_unreachable_but_not_stalled() {
+    let sandbox = require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let mut cluster = TestCluster::new(&sandbox, "env-down").unwrap();
+    cluster.start_controller().unwrap();
+    ssh_secret(&cluster, "pinned", &host.key_path.display().to_string(), &host.known_hosts_path.display().to_string());
+    // A loopback address with no sshd behind it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = TestHost { addr: "127.0.0.1".into(), port: closed, ..host.clone() };
+    cluster.apply(&environment("down", &down, "pinned")).unwrap();
+    cluster
+        .wait(
+            "env/down",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=Unreachable"#,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(
+        cluster.jsonpath("env/down", r#"{.status.conditions[?(@.type=="Reconciling")].status}"#).unwrap(),
+        "True"
+    );
+    assert_eq!(cluster.jsonpath("env/down", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(), "False");
+}
