@@ -24,5 +24,9 @@ set +e
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
+if [[ -s $SLIPWAY_SANDBOX/logs/benchmarks.txt ]]; then
+  echo "== benchmarks"
+  cat "$SLIPWAY_SANDBOX/logs/benchmarks.txt"
+fi
 echo "[tests] finished in $((SECONDS - start)) s (logs: $SLIPWAY_SANDBOX/logs)" >&2
 exit "$status"

@@ -1,5 +1,5 @@
 //! Benchmark: one trivial command over the reused SSH master versus a fresh `ssh` per command,
-//! in the same run. Prints the medians and their ratio (run with `--nocapture` to see them).
+//! in the same run. Prints the medians and their ratio; e2e/run-tests.sh shows them at the end of its run.
 
 use std::time::{Duration, Instant};
 
@@ -43,12 +43,16 @@ async fn ssh_master_reuse_versus_fresh_connection_per_command() {
 
     let (m_reused, m_fresh) = (median(reused), median(fresh));
     let ratio = m_fresh.as_secs_f64() / m_reused.as_secs_f64();
-    println!(
+    let line = format!(
         "ssh_mux benchmark ({RUNS} runs each, `true` on {}): reused master median {:.2} ms, fresh ssh median {:.2} ms, ratio {:.1}x",
         host.name,
         m_reused.as_secs_f64() * 1e3,
         m_fresh.as_secs_f64() * 1e3,
         ratio
     );
-    assert!(ratio > 1.0, "reusing the master should be faster");
+    println!("{line}");
+    // Figures, not a pass/fail: e2e/run-tests.sh prints this file at the end of the run.
+    let log = sandbox.join("logs/benchmarks.txt");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
 }
