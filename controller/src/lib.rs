@@ -14,9 +14,12 @@ pub mod status;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
 use slipway_crds::conditions::types;
+use slipway_crds::{DeployRequest, Environment, Rollback};
 
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug)]
@@ -53,4 +56,32 @@ impl Transition {
         let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
         changed.then(|| Transition { type_, reason: after.reason.clone(), note: after.message.clone() })
     }
+}
+
+/// Objects whose spec names an Environment in their own namespace.
+pub trait NamesEnvironment: Resource<DynamicType = ()> + Clone {
+    fn environment(&self) -> &str;
+}
+
+impl NamesEnvironment for DeployRequest {
+    fn environment(&self) -> &str {
+        &self.spec.environment
+    }
+}
+
+impl NamesEnvironment for Rollback {
+    fn environment(&self) -> &str {
+        &self.spec.environment
+    }
+}
+
+/// The objects in `store` naming `env`: an Environment appearing or changing wakes exactly these.
+pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<ObjectRef<K>> {
+    let (namespace, name) = (env.namespace(), env.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace() == namespace && o.environment() == name)
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }

@@ -28,33 +28,11 @@ ARGSFILE=$SANDBOX/dockerd.args
 NETOK=$SANDBOX/docker-netcheck.ok
 TIMEOUT=${SLIPWAY_DOCKER_TIMEOUT:-60}
 
-_t0=${EPOCHREALTIME/./}
-phase() { # one line per phase, with seconds since the previous one
-    local now=${EPOCHREALTIME/./}
-    printf '[docker] %s (%d.%01ds)\n' "$1" $(((now - _t0) / 1000000)) $(((now - _t0) / 100000 % 10)) >&2
-    _t0=$now
-}
-die() { echo "[docker] ERROR: $*" >&2; exit 1; }
-# run CMD quietly; on failure show the tail of its output
-quiet() {
-    local out rc=0
-    out=$("$@" 2>&1) || rc=$?
-    if ((rc != 0)); then
-        printf '[docker] command failed (%d): %s\n%s\n' "$rc" "$*" "$(tail -n 40 <<<"$out")" >&2
-    fi
-    return $rc
-}
+# shellcheck disable=SC2034 # read by lib.sh
+LOG_TAG=docker
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_pkgs() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    quiet apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    phase "installed ${missing[*]}"
-}
 
 our_pid() { # prints the pid of the dockerd we started, if it is still alive
     [[ -s $PIDFILE ]] || return 1

@@ -33,16 +33,11 @@ declare -A MESSAGE=(
 )
 MAIN_AT=v1.1.0
 
-_t0=${EPOCHREALTIME/./}
-phase() {
-    local now=${EPOCHREALTIME/./}
-    printf '[fixture-repo] %s (%d.%01ds)\n' "$1" $(((now - _t0) / 1000000)) $(((now - _t0) / 100000 % 10)) >&2
-    _t0=$now
-}
-
-command -v git >/dev/null || {
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null
-}
+# shellcheck disable=SC2034 # read by lib.sh
+LOG_TAG=fixture-repo
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_pkgs git
 
 # deterministic, config-independent git
 export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME=/nonexistent LC_ALL=C TZ=UTC

@@ -33,41 +33,11 @@ PORT_BASE=${SLIPWAY_HOST_PORT_BASE:-2200}
 KEY=$DIR/id_ed25519
 SSHD=/usr/sbin/sshd # sshd must be started by absolute path (it re-executes itself)
 
-_t0=${EPOCHREALTIME/./}
-phase() {
-    local now=${EPOCHREALTIME/./}
-    printf '[hosts] %s (%d.%01ds)\n' "$1" $(((now - _t0) / 1000000)) $(((now - _t0) / 100000 % 10)) >&2
-    _t0=$now
-}
-die() { echo "[hosts] ERROR: $*" >&2; exit 1; }
-quiet() {
-    local out rc=0
-    out=$("$@" 2>&1) || rc=$?
-    if ((rc != 0)); then
-        printf '[hosts] command failed (%d): %s\n%s\n' "$rc" "$*" "$(tail -n 40 <<<"$out")" >&2
-    fi
-    return $rc
-}
+# shellcheck disable=SC2034 # read by lib.sh
+LOG_TAG=hosts
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ensure_pkgs() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    quiet apt-get update -qq
-    # policy-rc.d keeps the package's own sshd (port 22, all addresses) from being started
-    local policy=/usr/sbin/policy-rc.d created=
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && created=1
-    fi
-    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends "${missing[@]}" || {
-        [[ -n $created ]] && rm -f "$policy"
-        return 1
-    }
-    [[ -n $created ]] && rm -f "$policy"
-    phase "installed ${missing[*]}"
-}
 
 host_addr() { echo "127.0.0.$((ADDR_BASE + $1))"; }
 host_port() { echo "$((PORT_BASE + $1))"; }

@@ -21,21 +21,10 @@ PACKAGES=postgresql,python3-fastapi,python3-uvicorn,python3-alembic,python3-psyc
 # bump when the post-processing of the rootfs below changes
 RECIPE=1
 
-_t0=${EPOCHREALTIME/./}
-phase() {
-    local now=${EPOCHREALTIME/./}
-    printf '[images] %s (%d.%01ds)\n' "$1" $(((now - _t0) / 1000000)) $(((now - _t0) / 100000 % 10)) >&2
-    _t0=$now
-}
-die() { echo "[images] ERROR: $*" >&2; exit 1; }
-quiet() {
-    local out rc=0
-    out=$("$@" 2>&1) || rc=$?
-    if ((rc != 0)); then
-        printf '[images] command failed (%d): %s\n%s\n' "$rc" "$*" "$(tail -n 40 <<<"$out")" >&2
-    fi
-    return $rc
-}
+# shellcheck disable=SC2034 # read by lib.sh
+LOG_TAG=images
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ARCH=$(dpkg --print-architecture)
 KEY=$(printf '%s\n' "$RECIPE" "$SUITE" "$VARIANT" "$ARCH" "$PACKAGES" | sha256sum | cut -c1-16)
@@ -83,16 +72,6 @@ debian_mirror() {
     done
 }
 
-ensure_pkgs() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    quiet apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    phase "installed ${missing[*]}"
-}
 
 build_rootfs() {
     ((EUID == 0)) || die "debootstrap needs root"

@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::{DeployRequest, Environment};
@@ -17,7 +16,7 @@ pub use decide::decide;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::{Scope, status};
+use crate::{Scope, naming, status};
 
 pub const CONTROLLER: &str = "deployrequest";
 
@@ -29,7 +28,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     let store = controller.store();
     controller
         // An Environment appearing (or changing) wakes every DeployRequest that names it.
-        .watches(environments, watcher::Config::default(), move |env| requests_naming(&store, &env))
+        .watches(environments, watcher::Config::default(), move |env| naming(&store, &env))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -38,17 +37,6 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             }
         })
         .await;
-}
-
-fn requests_naming(store: &Store<DeployRequest>, env: &Environment) -> Vec<ObjectRef<DeployRequest>> {
-    let namespace = env.namespace();
-    let name = env.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|dr| dr.namespace() == namespace && dr.spec.environment == name)
-        .map(|dr| ObjectRef::from_obj(dr.as_ref()))
-        .collect()
 }
 
 async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {

@@ -7,7 +7,6 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::reasons;
@@ -15,7 +14,7 @@ use slipway_crds::{Environment, Rollback, RollbackPhase, RollbackStatus, Rollbac
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::{Scope, Transition, conditions, references, status};
+use crate::{Scope, Transition, conditions, naming, references, status};
 
 pub const CONTROLLER: &str = "rollback";
 
@@ -25,15 +24,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     let controller = Controller::new(rollbacks, watcher::Config::default());
     let store = controller.store();
     controller
-        .watches(environments, watcher::Config::default(), move |env| {
-            let (ns, name) = (env.namespace(), env.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|rb| rb.namespace() == ns && rb.spec.environment == name)
-                .map(|rb| ObjectRef::from_obj(rb.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(environments, watcher::Config::default(), move |env| naming(&store, &env))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
