@@ -144,7 +144,7 @@ const PROJECT_SWEEP: &str = r#"p="$1"; l="label=com.docker.compose.project=$p"
 ids=$(docker ps -aq --filter "$l"); [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
 vols=$(docker volume ls -q --filter "$l"); [ -z "$vols" ] || docker volume rm -f $vols >/dev/null
 nets=$(docker network ls -q --filter "$l"); [ -z "$nets" ] || docker network rm $nets >/dev/null
-imgs=$(docker images -q --filter "reference=${p}_*" --filter "reference=${p}-*" | sort -u)
+imgs=$( (docker images -q --filter "reference=${p}_*"; docker images -q --filter "reference=${p}-*"; docker images -q --filter "$l") | sort -u)
 [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null
 exit 0"#;
 

@@ -1,14 +1,17 @@
 //! The reference stack (PostgreSQL + FastAPI backend + nginx frontend) driven through the remote
 //! layer: compose config/build/run/up, Docker observations over the forwarded socket, health
 //! checks through SSH-forwarded connections — v1.0.0 passes, v1.2.0 fails its HTTP check.
+//! The same scenario runs on host 1 (docker-compose v1 only) and on the sandbox's compose v2 host
+//! (`hosts.sh` gives the last host, when there are 3 or more, the `docker compose` plugin).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 use slipway_controller::remote::{
-    CheckKind, HealthCheck, HealthPolicy, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef, SecretBytes,
-    health, parse_env_example,
+    CheckKind, ComposeFlavor, HealthCheck, HealthPolicy, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef,
+    SecretBytes, health, parse_env_example,
 };
 use slipway_e2e::hosts::{self, TestHost, TestProject};
 
@@ -48,15 +51,51 @@ async fn require_base_image(conn: &HostConnection) {
     assert!(out.success(), "image slipway-base:bookworm is missing on the host: run e2e/scripts/images.sh");
 }
 
+/// The compose flavor `hosts.sh` set host `index` up with (`SLIPWAY_HOST_COMPOSE`; v1 when absent).
+fn host_compose(sandbox: &Path, index: u32) -> Option<String> {
+    let env = slipway_e2e::read_env_file(&sandbox.join(format!("hosts/host{index}/env"))).ok()?;
+    Some(env.get("SLIPWAY_HOST_COMPOSE").cloned().unwrap_or_else(|| "v1".to_owned()))
+}
+
+/// The index of the sandbox's compose v2 host.
+fn v2_host_index(sandbox: &Path) -> u32 {
+    (1..=200)
+        .take_while(|i| host_compose(sandbox, *i).is_some())
+        .find(|i| host_compose(sandbox, *i).as_deref() == Some("v2"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no compose v2 host in {}: hosts.sh makes the last host one when there are 3 or more hosts \
+                 and e2e/scripts/compose-v2.sh build has run (see its output in logs/compose-v2.out)",
+                sandbox.display()
+            )
+        })
+}
+
 #[tokio::test]
 async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
     let Some(sandbox) = hosts::require_sandbox("reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check")
     else {
         return;
     };
-    let host = TestHost::default_host(&sandbox).unwrap();
+    reference_stack_scenario(&sandbox, 1, ComposeFlavor::V1).await;
+}
+
+#[tokio::test]
+async fn reference_stack_on_the_compose_v2_host() {
+    let Some(sandbox) = hosts::require_sandbox("reference_stack_on_the_compose_v2_host") else {
+        return;
+    };
+    let index = v2_host_index(&sandbox);
+    reference_stack_scenario(&sandbox, index, ComposeFlavor::V2).await;
+}
+
+/// On host `index`, whose compose CLI must be `flavor`: the reference stack at v1.0.0 comes up
+/// healthy (one-off runs, migrations, health checks, logs), then v1.2.0 fails its HTTP check.
+async fn reference_stack_scenario(sandbox: &Path, index: u32, flavor: ComposeFlavor) {
+    let host = TestHost::load(sandbox, index).unwrap();
     let origin = hosts::shop_origin(&host).unwrap();
     let conn = host.connect().await.unwrap();
+    assert_eq!(conn.compose_flavor().await.unwrap(), flavor, "compose CLI on {}", host.name);
     require_base_image(&conn).await;
     let project = TestProject::new(&conn, "stack").await.unwrap();
     let result = project
@@ -83,6 +122,7 @@ async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
             conn.write_env_file(&project.dir, &env).await?;
 
             let compose = conn.compose(project.compose()).await?;
+            assert_eq!(compose.flavor(), flavor);
             let config = compose.config().await?;
             assert_eq!(config.long_running_services(), ["backend", "db", "frontend"]);
             assert!(config.services_without_healthcheck().is_empty());
@@ -129,7 +169,7 @@ async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
             let _ = conn.container_log_tail(backend, 20).await?;
             let logs = compose.logs("db", 50).await?;
             assert!(!logs.contains(&password), "secret in log tail");
-            println!("v1.0.0: {}", report.summary());
+            println!("{} v1.0.0: {}", flavor.program(), report.summary());
 
             // v1.2.0: /health answers 503 {"status":"unhealthy",...}
             repo.fetch().await?;
@@ -138,7 +178,7 @@ async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
             compose.build(&["backend".to_owned()]).await?;
             // `up` may itself complain that backend is unhealthy (frontend depends on it)
             if let Err(e) = compose.up().await {
-                println!("v1.2.0 up: {e}");
+                println!("{} v1.2.0 up: {e}", flavor.program());
             }
             let policy = HealthPolicy { timeout: Duration::from_secs(15), ..policy };
             let report = health::verify(&conn, &project.name, &shop_checks(), &policy).await?;
@@ -150,7 +190,7 @@ async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
             let summary = report.summary();
             assert!(summary.contains("check backend"), "{summary}");
             assert!(!summary.contains(&password));
-            println!("v1.2.0: {summary}");
+            println!("{} v1.2.0: {summary}", flavor.program());
             Ok::<_, RemoteError>(())
         })
         .await;

@@ -347,7 +347,9 @@ impl<'a> Compose<'a> {
         Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
     }
 
-    /// Service names of the project (`ps --services`).
+    /// Service names of the project (`ps --services`). The flavors differ (seen with 1.29.2 and
+    /// v2.29.7): v1 lists every service of the compose files (profiled ones included) whether or
+    /// not it has containers, v2 only the services with a running container.
     pub async fn ps_services(&self) -> Result<Vec<String>, RemoteError> {
         let out = self.conn.run(&self.command("ps").arg("--services")).await?;
         Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
