@@ -8,6 +8,7 @@ use slipway_crds::{SecretKeyRef, SecretRef};
 
 use crate::conditions::{Decided, Status};
 use crate::error::Result;
+use crate::remote::SecretBytes;
 
 /// A problem with a reference: a condition reason and a message that names the object and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,14 +46,16 @@ pub fn environment_not_found(kind: &str, environment: &str, namespace: &str) -> 
     }
 }
 
-/// Looks up the key `r` names; a missing Secret or key is a [`Problem`] naming `field`.
-pub async fn secret_key(secrets: &Api<Secret>, field: &str, r: &SecretKeyRef) -> Result<Option<Problem>> {
+/// The value of the key `r` names; a missing Secret or key is a [`Problem`] naming `field`.
+pub async fn secret_key(
+    secrets: &Api<Secret>,
+    field: &str,
+    r: &SecretKeyRef,
+) -> Result<std::result::Result<SecretBytes, Problem>> {
     let Some(secret) = secrets.get_opt(&r.name).await? else {
-        return Ok(Some(secret_not_found(field, &r.name, secrets.namespace())));
+        return Ok(Err(secret_not_found(field, &r.name, secrets.namespace())));
     };
-    let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
-        || secret.string_data.as_ref().is_some_and(|d| d.contains_key(&r.key));
-    Ok((!has_key).then(|| Problem {
+    Ok(secret_value(&secret, &r.key).map(|v| SecretBytes::new(v.to_vec())).ok_or_else(|| Problem {
         reason: reasons::SECRET_KEY_MISSING,
         message: format!("Secret {:?} (named by {field}) has no key {:?}: add it to the Secret", r.name, r.key),
     }))
@@ -74,7 +77,7 @@ fn secret_not_found(field: &str, name: &str, namespace: Option<&str>) -> Problem
 }
 
 /// The value of a key of a Secret, whether it came in `data` or `stringData`.
-pub fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     if let Some(ByteString(bytes)) = secret.data.as_ref().and_then(|d| d.get(key)) {
         return Some(bytes);
     }

@@ -109,42 +109,42 @@ pub fn decide(
     (status, transition)
 }
 
-/// Problems with the Secrets the Environment names, each message naming the Secret and the fix.
-async fn reference_problems(env: &Environment, secrets: &Api<Secret>) -> Result<Vec<Problem>> {
-    let mut problems = Vec::new();
-    problems.extend(references::secret_key(secrets, "spec.sshKeySecretRef", &env.spec.ssh_key_secret_ref).await?);
-    problems
-        .extend(references::secret_key(secrets, "spec.knownHostsSecretRef", &env.spec.known_hosts_secret_ref).await?);
-    if let Some(r) = &env.spec.env_secret_ref {
-        problems.extend(references::secret(secrets, "spec.envSecretRef", r).await?);
-    }
-    Ok(problems)
+/// The SSH credentials an Environment names, or the problems with its Secrets, each message
+/// naming the Secret and the fix.
+async fn credentials(
+    env: &Environment,
+    secrets: &Api<Secret>,
+) -> Result<Result<(SecretBytes, SecretBytes), Vec<Problem>>> {
+    let key = references::secret_key(secrets, "spec.sshKeySecretRef", &env.spec.ssh_key_secret_ref).await?;
+    let known_hosts =
+        references::secret_key(secrets, "spec.knownHostsSecretRef", &env.spec.known_hosts_secret_ref).await?;
+    let env_secret = match &env.spec.env_secret_ref {
+        Some(r) => references::secret(secrets, "spec.envSecretRef", r).await?,
+        None => None,
+    };
+    Ok(match (key, known_hosts, env_secret) {
+        (Ok(key), Ok(known_hosts), None) => Ok((key, known_hosts)),
+        (key, known_hosts, env_secret) => {
+            Err(key.err().into_iter().chain(known_hosts.err()).chain(env_secret).collect())
+        }
+    })
 }
 
 /// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
-async fn check_host(ctx: &Context, env: &Environment, secrets: &Api<Secret>) -> Result<Reachability> {
-    let key_ref = &env.spec.ssh_key_secret_ref;
-    let hosts_ref = &env.spec.known_hosts_secret_ref;
-    let key_secret = secrets.get(&key_ref.name).await?;
-    let hosts_secret = secrets.get(&hosts_ref.name).await?;
-    let (Some(key), Some(known_hosts)) =
-        (references::secret_value(&key_secret, &key_ref.key), references::secret_value(&hosts_secret, &hosts_ref.key))
-    else {
-        return Ok(Reachability::NotChecked);
-    };
+async fn check_host(ctx: &Context, env: &Environment, key: SecretBytes, known_hosts: &SecretBytes) -> Reachability {
     let target = HostTarget {
         address: env.spec.host.address.clone(),
         port: u16::try_from(env.spec.host.port).unwrap_or(22),
         user: env.spec.host.user.clone(),
-        private_key: SecretBytes::new(key.to_vec()),
-        known_hosts: String::from_utf8_lossy(known_hosts).into_owned(),
+        private_key: key,
+        known_hosts: String::from_utf8_lossy(known_hosts.expose()).into_owned(),
     };
     let pool_key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
     let checked = match ctx.hosts.get(&pool_key, &target).await {
         Ok(conn) => conn.check().await,
         Err(e) => Err(e),
     };
-    Ok(match checked {
+    match checked {
         Ok(()) => Reachability::Reachable,
         Err(e) => {
             ctx.hosts.evict(&pool_key).await;
@@ -154,15 +154,17 @@ async fn check_host(ctx: &Context, env: &Environment, secrets: &Api<Secret>) -> 
                 transient: e.is_transient(),
             }
         }
-    })
+    }
 }
 
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = env.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let problems = reference_problems(&env, &secrets).await?;
-    let host = if problems.is_empty() { check_host(&ctx, &env, &secrets).await? } else { Reachability::NotChecked };
+    let (problems, host) = match credentials(&env, &secrets).await? {
+        Ok((key, known_hosts)) => (Vec::new(), check_host(&ctx, &env, key, &known_hosts).await),
+        Err(problems) => (problems, Reachability::NotChecked),
+    };
     let (status, transition) = decide(&env, &problems, &host, Timestamp::now());
     if env.status.as_ref() != Some(&status) {
         status::apply(&Api::<Environment>::namespaced(ctx.client.clone(), &namespace), env.as_ref(), &status).await?;
