@@ -51,6 +51,11 @@ impl TestCluster {
 
     /// Starts a controller process watching only this namespace, as the `slipway` ServiceAccount.
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
+        self.start_controller_with(&[])
+    }
+
+    /// [`Self::start_controller`] with extra command-line arguments.
+    pub fn start_controller_with(&mut self, extra: &[&str]) -> anyhow::Result<()> {
         let bin = controller_binary();
         let port = free_port()?;
         let http_addr = format!("127.0.0.1:{port}");
@@ -59,6 +64,7 @@ impl TestCluster {
         let log = std::fs::File::create(logs.join(format!("{}-controller.log", self.namespace)))?;
         let child = Command::new(&bin)
             .args(["--namespace", &self.namespace, "--http-addr", &http_addr])
+            .args(extra)
             .env("KUBECONFIG", self.sandbox.join("controller.kubeconfig"))
             .env("RUST_LOG", "info,kube=warn,slipway_controller=debug")
             .stdout(log.try_clone()?)
@@ -154,20 +160,33 @@ impl TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Sends SIGTERM to the controller; returns its exit status if it stopped within `grace`.
+    pub fn stop_controller(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.controller.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        None
+    }
+
+    /// The controller's log so far.
+    pub fn controller_log(&self) -> String {
+        let path = self.sandbox.join("logs").join(format!("{}-controller.log", self.namespace));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if let Some(mut c) = self.controller.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.child.kill();
-            let _ = c.child.wait();
-        }
+        self.stop_controller(Duration::from_secs(5));
         // The namespace is left for inspection: the sandbox has no namespace controller to empty it,
         // and every test's names are unique.
     }

@@ -200,3 +200,28 @@ fn rollback_reports_a_missing_environment() {
         .unwrap();
     assert!(refused.contains("to must set exactly one of previous: true, tag or release"), "{refused}");
 }
+
+#[test]
+fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
+    let sandbox = require_sandbox!();
+    let mut cluster = TestCluster::new(&sandbox, "shutdown").unwrap();
+    cluster.start_controller_with(&["--log-format", "json"]).unwrap();
+    cluster.apply(&deploy_request("shop-9", "{branch: main}")).unwrap();
+    cluster
+        .wait(
+            "dr/shop-9",
+            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    let status =
+        cluster.stop_controller(Duration::from_secs(10)).expect("controller did not stop within 10 s of SIGTERM");
+    assert!(status.success(), "controller exited with {status}");
+    let log = cluster.controller_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
+    assert!(messages.contains(&"shutting down") && messages.last() == Some(&"stopped"), "{messages:?}");
+}
