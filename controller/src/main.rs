@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         );
     };
     let (served, ()) = tokio::join!(http, controllers);
+    ctx.hosts.close_all().await;
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -17,11 +17,15 @@ pub struct TestCluster {
     pub admin_kubeconfig: PathBuf,
     pub sandbox: PathBuf,
     controller: Option<Controller>,
+    /// TMPDIRs of stopped controllers, kept until the test ends so it can look inside.
+    stopped_tmp: Vec<tempfile::TempDir>,
 }
 
 struct Controller {
     child: Child,
     http_addr: String,
+    /// The controller's TMPDIR: where its SSH masters keep their private directories.
+    tmp: tempfile::TempDir,
 }
 
 impl TestCluster {
@@ -38,6 +42,7 @@ impl TestCluster {
             admin_kubeconfig: get("SLIPWAY_KUBECONFIG")?.into(),
             sandbox: sandbox.to_path_buf(),
             controller: None,
+            stopped_tmp: Vec::new(),
         };
         cluster.kubectl_ok(&["create", "namespace", &cluster.namespace])?;
         cluster.apply(&format!(
@@ -62,16 +67,19 @@ impl TestCluster {
         let logs = self.sandbox.join("logs");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{}-controller.log", self.namespace)))?;
+        // Short path: SSH control sockets live below it and unix socket paths are limited to 108 bytes.
+        let tmp = tempfile::Builder::new().prefix("swc-").tempdir_in("/tmp")?;
         let child = Command::new(&bin)
             .args(["--namespace", &self.namespace, "--http-addr", &http_addr])
             .args(extra)
             .env("KUBECONFIG", self.sandbox.join("controller.kubeconfig"))
             .env("RUST_LOG", "info,kube=warn,slipway_controller=debug")
+            .env("TMPDIR", tmp.path())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        self.controller = Some(Controller { child, http_addr: http_addr.clone() });
+        self.controller = Some(Controller { child, http_addr: http_addr.clone(), tmp });
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok((200, _)) = http_get(&http_addr, "/readyz") {
@@ -161,19 +169,26 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// The controller's TMPDIR, which holds its SSH masters' private directories.
+    pub fn controller_tmp(&self) -> Option<PathBuf> {
+        let stopped = self.stopped_tmp.last().map(|t| t.path().to_path_buf());
+        self.controller.as_ref().map(|c| c.tmp.path().to_path_buf()).or(stopped)
+    }
+
     /// Sends SIGTERM to the controller; returns its exit status if it stopped within `grace`.
     pub fn stop_controller(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.controller.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status();
+        let Controller { mut child, tmp, .. } = self.controller.take()?;
+        self.stopped_tmp.push(tmp);
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = c.child.kill();
-        let _ = c.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
         None
     }
 

@@ -77,6 +77,28 @@ fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
     }
     let events = cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
     assert!(!events.contains(secret_line), "events contain key material");
+
+    // The controller kept one master open for `good`, in a private directory with no key file;
+    // on SIGTERM it closes the master and removes the directory.
+    let tmp = cluster.controller_tmp().unwrap();
+    let dirs: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "expected one SSH master directory in {}: {dirs:?}", tmp.display());
+    assert!(!dirs[0].join("id").exists(), "the private key stays on disk while the master is up");
+    assert!(masters_using(&tmp) > 0, "no ssh master runs with its control socket in {}", tmp.display());
+    assert!(cluster.stop_controller(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "SSH directories left in {}", tmp.display());
+    assert_eq!(masters_using(&tmp), 0, "an ssh master outlived the controller");
+}
+
+/// ssh processes whose command line names a path below `dir`.
+fn masters_using(dir: &std::path::Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh ") && c.contains(&needle))
+        .count()
 }
 
 #[test]

@@ -60,6 +60,23 @@ impl ConnectionPool {
         self.entries.lock().await.remove(key);
     }
 
+    /// Closes every master (on shutdown), so no ssh process or key directory outlives the controller.
+    pub async fn close_all(&self) {
+        let entries: Vec<Entry> = self.entries.lock().await.drain().map(|(_, e)| e).collect();
+        for entry in entries {
+            match Arc::try_unwrap(entry.conn) {
+                Ok(conn) => {
+                    let host = conn.host().to_owned();
+                    if let Err(e) = conn.close().await {
+                        tracing::debug!(host, error = %e, "closing ssh master");
+                    }
+                }
+                // Still in use by a reconcile that is winding down; it closes when that drops it.
+                Err(shared) => drop(shared),
+            }
+        }
+    }
+
     pub async fn len(&self) -> usize {
         self.entries.lock().await.len()
     }
