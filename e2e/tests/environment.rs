@@ -77,6 +77,7 @@ fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
     }
     let events = cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
     assert!(!events.contains(secret_line), "events contain key material");
+    assert!(!cluster.controller_log().contains(secret_line), "the controller logged key material");
 
     // The controller kept one master open for `good`, in a private directory with no key file;
     // on SIGTERM it closes the master and removes the directory.

@@ -225,3 +225,15 @@ fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
     let messages: Vec<&str> = lines.iter().filter_map(|l| l["fields"]["message"].as_str()).collect();
     assert!(messages.contains(&"shutting down") && messages.last() == Some(&"stopped"), "{messages:?}");
 }
+
+#[test]
+fn the_documented_examples_are_accepted_by_the_api_server() {
+    let sandbox = require_sandbox!();
+    let cluster = TestCluster::new(&sandbox, "examples").unwrap();
+    let examples = slipway_e2e::cluster::repo_root().join("manifests/examples");
+    for file in ["environment.yaml", "deployrequest.yaml", "rollback.yaml", "rbac.yaml"] {
+        let path = examples.join(file);
+        let out = cluster.kubectl(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()]).unwrap();
+        assert!(out.status.success(), "{file} refused: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
