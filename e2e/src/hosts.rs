@@ -17,18 +17,6 @@ use slipway_controller::remote::{
     ComposeProject, ConnectOptions, HostConnection, HostTarget, RemoteCommand, SecretBytes,
 };
 
-/// The sandbox directory from `SLIPWAY_SANDBOX`; `None` (and a printed SKIPPED line) only when
-/// the variable is unset. When it is set, a missing host is a failure, not a skip.
-pub fn require_sandbox(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("SLIPWAY_SANDBOX") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            eprintln!("SKIPPED {test}: SLIPWAY_SANDBOX is not set (start the sandbox with e2e/run-tests.sh)");
-            None
-        }
-    }
-}
-
 /// Options for tests: short connect timeout so failure cases finish quickly.
 pub fn test_options() -> ConnectOptions {
     ConnectOptions {

@@ -11,9 +11,16 @@ pub mod hosts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The sandbox directory, or `None` when the tests run outside `e2e/run-tests.sh`.
-pub fn sandbox_dir() -> Option<PathBuf> {
-    std::env::var_os("SLIPWAY_SANDBOX").map(PathBuf::from).filter(|p| p.join("env").exists())
+/// The sandbox directory from `SLIPWAY_SANDBOX`; `None` (and a printed SKIPPED line) only when
+/// the variable is unset. When it is set, a missing or broken sandbox fails the test, never skips it.
+pub fn require_sandbox(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("SLIPWAY_SANDBOX") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => {
+            eprintln!("SKIPPED {test}: SLIPWAY_SANDBOX is not set (start the sandbox with e2e/run-tests.sh)");
+            None
+        }
+    }
 }
 
 /// Reads a shell-style `KEY=value` file as written by the sandbox scripts.
@@ -28,16 +35,13 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// Skips the calling test, loudly, when there is no sandbox.
+/// The sandbox directory, or a return from the calling test (skipped, loudly) when there is none.
 #[macro_export]
 macro_rules! require_sandbox {
     () => {
-        match $crate::sandbox_dir() {
+        match $crate::require_sandbox(module_path!()) {
             Some(dir) => dir,
-            None => {
-                eprintln!("SKIPPED: SLIPWAY_SANDBOX is not set; run e2e/run-tests.sh");
-                return;
-            }
+            None => return,
         }
     };
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use slipway_controller::remote::RemoteCommand;
-use slipway_e2e::hosts::{self, TestHost};
+use slipway_e2e::hosts::TestHost;
 
 const RUNS: usize = 30;
 
@@ -16,7 +16,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 #[tokio::test]
 async fn ssh_master_reuse_versus_fresh_connection_per_command() {
-    let Some(sandbox) = hosts::require_sandbox("ssh_master_reuse_versus_fresh_connection_per_command") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("ssh_master_reuse_versus_fresh_connection_per_command") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();

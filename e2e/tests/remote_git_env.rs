@@ -18,7 +18,7 @@ async fn write_remote_file(conn: &HostConnection, path: &str, content: &str) {
 
 #[tokio::test]
 async fn git_clone_fetch_resolve_dirty_and_checkout() {
-    let Some(sandbox) = hosts::require_sandbox("git_clone_fetch_resolve_dirty_and_checkout") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("git_clone_fetch_resolve_dirty_and_checkout") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -94,7 +94,7 @@ async fn git_clone_fetch_resolve_dirty_and_checkout() {
 
 #[tokio::test]
 async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
-    let Some(sandbox) = hosts::require_sandbox("env_file_is_private_atomic_verbatim_and_never_leaks") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("env_file_is_private_atomic_verbatim_and_never_leaks") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();

@@ -31,7 +31,7 @@ async fn pwned_exists(conn: &slipway_controller::remote::HostConnection) -> bool
 
 #[tokio::test]
 async fn hostile_arguments_arrive_verbatim() {
-    let Some(sandbox) = hosts::require_sandbox("hostile_arguments_arrive_verbatim") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("hostile_arguments_arrive_verbatim") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -63,7 +63,7 @@ async fn hostile_arguments_arrive_verbatim() {
 
 #[tokio::test]
 async fn hostile_refs_paths_and_service_names_are_refused() {
-    let Some(sandbox) = hosts::require_sandbox("hostile_refs_paths_and_service_names_are_refused") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("hostile_refs_paths_and_service_names_are_refused") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();

@@ -23,7 +23,7 @@ async fn assert_absent(host: &TestHost, marker: &str) {
 
 #[tokio::test]
 async fn connects_and_keeps_its_private_directory_private() {
-    let Some(sandbox) = hosts::require_sandbox("connects_and_keeps_its_private_directory_private") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("connects_and_keeps_its_private_directory_private") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -65,7 +65,7 @@ async fn connects_and_keeps_its_private_directory_private() {
 
 #[tokio::test]
 async fn changed_host_key_is_refused_before_any_command_runs() {
-    let Some(sandbox) = hosts::require_sandbox("changed_host_key_is_refused_before_any_command_runs") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("changed_host_key_is_refused_before_any_command_runs") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -94,7 +94,7 @@ async fn changed_host_key_is_refused_before_any_command_runs() {
 
 #[tokio::test]
 async fn unknown_host_key_is_refused() {
-    let Some(sandbox) = hosts::require_sandbox("unknown_host_key_is_refused") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("unknown_host_key_is_refused") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -113,7 +113,7 @@ async fn unknown_host_key_is_refused() {
 
 #[tokio::test]
 async fn wrong_private_key_fails_authentication_without_leaking_the_key() {
-    let Some(sandbox) = hosts::require_sandbox("wrong_private_key_fails_authentication") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("wrong_private_key_fails_authentication") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -138,7 +138,7 @@ async fn wrong_private_key_fails_authentication_without_leaking_the_key() {
 
 #[tokio::test]
 async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
-    let Some(sandbox) = hosts::require_sandbox("closed_or_silent_port_is_unreachable") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("closed_or_silent_port_is_unreachable") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -172,7 +172,7 @@ async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
 
 #[tokio::test]
 async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
-    let Some(sandbox) = hosts::require_sandbox("commands_report_exit_codes") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("commands_report_exit_codes") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -217,7 +217,7 @@ async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
 
 #[tokio::test]
 async fn pool_reuses_one_master_per_environment() {
-    let Some(sandbox) = hosts::require_sandbox("pool_reuses_one_master_per_environment") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("pool_reuses_one_master_per_environment") else {
         return;
     };
     let host = TestHost::default_host(&sandbox).unwrap();

@@ -73,7 +73,8 @@ fn v2_host_index(sandbox: &Path) -> u32 {
 
 #[tokio::test]
 async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
-    let Some(sandbox) = hosts::require_sandbox("reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check")
+    let Some(sandbox) =
+        slipway_e2e::require_sandbox("reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check")
     else {
         return;
     };
@@ -82,7 +83,7 @@ async fn reference_stack_comes_up_healthy_and_v1_2_0_fails_its_http_check() {
 
 #[tokio::test]
 async fn reference_stack_on_the_compose_v2_host() {
-    let Some(sandbox) = hosts::require_sandbox("reference_stack_on_the_compose_v2_host") else {
+    let Some(sandbox) = slipway_e2e::require_sandbox("reference_stack_on_the_compose_v2_host") else {
         return;
     };
     let index = v2_host_index(&sandbox);
