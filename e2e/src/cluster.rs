@@ -159,6 +159,16 @@ impl TestCluster {
         self.kubectl_ok(&["get", object, "-o", &format!("jsonpath={path}")])
     }
 
+    /// One field (`status`, `reason` or `message`) of the condition `type_` of `object`.
+    pub fn condition(&self, object: &str, type_: &str, field: &str) -> anyhow::Result<String> {
+        self.jsonpath(object, &format!(r#"{{.status.conditions[?(@.type=="{type_}")].{field}}}"#))
+    }
+
+    /// `kubectl wait` until the Ready condition of `object` has `reason`; returns how long it took.
+    pub fn wait_ready_reason(&self, object: &str, reason: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        self.wait(object, &format!(r#"jsonpath={{.status.conditions[?(@.type=="Ready")].reason}}={reason}"#), timeout)
+    }
+
     /// Creates a Secret from literal key/values.
     pub fn secret(&self, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
         let mut args = vec!["create".to_string(), "secret".into(), "generic".into(), name.into()];

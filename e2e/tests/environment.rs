@@ -42,7 +42,7 @@ fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
     ssh_secret(&cluster, "pinned", &key, &host.known_hosts_path.display().to_string());
     cluster.apply(&environment("good", &host, "pinned")).unwrap();
     cluster.wait("env/good", "condition=Ready", Duration::from_secs(60)).unwrap();
-    assert_eq!(cluster.jsonpath("env/good", r#"{.status.conditions[?(@.type=="Reachable")].status}"#).unwrap(), "True");
+    assert_eq!(cluster.condition("env/good", "Reachable", "status").unwrap(), "True");
     let table = cluster.kubectl_ok(&["get", "env", "good"]).unwrap();
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..2], ["good", host.addr.as_str()], "{table}");
@@ -54,19 +54,10 @@ fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
     std::fs::write(wrong.path(), known_hosts_line(&host.addr, host.port, &other_public)).unwrap();
     ssh_secret(&cluster, "wrong-pin", &key, &wrong.path().display().to_string());
     cluster.apply(&environment("changed", &host, "wrong-pin")).unwrap();
-    cluster
-        .wait(
-            "env/changed",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=HostKeyMismatch"#,
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    let message = cluster.jsonpath("env/changed", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    cluster.wait_ready_reason("env/changed", "HostKeyMismatch", Duration::from_secs(60)).unwrap();
+    let message = cluster.condition("env/changed", "Ready", "message").unwrap();
     assert!(message.contains("update the known_hosts Secret"), "{message}");
-    assert_eq!(
-        cluster.jsonpath("env/changed", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(),
-        "True"
-    );
+    assert_eq!(cluster.condition("env/changed", "Stalled", "status").unwrap(), "True");
 
     // The private key never reaches status or events.
     let private_key = std::fs::read_to_string(&host.key_path).unwrap();
@@ -113,16 +104,7 @@ fn environment_with_a_stopped_host_is_unreachable_but_not_stalled() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let down = TestHost { addr: "127.0.0.1".into(), port: closed, ..host.clone() };
     cluster.apply(&environment("down", &down, "pinned")).unwrap();
-    cluster
-        .wait(
-            "env/down",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=Unreachable"#,
-            Duration::from_secs(60),
-        )
-        .unwrap();
-    assert_eq!(
-        cluster.jsonpath("env/down", r#"{.status.conditions[?(@.type=="Reconciling")].status}"#).unwrap(),
-        "True"
-    );
-    assert_eq!(cluster.jsonpath("env/down", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(), "False");
+    cluster.wait_ready_reason("env/down", "Unreachable", Duration::from_secs(60)).unwrap();
+    assert_eq!(cluster.condition("env/down", "Reconciling", "status").unwrap(), "True");
+    assert_eq!(cluster.condition("env/down", "Stalled", "status").unwrap(), "False");
 }

@@ -110,22 +110,16 @@ fn deploy_request_waits_for_its_environment_then_queues() {
     cluster.start_controller().unwrap();
     cluster.apply(&deploy_request("shop-45", "{tag: v1.2.3}")).unwrap();
 
-    cluster
-        .wait(
-            "deployrequest/shop-45",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#,
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    let message = cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    cluster.wait_ready_reason("deployrequest/shop-45", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
+    let message = cluster.condition("dr/shop-45", "Ready", "message").unwrap();
     assert!(message.contains(&format!("Environment \"staging\" not found in namespace \"{}\"", cluster.namespace)));
-    assert_eq!(cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Stalled")].status}"#).unwrap(), "True");
+    assert_eq!(cluster.condition("dr/shop-45", "Stalled", "status").unwrap(), "True");
 
     cluster.apply(ENVIRONMENT).unwrap();
     let took =
         cluster.wait("deployrequest/shop-45", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
     eprintln!("DeployRequest moved to Queued {} ms after its Environment was created", took.as_millis());
-    assert_eq!(cluster.jsonpath("dr/shop-45", r#"{.status.conditions[?(@.type=="Ready")].reason}"#).unwrap(), "Queued");
+    assert_eq!(cluster.condition("dr/shop-45", "Ready", "reason").unwrap(), "Queued");
     assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.observedGeneration}").unwrap(), "1");
 
     let described = cluster.kubectl_ok(&["describe", "deployrequest", "shop-45"]).unwrap();
@@ -156,14 +150,8 @@ fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
     assert_eq!(header, ["NAME", "HOST", "TIER", "CURRENT", "READY", "AGE"], "{envs}");
     // The Secrets the Environment names do not exist: the controller (reading Secrets through the
     // RoleBinding the test made) says so, naming the Secret.
-    cluster
-        .wait(
-            "env/staging",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=SecretNotFound"#,
-            Duration::from_secs(30),
-        )
-        .unwrap();
-    let message = cluster.jsonpath("env/staging", r#"{.status.conditions[?(@.type=="Ready")].message}"#).unwrap();
+    cluster.wait_ready_reason("env/staging", "SecretNotFound", Duration::from_secs(30)).unwrap();
+    let message = cluster.condition("env/staging", "Ready", "message").unwrap();
     assert!(message.contains("Secret \"shop-ssh\" (named by spec.sshKeySecretRef) not found"), "{message}");
 
     let (code, metrics) = cluster.controller_get("/metrics").unwrap();
@@ -186,13 +174,7 @@ fn rollback_reports_a_missing_environment() {
     cluster
         .apply("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: undo}\nspec:\n  environment: staging\n  to: {previous: true}\n")
         .unwrap();
-    cluster
-        .wait(
-            "rollback/undo",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#,
-            Duration::from_secs(30),
-        )
-        .unwrap();
+    cluster.wait_ready_reason("rollback/undo", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
     cluster.apply(ENVIRONMENT).unwrap();
     cluster.wait("rollback/undo", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
     let refused = cluster
@@ -207,13 +189,7 @@ fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
     let mut cluster = TestCluster::new(&sandbox, "shutdown").unwrap();
     cluster.start_controller_with(&["--log-format", "json"]).unwrap();
     cluster.apply(&deploy_request("shop-9", "{branch: main}")).unwrap();
-    cluster
-        .wait(
-            "dr/shop-9",
-            r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}=EnvironmentNotFound"#,
-            Duration::from_secs(30),
-        )
-        .unwrap();
+    cluster.wait_ready_reason("dr/shop-9", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
     let status =
         cluster.stop_controller(Duration::from_secs(10)).expect("controller did not stop within 10 s of SIGTERM");
     assert!(status.success(), "controller exited with {status}");
