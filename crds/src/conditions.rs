@@ -19,16 +19,7 @@ pub mod reasons {
     pub const ENVIRONMENT_NOT_FOUND: &str = "EnvironmentNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const QUEUED: &str = "Queued";
-    pub const WAITING_FOR_LOCK: &str = "WaitingForLock";
-    pub const IN_PROGRESS: &str = "InProgress";
-    pub const SUCCEEDED: &str = "Succeeded";
-    pub const FAILED: &str = "Failed";
-    pub const ROLLED_BACK: &str = "RolledBack";
-    pub const REFERENCES_RESOLVED: &str = "ReferencesResolved";
     pub const NOT_CHECKED: &str = "NotChecked";
-    pub const NO_RELEASE: &str = "NoRelease";
-    pub const DEPLOYED: &str = "Deployed";
     pub const REACHABLE: &str = "Reachable";
 }

@@ -273,8 +273,9 @@ pid_alive() {
   [[ -f "$pf" ]] || return 1
   pid="$(<"$pf")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  local cmdline
-  cmdline="$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null)" || return 1
+  local args cmdline
+  mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || return 1
+  cmdline="${args[*]}"
   # guard against pid reuse: the command line must mention this sandbox dir
   [[ "$cmdline" == *"$dir/"* ]]
 }
@@ -410,12 +411,14 @@ launch() {
   pid=$!
   echo "$pid" >"$pf"
   # until the child has exec'd, /proc/PID/cmdline is still this script's: wait for the exec so
-  # that pid_alive (which checks the command line) is meaningful from here on
-  for ((i = 0; i < 100; i++)); do
+  # that pid_alive (which checks the command line) is meaningful from here on. On a loaded
+  # machine (a cold cargo build beside us) the exec can take seconds: wait up to 60 s.
+  for ((i = 0; i < 1200; i++)); do
     pid_alive "$pf" "$dir" && return 0
     [[ -d "/proc/$pid" ]] || return 0
-    sleep 0.02
+    sleep 0.05
   done
+  die "$1 did not start within 60 s"
 }
 
 start_etcd() {

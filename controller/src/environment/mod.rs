@@ -34,10 +34,11 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
 }
 
-/// What was found about the host, once its references resolved.
+/// What one reconcile found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reachability {
-    NotChecked,
+pub enum Observation {
+    /// Secrets the Environment names are missing, so the host was not checked.
+    MissingReferences(Vec<Problem>),
     Reachable,
     /// `transient` problems (host down, timeout) clear by themselves; others need a person.
     Unreachable {
@@ -46,62 +47,35 @@ pub enum Reachability {
     },
 }
 
-pub fn decide(
-    env: &Environment,
-    problems: &[Problem],
-    host: &Reachability,
-    now: Timestamp,
-) -> (EnvironmentStatus, Option<Transition>) {
+const REACHABLE_MESSAGE: &str = "host reachable with its pinned host key";
+
+pub fn decide(env: &Environment, observed: &Observation, now: Timestamp) -> (EnvironmentStatus, Option<Transition>) {
     let old = env.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = env.metadata.generation;
-    let (decided, type_) = if let Some(first) = problems.first() {
-        let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
-        (references::stalled(&Problem { reason: first.reason, message }), EventType::Warning)
-    } else {
-        match host {
-            Reachability::NotChecked => (
-                vec![
-                    Decided::new(
-                        types::READY,
-                        Status::Unknown,
-                        reasons::NOT_CHECKED,
-                        "Secrets resolved; host not checked yet",
-                    ),
-                    Decided::new(types::REACHABLE, Status::Unknown, reasons::NOT_CHECKED, "host not checked yet"),
-                    Decided::new(types::RECONCILING, Status::True, reasons::NOT_CHECKED, "checking the host"),
-                    Decided::new(types::STALLED, Status::False, reasons::REFERENCES_RESOLVED, "Secrets resolved"),
-                ],
-                EventType::Normal,
-            ),
-            Reachability::Reachable => (
-                vec![
-                    Decided::new(
-                        types::READY,
-                        Status::True,
-                        reasons::REACHABLE,
-                        "host reachable with its pinned host key",
-                    ),
-                    Decided::new(
-                        types::REACHABLE,
-                        Status::True,
-                        reasons::REACHABLE,
-                        "host reachable with its pinned host key",
-                    ),
-                    Decided::new(types::RECONCILING, Status::False, reasons::REACHABLE, ""),
-                    Decided::new(types::STALLED, Status::False, reasons::REACHABLE, ""),
-                ],
-                EventType::Normal,
-            ),
-            Reachability::Unreachable { problem: p, transient } => {
-                let mut decided = if *transient {
-                    references::progressing(p.reason, p.message.clone())
-                } else {
-                    references::stalled(p)
-                };
-                decided.push(Decided::new(types::REACHABLE, Status::False, p.reason, p.message.clone()));
-                (decided, EventType::Warning)
-            }
+    let (decided, type_) = match observed {
+        Observation::MissingReferences(problems) => {
+            let message = problems.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; ");
+            let reason = problems.first().map_or(reasons::SECRET_NOT_FOUND, |p| p.reason);
+            let mut decided = references::stalled(&Problem { reason, message: message.clone() });
+            let not_checked = format!("host not checked: {message}");
+            decided.push(Decided::new(types::REACHABLE, Status::Unknown, reasons::NOT_CHECKED, not_checked));
+            (decided, EventType::Warning)
+        }
+        Observation::Reachable => (
+            vec![
+                Decided::new(types::READY, Status::True, reasons::REACHABLE, REACHABLE_MESSAGE),
+                Decided::new(types::REACHABLE, Status::True, reasons::REACHABLE, REACHABLE_MESSAGE),
+                Decided::new(types::RECONCILING, Status::False, reasons::REACHABLE, ""),
+                Decided::new(types::STALLED, Status::False, reasons::REACHABLE, ""),
+            ],
+            EventType::Normal,
+        ),
+        Observation::Unreachable { problem: p, transient } => {
+            let mut decided =
+                if *transient { references::progressing(p.reason, p.message.clone()) } else { references::stalled(p) };
+            decided.push(Decided::new(types::REACHABLE, Status::False, p.reason, p.message.clone()));
+            (decided, EventType::Warning)
         }
     };
     status.conditions = conditions::set(&old.conditions, &decided, env.metadata.generation, now);
@@ -131,7 +105,7 @@ async fn credentials(
 }
 
 /// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
-async fn check_host(ctx: &Context, env: &Environment, key: SecretBytes, known_hosts: &SecretBytes) -> Reachability {
+async fn check_host(ctx: &Context, env: &Environment, key: SecretBytes, known_hosts: &SecretBytes) -> Observation {
     let target = HostTarget {
         address: env.spec.host.address.clone(),
         port: u16::try_from(env.spec.host.port).unwrap_or(22),
@@ -145,11 +119,11 @@ async fn check_host(ctx: &Context, env: &Environment, key: SecretBytes, known_ho
         Err(e) => Err(e),
     };
     match checked {
-        Ok(()) => Reachability::Reachable,
+        Ok(()) => Observation::Reachable,
         Err(e) => {
             ctx.hosts.evict(&pool_key).await;
             tracing::info!(environment = %env.name_any(), reason = e.reason(), "host check failed");
-            Reachability::Unreachable {
+            Observation::Unreachable {
                 problem: Problem { reason: e.reason(), message: e.to_string() },
                 transient: e.is_transient(),
             }
@@ -161,22 +135,88 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = env.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (problems, host) = match credentials(&env, &secrets).await? {
-        Ok((key, known_hosts)) => (Vec::new(), check_host(&ctx, &env, key, &known_hosts).await),
-        Err(problems) => (problems, Reachability::NotChecked),
+    let observed = match credentials(&env, &secrets).await? {
+        Ok((key, known_hosts)) => check_host(&ctx, &env, key, &known_hosts).await,
+        Err(problems) => Observation::MissingReferences(problems),
     };
-    let (status, transition) = decide(&env, &problems, &host, Timestamp::now());
+    let (status, transition) = decide(&env, &observed, Timestamp::now());
     if env.status.as_ref() != Some(&status) {
         status::apply(&Api::<Environment>::namespaced(ctx.client.clone(), &namespace), env.as_ref(), &status).await?;
     }
     if let Some(t) = transition {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
-    Ok(Action::requeue(if host == Reachability::Reachable { RECHECK } else { RECHECK_SOON }))
+    Ok(Action::requeue(if observed == Observation::Reachable { RECHECK } else { RECHECK_SOON }))
 }
 
 fn error_policy(env: Arc<Environment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.metric_label());
     tracing::warn!(environment = %env.name_any(), error = %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment() -> Environment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "team", "generation": 2},
+            "spec": {
+                "host": {"address": "10.0.0.5", "path": "/srv/shop"},
+                "sshKeySecretRef": {"name": "s", "key": "id"},
+                "knownHostsSecretRef": {"name": "s", "key": "known_hosts"}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn problem(reason: &'static str) -> Problem {
+        Problem { reason, message: format!("{reason} happened") }
+    }
+
+    /// (Ready, Reachable, Reconciling, Stalled) statuses and Ready's reason.
+    fn summary(status: &EnvironmentStatus) -> (Vec<&str>, &str) {
+        let get = |t| conditions::find(&status.conditions, t).map_or("-", |c| c.status.as_str());
+        let ready = conditions::find(&status.conditions, types::READY).unwrap();
+        (vec![get(types::READY), get(types::REACHABLE), get(types::RECONCILING), get(types::STALLED)], &ready.reason)
+    }
+
+    #[test]
+    fn each_observation_gives_honest_conditions() {
+        let cases = [
+            (Observation::Reachable, ["True", "True", "False", "False"], "Reachable"),
+            (
+                Observation::MissingReferences(vec![problem(reasons::SECRET_NOT_FOUND)]),
+                ["False", "Unknown", "False", "True"],
+                "SecretNotFound",
+            ),
+            (
+                Observation::Unreachable { problem: problem("Unreachable"), transient: true },
+                ["False", "False", "True", "False"],
+                "Unreachable",
+            ),
+            (
+                Observation::Unreachable { problem: problem("HostKeyMismatch"), transient: false },
+                ["False", "False", "False", "True"],
+                "HostKeyMismatch",
+            ),
+        ];
+        for (observed, expected, reason) in cases {
+            let (status, transition) = decide(&environment(), &observed, Timestamp::now());
+            assert_eq!(summary(&status), (expected.to_vec(), reason), "{observed:?}");
+            assert_eq!(status.observed_generation, Some(2));
+            assert_eq!(transition.map(|t| t.reason), Some(reason.to_string()));
+        }
+    }
+
+    #[test]
+    fn a_reachable_host_that_loses_its_secret_is_no_longer_reported_reachable() {
+        let mut env = environment();
+        env.status = Some(decide(&env, &Observation::Reachable, Timestamp::now()).0);
+        let missing = Observation::MissingReferences(vec![problem(reasons::SECRET_KEY_MISSING)]);
+        let (status, _) = decide(&env, &missing, Timestamp::now());
+        assert_eq!(conditions::find(&status.conditions, types::REACHABLE).unwrap().status, "Unknown");
+    }
 }
