@@ -85,3 +85,40 @@ pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<O
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
+
+/// Runs the controller of `K` until `shutdown`: each object is reconciled when it changes and
+/// whenever the Environment it names appears or changes (a watch relation, not polling).
+pub async fn run_naming_environment<K, F>(
+    ctx: std::sync::Arc<context::Context>,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<context::Context>) -> F,
+    error_policy: impl Fn(
+        std::sync::Arc<K>,
+        &error::Error,
+        std::sync::Arc<context::Context>,
+    ) -> kube::runtime::controller::Action,
+) where
+    K: NamesEnvironment<Scope = NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Future<Output = error::Result<kube::runtime::controller::Action>> + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{Controller, watcher};
+    let controller = Controller::new(scope.api::<K>(&ctx.client), watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(scope.api::<Environment>(&ctx.client), watcher::Config::default(), move |env| naming(&store, &env))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(kind = K::kind(&()).as_ref(), error = %e, "controller event");
+            }
+        })
+        .await;
+}

@@ -5,10 +5,8 @@ mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::{DeployRequest, Environment};
 
@@ -16,27 +14,13 @@ pub use decide::decide;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::{Scope, naming, status};
+use crate::{Scope, status};
 
 pub const CONTROLLER: &str = "deployrequest";
 
-/// Runs the controller until `shutdown` resolves. `on_ready` receives its cache once synced.
+/// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let requests: Api<DeployRequest> = scope.api(&ctx.client);
-    let environments: Api<Environment> = scope.api(&ctx.client);
-    let controller = Controller::new(requests, watcher::Config::default());
-    let store = controller.store();
-    controller
-        // An Environment appearing (or changing) wakes every DeployRequest that names it.
-        .watches(environments, watcher::Config::default(), move |env| naming(&store, &env))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "deployrequest controller event");
-            }
-        })
-        .await;
+    crate::run_naming_environment::<DeployRequest, _>(ctx, scope, shutdown, reconcile, error_policy).await;
 }
 
 async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {

@@ -3,32 +3,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::reasons;
 use slipway_crds::{Environment, Rollback, RollbackPhase, RollbackStatus, RollbackTarget};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::{Scope, Transition, conditions, naming, references, status};
+use crate::{Scope, Transition, conditions, references, status};
 
 pub const CONTROLLER: &str = "rollback";
 
+/// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let rollbacks: Api<Rollback> = scope.api(&ctx.client);
-    let environments: Api<Environment> = scope.api(&ctx.client);
-    let controller = Controller::new(rollbacks, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches(environments, watcher::Config::default(), move |env| naming(&store, &env))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    crate::run_naming_environment::<Rollback, _>(ctx, scope, shutdown, reconcile, error_policy).await;
 }
 
 /// The target as people write it: `previous release`, `tag v1.1.0`, `release 4f1c2ab`.
