@@ -180,7 +180,7 @@ impl TestProject {
             .map(|o| o.success())
             .unwrap_or(false);
         if has_compose {
-            let program = match conn.compose_flavor().await {
+            let program = match slipway_controller::remote::detect_flavor(conn).await {
                 Ok(slipway_controller::remote::ComposeFlavor::V2) => RemoteCommand::new("docker").arg("compose"),
                 _ => RemoteCommand::new("docker-compose"),
             };

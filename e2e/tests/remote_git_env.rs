@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use slipway_controller::remote::{
-    ComposeFlavor, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef, SecretBytes, missing_env_keys,
+    ComposeFlavor, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef, SecretBytes, detect_flavor,
+    missing_env_keys, write_env_file,
 };
 use slipway_e2e::hosts::{self, TestHost, TestProject};
 
@@ -59,7 +60,7 @@ async fn git_clone_fetch_resolve_dirty_and_checkout() {
 
             // the rendered .env does not count as dirt; other changes do
             let env: BTreeMap<String, SecretBytes> = [("A".to_owned(), SecretBytes::from("1"))].into_iter().collect();
-            conn.write_env_file(&project.dir, &env).await?;
+            write_env_file(&conn, &project.dir, &env, detect_flavor(&conn).await?).await?;
             assert!(repo.dirty().await?.is_empty(), ".env is ignored");
             write_remote_file(&conn, &format!("{}/notes.txt", project.dir), "x").await;
             write_remote_file(&conn, &format!("{}/docker-compose.yml", project.dir), "# edited on the host\n").await;
@@ -114,7 +115,7 @@ async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
             assert_eq!(missing, Some(vec!["SECRET_KEY".to_owned()]));
 
             let secret = "S3cr3t value with $HOME, #hash and \"quotes\"";
-            let flavor = conn.compose_flavor().await?;
+            let flavor = detect_flavor(&conn).await?;
             let tricky =
                 if flavor == ComposeFlavor::V2 { "${NOT_EXPANDED}-TOPSECRET" } else { "plain-TOPSECRET-value" };
             let values: BTreeMap<String, SecretBytes> = [
@@ -127,7 +128,7 @@ async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), SecretBytes::from(v)))
             .collect();
-            conn.write_env_file(&project.dir, &values).await?;
+            write_env_file(&conn, &project.dir, &values, detect_flavor(&conn).await?).await?;
 
             let stat = conn
                 .run(&RemoteCommand::new("stat").args(["-c", "%a %U"]).arg(format!("{}/.env", project.dir)))
@@ -172,7 +173,7 @@ async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
             // a value .env cannot carry is refused naming the key only
             let bad: BTreeMap<String, SecretBytes> =
                 [("SECRET_KEY".to_owned(), SecretBytes::from("multi\nline-TOPSECRET"))].into_iter().collect();
-            let err = conn.write_env_file(&project.dir, &bad).await.unwrap_err();
+            let err = write_env_file(&conn, &project.dir, &bad, detect_flavor(&conn).await?).await.unwrap_err();
             assert!(err.to_string().contains("SECRET_KEY"), "{err}");
             assert!(!format!("{err} {err:?}").contains("TOPSECRET"));
             Ok::<_, RemoteError>(())

@@ -1,7 +1,7 @@
 //! Hostile refs, paths and service names either arrive verbatim (quoting) or are refused
 //! (validation) — and nothing they try to run ever runs.
 
-use slipway_controller::remote::{ComposeProject, RemoteCommand, RemoteError, Repo, RevisionRef};
+use slipway_controller::remote::{Compose, ComposeProject, RemoteCommand, RemoteError, Repo, RevisionRef};
 use slipway_e2e::hosts::{self, TestHost};
 
 const PWNED: &str = "/tmp/pwned";
@@ -78,7 +78,7 @@ async fn hostile_refs_paths_and_service_names_are_refused() {
     project
         .run_then_clean_up(&conn, async {
             let repo = Repo::new(&conn, project.dir.clone()).unwrap();
-            let compose = conn.compose(project.compose()).await.unwrap();
+            let compose = Compose::new(&conn, project.compose()).await.unwrap();
             for h in HOSTILE {
                 is_invalid(repo.resolve(&RevisionRef::Tag((*h).into())).await.map(|_| ()), &format!("tag {h:?}"));
                 is_invalid(repo.resolve(&RevisionRef::Branch((*h).into())).await.map(|_| ()), &format!("branch {h:?}"));
@@ -89,9 +89,12 @@ async fn hostile_refs_paths_and_service_names_are_refused() {
                 is_invalid(compose.run(h, &["true".to_owned()]).await.map(|_| ()), &format!("run {h:?}"));
                 is_invalid(compose.build(&[(*h).to_owned()]).await.map(|_| ()), &format!("build {h:?}"));
                 is_invalid(
-                    conn.compose(ComposeProject::new(project.dir.clone(), *h, vec!["docker-compose.yml".into()]))
-                        .await
-                        .map(|_| ()),
+                    Compose::new(
+                        &conn,
+                        ComposeProject::new(project.dir.clone(), *h, vec!["docker-compose.yml".into()]),
+                    )
+                    .await
+                    .map(|_| ()),
                     &format!("project name {h:?}"),
                 );
                 // File names and origin URLs may legally contain shell syntax: those arrive verbatim;
@@ -100,7 +103,7 @@ async fn hostile_refs_paths_and_service_names_are_refused() {
                 let file = repo.show_file("0123abcd", h).await;
                 let origin = repo.ensure_cloned(h).await;
                 let compose_file =
-                    conn.compose(ComposeProject::new(project.dir.clone(), "ok", vec![(*h).into()])).await;
+                    Compose::new(&conn, ComposeProject::new(project.dir.clone(), "ok", vec![(*h).into()])).await;
                 if path_like_refused {
                     is_invalid(file.map(|_| ()), &format!("file {h:?}"));
                     is_invalid(origin.map(|_| ()), &format!("origin {h:?}"));

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use slipway_controller::remote::{
-    CheckKind, ComposeFlavor, HealthCheck, HealthPolicy, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef,
-    SecretBytes, health, parse_env_example,
+    CheckKind, Compose, ComposeFlavor, HealthCheck, HealthPolicy, HostConnection, RemoteCommand, RemoteError, Repo,
+    RevisionRef, SecretBytes, detect_flavor, health, parse_env_example, write_env_file,
 };
 use slipway_e2e::hosts::{self, TestHost, TestProject};
 
@@ -96,7 +96,7 @@ async fn reference_stack_scenario(sandbox: &Path, index: u32, flavor: ComposeFla
     let host = TestHost::load(sandbox, index).unwrap();
     let origin = hosts::shop_origin(&host).unwrap();
     let conn = host.connect().await.unwrap();
-    assert_eq!(conn.compose_flavor().await.unwrap(), flavor, "compose CLI on {}", host.name);
+    assert_eq!(detect_flavor(&conn).await.unwrap(), flavor, "compose CLI on {}", host.name);
     require_base_image(&conn).await;
     let project = TestProject::new(&conn, "stack").await.unwrap();
     let result = project
@@ -120,9 +120,9 @@ async fn reference_stack_scenario(sandbox: &Path, index: u32, flavor: ComposeFla
                 };
                 env.insert(key, SecretBytes::from(value));
             }
-            conn.write_env_file(&project.dir, &env).await?;
+            write_env_file(&conn, &project.dir, &env, detect_flavor(&conn).await?).await?;
 
-            let compose = conn.compose(project.compose()).await?;
+            let compose = Compose::new(&conn, project.compose()).await?;
             assert_eq!(compose.flavor(), flavor);
             let config = compose.config().await?;
             assert_eq!(config.long_running_services(), ["backend", "db", "frontend"]);

@@ -121,6 +121,10 @@ impl RemoteCommand {
         &self.args
     }
 
+    pub fn working_dir(&self) -> Option<&str> {
+        self.cwd.as_deref()
+    }
+
     pub fn stdin_bytes(&self) -> Option<&SecretBytes> {
         self.stdin.as_ref()
     }

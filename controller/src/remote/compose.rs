@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::command::RemoteCommand;
 use super::error::RemoteError;
-use super::ssh::{CommandOutput, HostConnection};
+use super::exec::{CommandOutput, Exec};
 use super::validate;
 
 /// Which compose CLI the host has.
@@ -116,7 +116,8 @@ impl ComposeConfig {
 }
 
 /// Parse a Go-style duration as compose prints it: `90s`, `1m30s`, `1.5s`, `500ms`, `1h`.
-/// A bare integer is taken as nanoseconds (the Docker API unit).
+/// A bare integer is taken as nanoseconds (the Docker API unit). `None` for anything else,
+/// including values too large for a [`Duration`] (never a panic: the text is the user's).
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let s = text.trim();
     if s.is_empty() {
@@ -147,15 +148,21 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         total += value * factor;
         rest = &rest[unit_len..];
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).ok()
 }
 
-fn duration_field(v: Option<&Value>) -> Option<Duration> {
-    match v? {
-        Value::String(s) => parse_duration(s),
-        Value::Number(n) => n.as_u64().map(Duration::from_nanos),
-        _ => None,
-    }
+/// An optional duration field; present but unreadable is an error naming the field.
+fn duration_field(service: &str, field: &str, v: Option<&Value>) -> Result<Option<Duration>, String> {
+    let parsed = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => parse_duration(s),
+        Some(Value::Number(n)) => n.as_u64().map(Duration::from_nanos),
+        Some(_) => None,
+    };
+    let shown = v.map(|v| super::error::truncate(&v.to_string(), 40)).unwrap_or_default();
+    parsed
+        .map(Some)
+        .ok_or_else(|| format!("service {service}: healthcheck {field} {shown} is not a duration such as 30s or 1m30s"))
 }
 
 fn string_list(v: Option<&Value>) -> Vec<String> {
@@ -181,17 +188,20 @@ pub fn parse_compose_config(doc: &Value) -> Result<ComposeConfig, String> {
         .ok_or_else(|| "no `services` mapping in the compose model".to_owned())?;
     let mut out = ComposeConfig::default();
     for (name, svc) in services {
-        let healthcheck = svc.get("healthcheck").map(|h| {
-            let test = string_list(h.get("test"));
-            let disabled = h.get("disable").and_then(Value::as_bool).unwrap_or(false)
-                || test.first().map(String::as_str) == Some("NONE");
-            HealthcheckConfig {
-                disabled,
-                test,
-                start_period: duration_field(h.get("start_period")),
-                interval: duration_field(h.get("interval")),
+        let healthcheck = match svc.get("healthcheck") {
+            Some(h) => {
+                let test = string_list(h.get("test"));
+                let disabled = h.get("disable").and_then(Value::as_bool).unwrap_or(false)
+                    || test.first().map(String::as_str) == Some("NONE");
+                Some(HealthcheckConfig {
+                    disabled,
+                    test,
+                    start_period: duration_field(name, "start_period", h.get("start_period"))?,
+                    interval: duration_field(name, "interval", h.get("interval"))?,
+                })
             }
-        });
+            None => None,
+        };
         out.services.insert(
             name.clone(),
             ServiceConfig {
@@ -216,55 +226,50 @@ pub fn parse_config_output(flavor: ComposeFlavor, stdout: &str) -> Result<Compos
     parse_compose_config(&doc)
 }
 
-impl HostConnection {
-    /// Which compose CLI the host has; asked once per connection.
-    pub async fn compose_flavor(&self) -> Result<ComposeFlavor, RemoteError> {
-        self.compose_flavor
-            .get_or_try_init(|| async {
-                let v2 = RemoteCommand::new("docker")
-                    .args(["compose", "version", "--short"])
-                    .label("docker compose version");
-                if self.output(&v2).await?.success() {
-                    return Ok(ComposeFlavor::V2);
-                }
-                let v1 = RemoteCommand::new("docker-compose")
-                    .args(["version", "--short"])
-                    .label("docker-compose version");
-                let out = self.output(&v1).await?;
-                if out.success() {
-                    return Ok(ComposeFlavor::V1);
-                }
-                Err(RemoteError::CommandFailed {
-                    program: "docker compose / docker-compose".to_owned(),
-                    exit_code: out.exit_code(),
-                    stderr_tail: format!(
-                        "neither the `docker compose` plugin nor `docker-compose` works on {} ({}); install one of them",
-                        self.host(),
-                        out.stderr_tail()
-                    ),
-                })
-            })
-            .await
-            .copied()
+/// Which compose CLI the host has: v2 where `docker compose` works, else v1. A transport
+/// failure is an error, never taken as "v1".
+pub async fn detect_flavor<E: Exec>(host: &E) -> Result<ComposeFlavor, RemoteError> {
+    let v2 = RemoteCommand::new("docker").args(["compose", "version", "--short"]).label("docker compose version");
+    if host.output(&v2).await?.success() {
+        return Ok(ComposeFlavor::V2);
     }
-
-    /// Compose operations for `project` on this host.
-    pub async fn compose(&self, project: ComposeProject) -> Result<Compose<'_>, RemoteError> {
-        project.validate()?;
-        let flavor = self.compose_flavor().await?;
-        Ok(Compose { conn: self, project, flavor, action_timeout: DEFAULT_ACTION_TIMEOUT })
+    let v1 = RemoteCommand::new("docker-compose").args(["version", "--short"]).label("docker-compose version");
+    let out = host.output(&v1).await?;
+    if out.success() {
+        return Ok(ComposeFlavor::V1);
     }
+    Err(RemoteError::CommandFailed {
+        program: "docker compose / docker-compose".to_owned(),
+        exit_code: out.exit_code(),
+        stderr_tail: format!(
+            "neither the `docker compose` plugin nor `docker-compose` works on {} ({}); install one of them",
+            host.host(),
+            out.stderr_tail()
+        ),
+    })
 }
 
-/// A compose project bound to a connection.
-pub struct Compose<'a> {
-    conn: &'a HostConnection,
+/// A compose project bound to a host.
+pub struct Compose<'a, E: Exec> {
+    host: &'a E,
     project: ComposeProject,
     flavor: ComposeFlavor,
     action_timeout: Duration,
 }
 
-impl<'a> Compose<'a> {
+impl<'a, E: Exec> Compose<'a, E> {
+    /// Compose operations for `project` on `host`, detecting the CLI flavor.
+    pub async fn new(host: &'a E, project: ComposeProject) -> Result<Self, RemoteError> {
+        project.validate()?;
+        let flavor = detect_flavor(host).await?;
+        Ok(Self::with_flavor(host, project, flavor))
+    }
+
+    /// Compose operations with a flavor detected before (validate `project` first).
+    pub fn with_flavor(host: &'a E, project: ComposeProject, flavor: ComposeFlavor) -> Self {
+        Compose { host, project, flavor, action_timeout: DEFAULT_ACTION_TIMEOUT }
+    }
+
     /// Limit for build, up, run and down.
     pub fn with_action_timeout(mut self, timeout: Duration) -> Self {
         self.action_timeout = timeout;
@@ -279,7 +284,8 @@ impl<'a> Compose<'a> {
         &self.project
     }
 
-    fn command(&self, subcommand: &str) -> RemoteCommand {
+    /// The compose command line for `subcommand` (`-p project -f files...`, run in the work tree).
+    pub fn command(&self, subcommand: &str) -> RemoteCommand {
         let mut cmd = self.flavor.base().current_dir(self.project.dir.clone()).arg("-p").arg(self.project.name.clone());
         for f in &self.project.files {
             cmd = cmd.arg("-f").arg(f.clone());
@@ -294,10 +300,15 @@ impl<'a> Compose<'a> {
             ComposeFlavor::V2 => self.command("config").args(["--format", "json"]),
             ComposeFlavor::V1 => self.command("config"),
         };
-        let label = cmd.display_label();
-        let out = self.conn.run(&cmd).await?;
+        let out = self.host.output(&cmd).await?;
+        if !out.success() {
+            return Err(RemoteError::ComposeInvalid {
+                project: self.project.name.clone(),
+                detail: format!("`{}` {}", cmd.display_label(), out.stderr_tail()),
+            });
+        }
         parse_config_output(self.flavor, &out.stdout())
-            .map_err(|detail| RemoteError::UnexpectedOutput { program: label, detail })
+            .map_err(|detail| RemoteError::ComposeInvalid { project: self.project.name.clone(), detail })
     }
 
     /// `build [services]`.
@@ -306,7 +317,7 @@ impl<'a> Compose<'a> {
             validate::service_name(s)?;
         }
         let cmd = self.command("build").args(services.iter().cloned()).timeout(self.action_timeout);
-        self.conn.run(&cmd).await
+        self.host.run(&cmd).await
     }
 
     /// `run --rm -T <service> <argv>` in a one-off container of the service's current image.
@@ -319,13 +330,13 @@ impl<'a> Compose<'a> {
             .arg(service)
             .args(argv.iter().cloned())
             .timeout(self.action_timeout);
-        self.conn.output(&cmd).await
+        self.host.output(&cmd).await
     }
 
     /// `up -d --remove-orphans`.
     pub async fn up(&self) -> Result<CommandOutput, RemoteError> {
         let cmd = self.command("up").args(["-d", "--remove-orphans"]).timeout(self.action_timeout);
-        self.conn.run(&cmd).await
+        self.host.run(&cmd).await
     }
 
     /// `down --remove-orphans` (and `-v` to drop named volumes).
@@ -334,7 +345,7 @@ impl<'a> Compose<'a> {
         if volumes {
             cmd = cmd.arg("-v");
         }
-        self.conn.run(&cmd.timeout(self.action_timeout)).await
+        self.host.run(&cmd.timeout(self.action_timeout)).await
     }
 
     /// Container ids of the project (`ps -q`); details come from [`HostConnection::project_containers`].
@@ -343,7 +354,7 @@ impl<'a> Compose<'a> {
             ComposeFlavor::V2 => self.command("ps").args(["-a", "-q"]),
             ComposeFlavor::V1 => self.command("ps").arg("-q"),
         };
-        let out = self.conn.run(&cmd).await?;
+        let out = self.host.run(&cmd).await?;
         Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
     }
 
@@ -351,7 +362,7 @@ impl<'a> Compose<'a> {
     /// v2.29.7): v1 lists every service of the compose files (profiled ones included) whether or
     /// not it has containers, v2 only the services with a running container.
     pub async fn ps_services(&self) -> Result<Vec<String>, RemoteError> {
-        let out = self.conn.run(&self.command("ps").arg("--services")).await?;
+        let out = self.host.run(&self.command("ps").arg("--services")).await?;
         Ok(out.stdout().lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
     }
 
@@ -359,7 +370,7 @@ impl<'a> Compose<'a> {
     pub async fn logs(&self, service: &str, lines: usize) -> Result<String, RemoteError> {
         validate::service_name(service)?;
         let cmd = self.command("logs").args(["--no-color", "--tail"]).arg(lines.to_string()).arg(service);
-        let out = self.conn.run(&cmd).await?;
+        let out = self.host.run(&cmd).await?;
         Ok(out.output_tail(lines.max(1) * 2, 64 * 1024))
     }
 }
@@ -442,6 +453,16 @@ version: '3.8'
     }
 
     #[test]
+    fn hostile_healthcheck_durations_are_an_error_naming_the_service() {
+        let doc = serde_json::json!({"services": {"api": {"image": "x",
+            "healthcheck": {"test": ["CMD", "true"], "start_period": "99999999999999999999999h"}}}});
+        let err = parse_compose_config(&doc).unwrap_err();
+        assert!(err.contains("service api") && err.contains("start_period"), "{err}");
+        let doc = serde_json::json!({"services": {"api": {"image": "x", "healthcheck": {"interval": [1]}}}});
+        assert!(parse_compose_config(&doc).unwrap_err().contains("interval"));
+    }
+
+    #[test]
     fn rejects_garbage() {
         assert!(parse_config_output(ComposeFlavor::V2, "not json").is_err());
         assert!(parse_config_output(ComposeFlavor::V1, "foo: [").is_err());
@@ -461,6 +482,10 @@ version: '3.8'
             ("", None),
             ("s", None),
             ("10x", None),
+            // Hostile values from a compose file: too large, not finite. Never a panic.
+            ("99999999999999999999999h", None),
+            ("1e400s", None),
+            ("18446744073709551616", None),
         ];
         for (input, want) in cases {
             let got = parse_duration(input).map(|d| d.as_secs_f64());

@@ -145,6 +145,39 @@ fn docker_err(operation: &str, e: bollard::errors::Error) -> RemoteError {
 }
 
 impl HostConnection {
+    /// A Docker API error while the master is dead is the connection's failure, not Docker's.
+    async fn honest<T>(&self, what: &str, r: Result<T, RemoteError>) -> Result<T, RemoteError> {
+        match r {
+            Err(e @ RemoteError::Docker { .. }) => Err(self.lost_or(what, e).await),
+            other => other,
+        }
+    }
+
+    /// All containers (running or not) labelled with the compose project.
+    pub async fn project_containers(&self, project: &str) -> Result<Vec<ContainerObservation>, RemoteError> {
+        self.honest("docker ps", self.project_containers_unchecked(project).await).await
+    }
+
+    /// Tags and digests of an image id (for release history).
+    pub async fn image_info(&self, image_id: &str) -> Result<ImageInfo, RemoteError> {
+        self.honest("docker image inspect", self.image_info_unchecked(image_id).await).await
+    }
+
+    /// Last `lines` lines of a container's log, redacted.
+    pub async fn container_log_tail(&self, container_id: &str, lines: usize) -> Result<String, RemoteError> {
+        self.honest("docker logs", self.container_log_tail_unchecked(container_id, lines).await).await
+    }
+
+    /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
+    pub async fn exec_in_container(
+        &self,
+        container_id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, RemoteError> {
+        self.honest("docker exec", self.exec_in_container_unchecked(container_id, argv, timeout).await).await
+    }
+
     /// A Docker API client over the forwarded socket (created once per connection, API version
     /// negotiated with the host's daemon).
     pub async fn docker(&self) -> Result<&Docker, RemoteError> {
@@ -173,9 +206,9 @@ impl HostConnection {
     }
 
     /// All containers (running or not) labelled with the compose project.
-    pub async fn project_containers(&self, project: &str) -> Result<Vec<ContainerObservation>, RemoteError> {
+    async fn project_containers_unchecked(&self, project: &str) -> Result<Vec<ContainerObservation>, RemoteError> {
         validate::project_name(project)?;
-        let docker = self.docker().await?;
+        let docker = self.honest("docker version", self.docker().await).await?;
         let mut filters = HashMap::new();
         filters.insert("label".to_owned(), vec![format!("{LABEL_PROJECT}={project}")]);
         let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
@@ -195,7 +228,7 @@ impl HostConnection {
     }
 
     /// Tags and digests of an image id (for release history).
-    pub async fn image_info(&self, image_id: &str) -> Result<ImageInfo, RemoteError> {
+    async fn image_info_unchecked(&self, image_id: &str) -> Result<ImageInfo, RemoteError> {
         let docker = self.docker().await?;
         let inspect = docker.inspect_image(image_id).await.map_err(|e| docker_err("inspect image", e))?;
         Ok(ImageInfo {
@@ -206,7 +239,7 @@ impl HostConnection {
     }
 
     /// Last `lines` lines of a container's log, redacted.
-    pub async fn container_log_tail(&self, container_id: &str, lines: usize) -> Result<String, RemoteError> {
+    async fn container_log_tail_unchecked(&self, container_id: &str, lines: usize) -> Result<String, RemoteError> {
         let docker = self.docker().await?;
         let opts = LogsOptionsBuilder::default().stdout(true).stderr(true).tail(&lines.to_string()).build();
         let mut stream = docker.logs(container_id, Some(opts));
@@ -222,7 +255,7 @@ impl HostConnection {
     }
 
     /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
-    pub async fn exec_in_container(
+    async fn exec_in_container_unchecked(
         &self,
         container_id: &str,
         argv: &[String],

@@ -6,14 +6,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::command::RemoteCommand;
 use super::compose::ComposeFlavor;
 use super::error::RemoteError;
+use super::exec::Exec;
 use super::git::{ENV_TEMP_PREFIX, Repo};
 use super::secret::SecretBytes;
-use super::ssh::HostConnection;
 use super::validate;
 
 /// Fixed script for the atomic write; the paths arrive as positional parameters and the content
 /// on stdin, so nothing variable is ever part of the script text.
-const WRITE_SCRIPT: &str = r#"umask 077 && rm -f -- "$1" && cat > "$1" && chmod 600 -- "$1" && mv -f -- "$1" "$2""#;
+/// `$1` temp file, `$2` target, `$3` the byte count sent: a write cut short (connection lost,
+/// stdin closed early) never replaces `.env`, and the temp file is removed whatever happens.
+const WRITE_SCRIPT: &str = r#"umask 077
+trap 'rm -f -- "$1"' EXIT
+trap 'exit 129' HUP INT TERM
+rm -f -- "$1" && cat > "$1" || exit 1
+[ "$(wc -c < "$1")" -eq "$3" ] || { echo "short write: .env not replaced" >&2; exit 1; }
+chmod 600 -- "$1" && mv -f -- "$1" "$2""#;
 
 /// Characters a value may contain unquoted in both dotenv dialects.
 fn is_plain_value_char(c: char) -> bool {
@@ -93,8 +100,8 @@ pub fn missing_keys<'a>(example: &[String], provided: impl IntoIterator<Item = &
 
 /// Keys listed in the revision's `.env.example` but absent from `provided`;
 /// `None` when the revision has no `.env.example`.
-pub async fn missing_env_keys<'a>(
-    repo: &Repo<'_>,
+pub async fn missing_env_keys<'a, E: Exec>(
+    repo: &Repo<'_, E>,
     commit: &str,
     provided: impl IntoIterator<Item = &'a String>,
 ) -> Result<Option<Vec<String>>, RemoteError> {
@@ -104,31 +111,35 @@ pub async fn missing_env_keys<'a>(
     Ok(Some(missing_keys(&parse_env_example(&example), provided)))
 }
 
-impl HostConnection {
-    /// Replace `<dir>/.env` atomically (temp file in the same directory, mode 0600, then `mv`).
-    /// Values travel on stdin only and are registered with the connection's redactor.
-    pub async fn write_env_file(&self, dir: &str, values: &BTreeMap<String, SecretBytes>) -> Result<(), RemoteError> {
-        validate::absolute_path("work tree path", dir)?;
-        // Without a compose CLI, apply the stricter (v1) rules.
-        let flavor = self.compose_flavor().await.unwrap_or(ComposeFlavor::V1);
-        let content = render_env_file(values, flavor)?;
-        for v in values.values() {
-            self.redactor().register(v.expose());
-        }
-        let dir = dir.trim_end_matches('/');
-        let nonce =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let tmp = format!("{dir}/{ENV_TEMP_PREFIX}{}-{nonce}", std::process::id());
-        let cmd = RemoteCommand::new("sh")
-            .arg("-c")
-            .arg(WRITE_SCRIPT)
-            .arg("slipway-write-env")
-            .arg(tmp)
-            .arg(format!("{dir}/.env"))
-            .stdin(content)
-            .label("write .env");
-        self.run(&cmd).await.map(|_| ())
+/// Replace `<dir>/.env` atomically (temp file in the same directory, mode 0600, then `mv`).
+/// Values travel on stdin only and are registered with the host's redactor. `flavor` decides
+/// the quoting rules (use V1, the stricter, when unknown).
+pub async fn write_env_file<E: Exec>(
+    host: &E,
+    dir: &str,
+    values: &BTreeMap<String, SecretBytes>,
+    flavor: ComposeFlavor,
+) -> Result<(), RemoteError> {
+    validate::absolute_path("work tree path", dir)?;
+    let content = render_env_file(values, flavor)?;
+    for v in values.values() {
+        host.redactor().register(v.expose());
     }
+    let dir = dir.trim_end_matches('/');
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let tmp = format!("{dir}/{ENV_TEMP_PREFIX}{}-{nonce}", std::process::id());
+    let len = content.len().to_string();
+    let cmd = RemoteCommand::new("sh")
+        .arg("-c")
+        .arg(WRITE_SCRIPT)
+        .arg("slipway-write-env")
+        .arg(tmp)
+        .arg(format!("{dir}/.env"))
+        .arg(len)
+        .stdin(content)
+        .label("write .env");
+    host.run(&cmd).await.map(|_| ())
 }
 
 #[cfg(test)]
@@ -191,7 +202,7 @@ mod tests {
 
     #[test]
     fn write_script_is_constant() {
-        assert!(!WRITE_SCRIPT.contains('{'));
         assert!(WRITE_SCRIPT.starts_with("umask 077"));
+        assert!(!WRITE_SCRIPT.contains("${"), "no parameter expansion beyond positional words");
     }
 }

@@ -61,6 +61,15 @@ pub enum RemoteError {
     #[error("SSH session to {host} failed: {detail}")]
     Session { host: String, detail: String },
 
+    /// `compose config` refused the project, or printed something Slipway cannot accept (such
+    /// as a healthcheck duration that is not a duration).
+    #[error("compose project {project} is invalid: {detail}; fix the compose file in the revision")]
+    ComposeInvalid { project: String, detail: String },
+
+    /// Another host job holds the project's lock: steps of one project never overlap.
+    #[error("compose project {project} on {host} is busy: {holder} holds its lock; waiting for it to finish")]
+    HostBusy { host: String, project: String, holder: String },
+
     /// Something on the controller's own machine failed (temp dir, local ssh client missing).
     #[error("local setup for SSH failed: {detail}")]
     Local { detail: String },
@@ -88,6 +97,8 @@ impl RemoteError {
             RemoteError::UnexpectedOutput { .. } => "UnexpectedOutput",
             RemoteError::Session { .. } => "SshSessionFailed",
             RemoteError::Local { .. } => "LocalSetupFailed",
+            RemoteError::ComposeInvalid { .. } => "ComposeInvalid",
+            RemoteError::HostBusy { .. } => "HostBusy",
         }
     }
 
@@ -105,6 +116,8 @@ impl RemoteError {
             RemoteError::UnexpectedOutput { .. } => "unexpected_output",
             RemoteError::Session { .. } => "ssh_session",
             RemoteError::Local { .. } => "local_setup",
+            RemoteError::ComposeInvalid { .. } => "compose_invalid",
+            RemoteError::HostBusy { .. } => "host_busy",
         }
     }
 
@@ -117,6 +130,7 @@ impl RemoteError {
                 | RemoteError::Timeout { .. }
                 | RemoteError::Docker { .. }
                 | RemoteError::Session { .. }
+                | RemoteError::HostBusy { .. }
         )
     }
 
@@ -305,6 +319,8 @@ Host key verification failed.\n";
             RemoteError::UnexpectedOutput { program: "p".into(), detail: "d".into() },
             RemoteError::Session { host: "h".into(), detail: "d".into() },
             RemoteError::Local { detail: "d".into() },
+            RemoteError::ComposeInvalid { project: "p".into(), detail: "d".into() },
+            RemoteError::HostBusy { host: "h".into(), project: "p".into(), holder: "h".into() },
         ];
         let mut reasons: Vec<_> = errs.iter().map(|e| e.reason()).collect();
         let mut labels: Vec<_> = errs.iter().map(|e| e.metric_label()).collect();

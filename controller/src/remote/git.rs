@@ -3,7 +3,7 @@
 
 use super::command::RemoteCommand;
 use super::error::RemoteError;
-use super::ssh::HostConnection;
+use super::exec::Exec;
 use super::validate;
 
 /// Files the deploy itself writes into the work tree; never reported as dirt.
@@ -88,13 +88,13 @@ fn is_full_commit_id(s: &str) -> bool {
 }
 
 /// A git work tree at an absolute path on a host.
-pub struct Repo<'a> {
-    conn: &'a HostConnection,
+pub struct Repo<'a, E: Exec> {
+    conn: &'a E,
     path: String,
 }
 
-impl<'a> Repo<'a> {
-    pub fn new(conn: &'a HostConnection, path: impl Into<String>) -> Result<Self, RemoteError> {
+impl<'a, E: Exec> Repo<'a, E> {
+    pub fn new(conn: &'a E, path: impl Into<String>) -> Result<Self, RemoteError> {
         let path = path.into();
         validate::absolute_path("work tree path", &path)?;
         Ok(Self { conn, path })
@@ -112,10 +112,15 @@ impl<'a> Repo<'a> {
             .label(format!("git {label}"))
     }
 
-    /// Is there a git work tree at the path?
+    /// Is there a git work tree at the path? Only `test`'s own "no" (exit 1) means absent.
     pub async fn exists(&self) -> Result<bool, RemoteError> {
         let cmd = RemoteCommand::new("test").arg("-d").arg(format!("{}/.git", self.path)).label("test -d .git");
-        Ok(self.conn.output(&cmd).await?.success())
+        let out = self.conn.output(&cmd).await?;
+        match out.exit_code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.into_checked("test -d .git").expect_err("exit status is neither 0 nor 1")),
+        }
     }
 
     /// Clone `origin` into the path unless a work tree is already there; true if it cloned.
@@ -130,7 +135,7 @@ impl<'a> Repo<'a> {
             .arg(origin)
             .arg(self.path.clone())
             .label("git clone")
-            .timeout(self.conn.options().command_timeout * 5);
+            .timeout(self.conn.command_timeout() * 5);
         self.conn.run(&cmd).await?;
         Ok(true)
     }
@@ -140,7 +145,7 @@ impl<'a> Repo<'a> {
         let cmd = self
             .git("fetch")
             .args(["fetch", "--quiet", "--tags", "--force", "--prune", "origin"])
-            .timeout(self.conn.options().command_timeout * 5);
+            .timeout(self.conn.command_timeout() * 5);
         self.conn.run(&cmd).await.map(|_| ())
     }
 
@@ -169,15 +174,24 @@ impl<'a> Repo<'a> {
         Ok(id)
     }
 
-    /// The checked-out commit, `None` in a repository without commits or before checkout.
+    /// The checked-out commit, `None` in a repository without commits. Only git's own "no
+    /// such revision" (exit 1 of `rev-parse --verify --quiet`) means none; anything else (no
+    /// repository, a broken one) is an error.
     pub async fn head(&self) -> Result<Option<String>, RemoteError> {
         let cmd = self.git("rev-parse").args(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
         let out = self.conn.output(&cmd).await?;
-        if !out.success() {
+        if out.exit_code() == Some(1) {
             return Ok(None);
         }
+        let out = out.into_checked("git rev-parse HEAD")?;
         let id = out.stdout().trim().to_owned();
-        Ok(is_full_commit_id(&id).then_some(id))
+        if !is_full_commit_id(&id) {
+            return Err(RemoteError::UnexpectedOutput {
+                program: "git rev-parse HEAD".into(),
+                detail: format!("expected a commit id, got {:?}", crate::remote::error::truncate(&id, 80)),
+            });
+        }
+        Ok(Some(id))
     }
 
     /// Local modifications and untracked files, ignoring the rendered `.env`.
@@ -198,11 +212,27 @@ impl<'a> Repo<'a> {
     pub async fn show_file(&self, commit: &str, path: &str) -> Result<Option<String>, RemoteError> {
         validate::commit_id(commit)?;
         validate::relative_path("file in revision", path)?;
-        let object = format!("{commit}:{path}");
-        let exists = self.git("cat-file").args(["cat-file", "-e", "--end-of-options"]).arg(object.clone());
-        if !self.conn.output(&exists).await?.success() {
+        // `ls-tree` answers "absent" with an empty listing and fails only for a bad commit or
+        // repository, so absence is never confused with an error.
+        let listing = self
+            .git("ls-tree")
+            .args(["ls-tree", "-z", "--full-tree", "--end-of-options"])
+            .arg(commit)
+            .arg("--")
+            .arg(path);
+        let out = self.conn.run(&listing).await?;
+        let entry = out.stdout();
+        if entry.trim_end_matches('\0').is_empty() {
             return Ok(None);
         }
+        // "<mode> <type> <object>\t<path>"
+        if entry.split_whitespace().nth(1) != Some("blob") {
+            return Err(RemoteError::UnexpectedOutput {
+                program: "git ls-tree".into(),
+                detail: format!("{path} at {commit} is not a regular file"),
+            });
+        }
+        let object = format!("{commit}:{path}");
         let show = self.git("cat-file").args(["cat-file", "blob", "--end-of-options"]).arg(object);
         Ok(Some(self.conn.run(&show).await?.stdout()))
     }

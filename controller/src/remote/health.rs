@@ -189,14 +189,16 @@ pub fn container_problems(containers: &[ContainerObservation], expected_services
 }
 
 /// How long after the start verification may go on: the policy timeout, or longer while a
-/// container is still `starting` and its healthcheck start period has not run out.
+/// container is still `starting` and its healthcheck start period has not run out — but never
+/// more than twice the policy timeout, whatever start period a compose file declares.
 pub fn deadline_after_start(timeout: Duration, interval: Duration, containers: &[ContainerObservation]) -> Duration {
     containers
         .iter()
         .filter(|c| !c.one_off && c.health.as_deref() == Some("starting"))
         .filter_map(|c| c.healthcheck_start_period)
-        .map(|p| p + interval)
+        .map(|p| p.saturating_add(interval))
         .fold(timeout, Duration::max)
+        .min(timeout.saturating_mul(2))
 }
 
 async fn http_get(socket: &Path, host: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
@@ -316,7 +318,9 @@ pub async fn run_check(
 }
 
 /// Observe and check in rounds until everything passes or the deadline passes.
-/// `Err` only when the host itself is gone; unhealthy services give `Ok` with `passed: false`.
+/// `Err` when the host could not be observed (connection lost, Docker API failing): that says
+/// nothing about the release, so it is never reported as unhealthy. Unhealthy services give
+/// `Ok` with `passed: false`.
 pub async fn verify(
     conn: &HostConnection,
     project: &str,
@@ -326,20 +330,22 @@ pub async fn verify(
     let start = Instant::now();
     let mut rounds = 0;
     let mut deadline = policy.timeout;
+    let redactor = conn.redactor();
     loop {
         rounds += 1;
-        let (containers, mut problems) = match conn.project_containers(project).await {
-            Ok(c) => (c, Vec::new()),
-            Err(e @ RemoteError::Unreachable { .. }) => return Err(e),
-            Err(e) => (Vec::new(), vec![e.to_string()]),
-        };
-        problems.extend(container_problems(&containers, &policy.expected_services));
+        let containers = conn.project_containers(project).await?;
+        let problems: Vec<String> =
+            container_problems(&containers, &policy.expected_services).iter().map(|p| redactor.redact(p)).collect();
         let mut outcomes = Vec::with_capacity(checks.len());
         for check in checks {
             outcomes.push(run_check(conn, check, &containers, policy.check_timeout).await);
         }
-        deadline = deadline.max(deadline_after_start(policy.timeout, policy.interval, &containers));
         let passed = problems.is_empty() && outcomes.iter().all(|o| o.passed);
+        if !passed {
+            // A check that failed because the master died failed for the connection, not the release.
+            conn.check().await?;
+        }
+        deadline = deadline.max(deadline_after_start(policy.timeout, policy.interval, &containers));
         let elapsed = start.elapsed();
         if passed || elapsed + policy.interval > deadline {
             return Ok(HealthReport {
@@ -454,8 +460,11 @@ mod tests {
         let i = Duration::from_secs(2);
         let mut c = container("backend", "running", Some("starting"));
         assert_eq!(deadline_after_start(t, i, std::slice::from_ref(&c)), t);
-        c.healthcheck_start_period = Some(Duration::from_secs(120));
-        assert_eq!(deadline_after_start(t, i, std::slice::from_ref(&c)), Duration::from_secs(122));
+        c.healthcheck_start_period = Some(Duration::from_secs(100));
+        assert_eq!(deadline_after_start(t, i, std::slice::from_ref(&c)), Duration::from_secs(102));
+        // A start period of years extends the deadline to twice the timeout, no further.
+        c.healthcheck_start_period = Some(Duration::MAX);
+        assert_eq!(deadline_after_start(t, i, std::slice::from_ref(&c)), Duration::from_secs(120));
         c.health = Some("healthy".into());
         assert_eq!(deadline_after_start(t, i, std::slice::from_ref(&c)), t);
     }

@@ -18,6 +18,7 @@ pub mod compose;
 pub mod docker;
 pub mod envfile;
 pub mod error;
+pub mod exec;
 pub mod git;
 pub mod health;
 pub mod pool;
@@ -26,12 +27,15 @@ pub mod ssh;
 pub mod validate;
 
 pub use command::{RemoteCommand, quote};
-pub use compose::{Compose, ComposeConfig, ComposeFlavor, ComposeProject, HealthcheckConfig, ServiceConfig};
+pub use compose::{
+    Compose, ComposeConfig, ComposeFlavor, ComposeProject, HealthcheckConfig, ServiceConfig, detect_flavor,
+};
 pub use docker::{ContainerObservation, ExecOutcome, ImageInfo};
-pub use envfile::{missing_env_keys, missing_keys, parse_env_example, render_env_file};
+pub use envfile::{missing_env_keys, missing_keys, parse_env_example, render_env_file, write_env_file};
 pub use error::RemoteError;
+pub use exec::{CommandOutput, Exec, FakeHost, FakeReply, Recorded};
 pub use git::{DirtyEntry, Repo, RevisionRef};
 pub use health::{CheckKind, CheckOutcome, HealthCheck, HealthPolicy, HealthReport, verify};
 pub use pool::ConnectionPool;
 pub use secret::{Redactor, SecretBytes};
-pub use ssh::{CommandOutput, ConnectOptions, HostConnection, HostTarget};
+pub use ssh::{ConnectOptions, HostConnection, HostTarget};

@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
 use super::command::RemoteCommand;
-use super::compose::ComposeFlavor;
-use super::error::{self, RemoteError, classify_ssh_failure};
+use super::error::{RemoteError, classify_ssh_failure};
+use super::exec::{CommandOutput, Exec};
 use super::secret::{Redactor, SecretBytes};
 use super::validate;
 
@@ -85,82 +85,13 @@ impl Default for ConnectOptions {
     }
 }
 
-/// What a remote program did.
-pub struct CommandOutput {
-    exit_code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    redactor: Redactor,
-    pub elapsed: Duration,
-}
-
-impl std::fmt::Debug for CommandOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandOutput")
-            .field("exit_code", &self.exit_code)
-            .field("stdout_bytes", &self.stdout.len())
-            .field("stderr_bytes", &self.stderr.len())
-            .field("elapsed", &self.elapsed)
-            .finish()
-    }
-}
-
-impl CommandOutput {
-    pub fn exit_code(&self) -> Option<i32> {
-        self.exit_code
-    }
-
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0)
-    }
-
-    /// Raw stdout, for parsing. Do not log it: use [`CommandOutput::output_tail`].
-    pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    pub fn stdout_bytes(&self) -> &[u8] {
-        &self.stdout
-    }
-
-    /// Raw stderr, for parsing. Do not log it: use [`CommandOutput::stderr_tail`].
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-
-    /// Last lines of stderr, redacted: safe for errors and status.
-    pub fn stderr_tail(&self) -> String {
-        self.redactor.redact(&error::tail(&self.stderr(), error::STDERR_TAIL_LINES, error::STDERR_TAIL_BYTES))
-    }
-
-    /// Last `lines` lines of stdout followed by stderr, redacted: safe for `status.steps[].outputTail`.
-    pub fn output_tail(&self, lines: usize, max_bytes: usize) -> String {
-        let mut all = self.stdout();
-        if !all.is_empty() && !all.ends_with('\n') {
-            all.push('\n');
-        }
-        all.push_str(&self.stderr());
-        self.redactor.redact(&error::tail(&all, lines, max_bytes)).to_owned()
-    }
-
-    /// `Err(CommandFailed)` unless the program exited 0.
-    pub fn into_checked(self, program: &str) -> Result<CommandOutput, RemoteError> {
-        if self.success() {
-            Ok(self)
-        } else {
-            Err(RemoteError::CommandFailed {
-                program: program.to_owned(),
-                exit_code: self.exit_code,
-                stderr_tail: self.stderr_tail(),
-            })
-        }
-    }
-}
-
-/// Most stdout we keep from one command (compose config of a big project is far below this).
-const STDOUT_CAP: usize = 32 * 1024 * 1024;
-/// Most stderr we keep (the tail; build logs can be long).
-const STDERR_CAP: usize = 1024 * 1024;
+/// Most stdout kept from one command (compose config of a big project is far below this); the
+/// rest is read and dropped. Long outputs (builds, migrations) go to a host job's log instead.
+pub const STDOUT_CAP: usize = 4 * 1024 * 1024;
+/// Most stderr kept: its tail.
+pub const STDERR_CAP: usize = 64 * 1024;
+/// Bytes read at a time; a buffer holds at most its cap plus one chunk.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// One SSH master connection to a host, shared (behind an `Arc`) by every command for an
 /// Environment. Dropping it shuts the master down and removes the private directory.
@@ -172,7 +103,6 @@ pub struct HostConnection {
     user: String,
     options: ConnectOptions,
     redactor: Redactor,
-    pub(super) compose_flavor: OnceCell<ComposeFlavor>,
     pub(super) docker: OnceCell<bollard::Docker>,
     forwards: Mutex<HashMap<String, PathBuf>>,
     forward_seq: AtomicU64,
@@ -256,32 +186,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, keep_tail: bool) -> Vec<u8> {
+/// Reads `r` to its end keeping at most `cap` bytes (the head, or the tail with `keep_tail`);
+/// memory stays below `cap + READ_CHUNK`. A read error is an error, never the end of output.
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, keep_tail: bool) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; READ_CHUNK];
     loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > cap * 2 {
-                    if keep_tail {
-                        buf.drain(..buf.len() - cap);
-                    } else {
-                        buf.truncate(cap);
-                    }
-                }
-            }
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            break;
         }
-    }
-    if buf.len() > cap {
         if keep_tail {
-            buf.drain(..buf.len() - cap);
-        } else {
-            buf.truncate(cap);
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > cap {
+                buf.drain(..buf.len() - cap);
+            }
+        } else if buf.len() < cap {
+            let room = cap - buf.len();
+            buf.extend_from_slice(&chunk[..n.min(room)]);
         }
     }
-    buf
+    Ok(buf)
 }
 
 impl HostConnection {
@@ -348,7 +273,6 @@ impl HostConnection {
             user: target.user.clone(),
             options,
             redactor,
-            compose_flavor: OnceCell::new(),
             docker: OnceCell::new(),
             forwards: Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
@@ -395,13 +319,15 @@ impl HostConnection {
         let label = cmd.display_label();
         let limit = cmd.timeout_override().unwrap_or(self.options.command_timeout);
         let started = Instant::now();
-        let host = self.host.clone();
         let run = async {
             let mut c = self.session().raw_command(&rendered);
             c.stdin(if cmd.stdin_bytes().is_some() { Stdio::piped() } else { Stdio::null() })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            let mut child = c.spawn().await.map_err(|e| map_session_error(&host, e))?;
+            let mut child = match c.spawn().await {
+                Ok(child) => child,
+                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.host, e)).await),
+            };
             let stdin = child.stdin().take();
             let stdout = child.stdout().take();
             let stderr = child.stderr().take();
@@ -415,24 +341,39 @@ impl HostConnection {
             let out = async move {
                 match stdout {
                     Some(r) => read_capped(r, STDOUT_CAP, false).await,
-                    None => Vec::new(),
+                    None => Ok(Vec::new()),
                 }
             };
             let err = async move {
                 match stderr {
                     Some(r) => read_capped(r, STDERR_CAP, true).await,
-                    None => Vec::new(),
+                    None => Ok(Vec::new()),
                 }
             };
             let ((), stdout, stderr) = tokio::join!(feed, out, err);
-            let exit_code = match child.wait().await {
+            let waited = child.wait().await;
+            let (stdout, stderr) = match (stdout, stderr) {
+                (Ok(o), Ok(e)) => (o, e),
+                (Err(e), _) | (_, Err(e)) => {
+                    let detail = format!("reading the output of `{label}` failed: {e}");
+                    return Err(self.lost_or(&label, RemoteError::Session { host: self.host.clone(), detail }).await);
+                }
+            };
+            let exit_code = match waited {
                 Ok(status) => status.code(),
                 // The native mux reports exit 127 as an error; keep it an exit status.
                 Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
                 Err(openssh::Error::RemoteProcessTerminated) => None,
-                Err(e) => return Err(map_session_error(&host, e)),
+                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.host, e)).await),
             };
-            Ok(CommandOutput { exit_code, stdout, stderr, redactor: self.redactor.clone(), elapsed: started.elapsed() })
+            if exit_code.is_none() {
+                // No exit status: the program was killed on the host, or the connection died
+                // and its outcome is unknown. Only a live master makes it the former.
+                if self.session().check().await.is_err() {
+                    return Err(self.lost(&label));
+                }
+            }
+            Ok(CommandOutput::new(exit_code, stdout, stderr, self.redactor.clone(), started.elapsed()))
         };
         let result = match tokio::time::timeout(limit, run).await {
             Ok(r) => r,
@@ -440,13 +381,29 @@ impl HostConnection {
         };
         match &result {
             Ok(o) => {
-                tracing::debug!(host = %self.host, command = %label, exit_code = ?o.exit_code, elapsed_ms = o.elapsed.as_millis() as u64, "remote command finished")
+                tracing::debug!(host = %self.host, command = %label, exit_code = ?o.exit_code(), elapsed_ms = o.elapsed.as_millis() as u64, "remote command finished")
             }
             Err(e) => {
                 tracing::debug!(host = %self.host, command = %label, reason = e.reason(), "remote command failed")
             }
         }
         result
+    }
+
+    /// `Unreachable` when the master is gone (the command's outcome on the host is unknown),
+    /// else `otherwise`.
+    pub(super) async fn lost_or(&self, label: &str, otherwise: RemoteError) -> RemoteError {
+        match self.session().check().await {
+            Ok(()) => otherwise,
+            Err(_) => self.lost(label),
+        }
+    }
+
+    fn lost(&self, label: &str) -> RemoteError {
+        RemoteError::Unreachable {
+            host: self.host.clone(),
+            detail: format!("the SSH connection was lost while `{label}` ran; its outcome on the host is unknown"),
+        }
     }
 
     /// Run a command; a non-zero exit becomes [`RemoteError::CommandFailed`].
@@ -506,5 +463,31 @@ impl HostConnection {
             let _ = dir.close();
         }
         res
+    }
+}
+
+impl Exec for HostConnection {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn command_timeout(&self) -> Duration {
+        self.options.command_timeout
+    }
+
+    fn output(&self, cmd: &RemoteCommand) -> impl Future<Output = Result<CommandOutput, RemoteError>> + Send {
+        HostConnection::output(self, cmd)
+    }
+
+    fn forward_to_tcp(&self, host: &str, port: u16) -> impl Future<Output = Result<PathBuf, RemoteError>> + Send {
+        HostConnection::forward_to_tcp(self, host, port)
+    }
+
+    fn forward_to_unix(&self, remote_path: &str) -> impl Future<Output = Result<PathBuf, RemoteError>> + Send {
+        HostConnection::forward_to_unix(self, remote_path)
     }
 }
