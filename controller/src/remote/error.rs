@@ -28,6 +28,11 @@ pub enum RemoteError {
     )]
     HostKeyMismatch { host: String, detail: String },
 
+    /// The known_hosts Secret trusts more than this host's own key (a CA, a wildcard), has a
+    /// line without a usable key, or pins nothing for this host; refused before ssh runs.
+    #[error("known_hosts for {host} refused: {detail}")]
+    HostKeyNotPinned { host: String, detail: String },
+
     /// A remote program ran and exited unsuccessfully (or was killed).
     #[error("`{program}` {}: {stderr_tail}", exit_text(*exit_code))]
     CommandFailed {
@@ -89,6 +94,7 @@ impl RemoteError {
             RemoteError::Unreachable { .. } => "Unreachable",
             RemoteError::AuthenticationFailed { .. } => "AuthenticationFailed",
             RemoteError::HostKeyMismatch { .. } => "HostKeyMismatch",
+            RemoteError::HostKeyNotPinned { .. } => "HostKeyNotPinned",
             RemoteError::CommandFailed { .. } => "CommandFailed",
             RemoteError::RevisionNotFound { .. } => "RevisionNotFound",
             RemoteError::Timeout { .. } => "Timeout",
@@ -108,6 +114,7 @@ impl RemoteError {
             RemoteError::Unreachable { .. } => "unreachable",
             RemoteError::AuthenticationFailed { .. } => "authentication_failed",
             RemoteError::HostKeyMismatch { .. } => "host_key_mismatch",
+            RemoteError::HostKeyNotPinned { .. } => "host_key_not_pinned",
             RemoteError::CommandFailed { .. } => "command_failed",
             RemoteError::RevisionNotFound { .. } => "revision_not_found",
             RemoteError::Timeout { .. } => "timeout",
@@ -307,6 +314,7 @@ Host key verification failed.\n";
             RemoteError::Unreachable { host: "h".into(), detail: "d".into() },
             RemoteError::AuthenticationFailed { host: "h".into(), user: "u".into(), detail: "d".into() },
             RemoteError::HostKeyMismatch { host: "h".into(), detail: "d".into() },
+            RemoteError::HostKeyNotPinned { host: "h".into(), detail: "d".into() },
             RemoteError::CommandFailed {
                 program: "git fetch".into(),
                 exit_code: Some(128),
@@ -334,7 +342,7 @@ Host key verification failed.\n";
             assert!(r.chars().next().unwrap().is_ascii_uppercase());
             assert!(r.chars().all(|c| c.is_ascii_alphanumeric()), "{r}");
         }
-        assert_eq!(errs[3].to_string(), "`git fetch` exited with status 128: fatal");
+        assert_eq!(errs[4].to_string(), "`git fetch` exited with status 128: fatal");
     }
 
     #[test]

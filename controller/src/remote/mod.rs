@@ -2,7 +2,8 @@
 //! Environment.
 //!
 //! - [`ssh`]: [`HostTarget`] (decoupled from the CRDs), [`HostConnection`] (pinned host keys,
-//!   multiplexed master, port forwards, private 0700 directory) and [`ConnectionPool`].
+//!   multiplexed master, port forwards, private 0700 directory) and [`ConnectionPool`];
+//!   [`known_hosts`]: the known_hosts must pin this one host (no CA, no wildcard) before ssh runs.
 //! - [`command`]: [`RemoteCommand`], the argv builder and the one place that quotes for the
 //!   remote shell; [`validate`]: refs, paths, names refused before anything runs.
 //! - [`compose`], [`git`], [`envfile`]: compose CLI, the work tree, the rendered `.env`.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod exec;
 pub mod git;
 pub mod health;
+pub mod known_hosts;
 pub mod pool;
 pub mod secret;
 pub mod ssh;

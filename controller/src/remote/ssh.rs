@@ -57,7 +57,7 @@ impl HostTarget {
         if self.private_key.is_empty() {
             return Err(RemoteError::invalid("SSH private key", "is empty"));
         }
-        Ok(())
+        super::known_hosts::check_pins(&self.known_hosts, &self.address, self.port)
     }
 }
 
