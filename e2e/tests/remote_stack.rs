@@ -163,7 +163,10 @@ async fn reference_stack_scenario(sandbox: &Path, index: u32, flavor: ComposeFla
             }
             assert_eq!(compose.ps_ids().await?.len(), 3);
             let backend = &report.containers.iter().find(|c| c.service.as_deref() == Some("backend")).unwrap().id;
-            let _ = conn.container_log_tail(backend, 20).await?;
+            // uvicorn's startup lines, at most the 20 asked for
+            let tail = conn.container_log_tail(backend, 20).await?;
+            assert!(tail.contains("Application startup complete"), "backend log tail:\n{tail}");
+            assert!(tail.lines().count() <= 20, "backend log tail:\n{tail}");
             let logs = compose.logs("db", 50).await?;
             assert!(!logs.contains(&password), "secret in log tail");
             println!("{} v1.0.0: {}", flavor.program(), report.summary());
