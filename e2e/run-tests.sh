@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test of Slipway: unit tests, and the real-component tests (kube-apiserver + etcd,
 # sshd hosts, Docker engine, PostgreSQL + alembic) against one shared sandbox.
-#   e2e/run-tests.sh [extra cargo test args]
+#   e2e/run-tests.sh [cargo test args] [-- test binary args]
+# The tests that need the sandbox are #[ignore]d (a plain `cargo test` lists them as ignored); this
+# script runs them with `--include-ignored`. Arguments before `--` go to cargo, after it to the
+# test binaries, e.g. `e2e/run-tests.sh --test remote_ssh -- pool_ --nocapture`.
 set -euo pipefail
+cargo_args=()
+while (($#)) && [[ $1 != -- ]]; do
+  cargo_args+=("$1")
+  shift
+done
+(($#)) && shift # the `--`
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export SLIPWAY_CACHE=${SLIPWAY_CACHE:-$HOME/.cache/slipway}
@@ -21,7 +30,7 @@ echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
 
 export SLIPWAY_CONTROLLER_BIN=$root/target/debug/slipway-controller
 set +e
-cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
+cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --include-ignored "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
 if [[ -s $SLIPWAY_SANDBOX/logs/benchmarks.txt ]]; then

@@ -44,11 +44,11 @@ kind: Environment
 metadata: {name: staging}
 spec:
   tier: staging
-  host: {address: "$SLIPWAY_HOST_ADDR", port: $SLIPWAY_HOST_PORT, user: "$SLIPWAY_HOST_USER", path: /home/$SLIPWAY_HOST_USER/demo/shop}
+  host: {address: "$SLIPWAY_HOST_ADDR", port: $SLIPWAY_HOST_PORT, user: "$SLIPWAY_HOST_USER", path: /home/$SLIPWAY_HOST_USER/slipway-e2e/swt-demo}
   repository: {url: "file://$SLIPWAY_ORIGIN"}
   sshKeySecretRef: {name: shop-ssh, key: id_ed25519}
   knownHostsSecretRef: {name: shop-ssh, key: known_hosts}
-  compose: {files: [docker-compose.yml], projectName: slipway-demo}
+  compose: {files: [docker-compose.yml], projectName: swt-demo}
   envSecretRef: {name: shop-env}
   migrations: {service: backend, upgrade: [alembic, upgrade, head], current: [alembic, current], downgrade: [alembic, downgrade, "{revision}"]}
   health:

@@ -136,6 +136,10 @@ imgs=$( (docker images -q --filter "reference=${p}_*"; docker images -q --filter
 [ -z "$imgs" ] || docker rmi -f $imgs >/dev/null
 exit 0"#;
 
+/// The start of every compose project name (and work directory) the tests make: `e2e/scripts/down.sh`
+/// sweeps what a killed run left by this prefix, and touches nothing without it.
+pub const PROJECT_PREFIX: &str = "swt-";
+
 /// A test's own compose project name and work directory on the host.
 #[derive(Debug, Clone)]
 pub struct TestProject {
@@ -146,7 +150,7 @@ pub struct TestProject {
 
 impl TestProject {
     pub async fn new(conn: &HostConnection, prefix: &str) -> anyhow::Result<TestProject> {
-        let name = unique_name(prefix);
+        let name = unique_name(&format!("{PROJECT_PREFIX}{prefix}"));
         let home = conn.run(&RemoteCommand::new("printenv").arg("HOME")).await?.stdout().trim().to_owned();
         if !home.starts_with('/') {
             bail!("remote HOME is {home:?}");

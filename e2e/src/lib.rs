@@ -11,15 +11,17 @@ pub mod hosts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The sandbox directory from `SLIPWAY_SANDBOX`; `None` (and a printed SKIPPED line) only when
-/// the variable is unset. When it is set, a missing or broken sandbox fails the test, never skips it.
-pub fn require_sandbox(test: &str) -> Option<PathBuf> {
+/// The sandbox directory from `SLIPWAY_SANDBOX`. Every test that needs it carries
+/// `#[ignore = "needs the sandbox: run e2e/run-tests.sh"]`, so a plain `cargo test` reports it as
+/// ignored; `e2e/run-tests.sh` starts the sandbox and runs it with `--include-ignored`. Run
+/// without a sandbox, it fails saying so, never passes.
+pub fn require_sandbox(test: &str) -> PathBuf {
     match std::env::var_os("SLIPWAY_SANDBOX") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            eprintln!("SKIPPED {test}: SLIPWAY_SANDBOX is not set (start the sandbox with e2e/run-tests.sh)");
-            None
-        }
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => panic!(
+            "{test} needs the sandbox, but SLIPWAY_SANDBOX is not set: run it through e2e/run-tests.sh, \
+             or set SLIPWAY_SANDBOX to the directory of a sandbox started by e2e/scripts/up.sh"
+        ),
     }
 }
 
@@ -35,13 +37,10 @@ pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// The sandbox directory, or a return from the calling test (skipped, loudly) when there is none.
+/// The sandbox directory, or a failure of the calling test naming it (see [`require_sandbox`]).
 #[macro_export]
 macro_rules! require_sandbox {
     () => {
-        match $crate::require_sandbox(module_path!()) {
-            Some(dir) => dir,
-            None => return,
-        }
+        $crate::require_sandbox(::std::thread::current().name().unwrap_or(module_path!()))
     };
 }

@@ -31,6 +31,7 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn helm_template_renders_the_same_objects_as_the_manifests() {
     let sandbox = require_sandbox!();
     let env = read_env_file(&sandbox.join("env")).unwrap();

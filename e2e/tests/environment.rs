@@ -32,6 +32,7 @@ fn ssh_secret(cluster: &TestCluster, name: &str, key_path: &str, known_hosts_pat
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn environment_is_ready_only_when_its_host_answers_with_the_pinned_key() {
     let sandbox = require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
@@ -94,6 +95,7 @@ fn masters_using(dir: &std::path::Path) -> usize {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn environment_with_a_stopped_host_is_unreachable_but_not_stalled() {
     let sandbox = require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();

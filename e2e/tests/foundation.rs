@@ -24,6 +24,7 @@ fn deploy_request(name: &str, revision: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn kubectl_explain_documents_the_revision() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "explain").unwrap();
@@ -38,6 +39,7 @@ fn kubectl_explain_documents_the_revision() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn invalid_deploy_requests_are_refused_with_what_to_fix() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "invalid-dr").unwrap();
@@ -62,6 +64,7 @@ fn invalid_deploy_requests_are_refused_with_what_to_fix() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn invalid_environments_are_refused_with_what_to_fix() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "invalid-env").unwrap();
@@ -83,6 +86,7 @@ fn invalid_environments_are_refused_with_what_to_fix() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn deploy_request_spec_is_immutable() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "immutable").unwrap();
@@ -104,6 +108,7 @@ fn deploy_request_spec_is_immutable() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn deploy_request_waits_for_its_environment_then_queues() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "envwatch").unwrap();
@@ -128,6 +133,7 @@ fn deploy_request_waits_for_its_environment_then_queues() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "columns").unwrap();
@@ -167,6 +173,7 @@ fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn rollback_reports_a_missing_environment() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "rollback").unwrap();
@@ -184,6 +191,7 @@ fn rollback_reports_a_missing_environment() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "shutdown").unwrap();
@@ -203,6 +211,7 @@ fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn the_documented_examples_are_accepted_by_the_api_server() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "examples").unwrap();

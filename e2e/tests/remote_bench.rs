@@ -15,10 +15,9 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn ssh_master_reuse_versus_fresh_connection_per_command() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("ssh_master_reuse_versus_fresh_connection_per_command") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let conn = host.connect().await.unwrap();
     let cmd = RemoteCommand::new("true");

@@ -18,10 +18,9 @@ async fn write_remote_file(conn: &HostConnection, path: &str, content: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn git_clone_fetch_resolve_dirty_and_checkout() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("git_clone_fetch_resolve_dirty_and_checkout") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let origin = hosts::shop_origin(&host).unwrap();
     let conn = host.connect().await.unwrap();
@@ -94,10 +93,9 @@ async fn git_clone_fetch_resolve_dirty_and_checkout() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("env_file_is_private_atomic_verbatim_and_never_leaks") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let origin = hosts::shop_origin(&host).unwrap();
     let conn = host.connect().await.unwrap();

@@ -22,10 +22,9 @@ async fn assert_absent(host: &TestHost, marker: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn connects_and_keeps_its_private_directory_private() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("connects_and_keeps_its_private_directory_private") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let conn = host.connect().await.unwrap();
     let dir = conn.private_dir().to_owned();
@@ -64,10 +63,9 @@ async fn connects_and_keeps_its_private_directory_private() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn changed_host_key_is_refused_before_any_command_runs() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("changed_host_key_is_refused_before_any_command_runs") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let marker = format!("/tmp/{}", hosts::unique_name("slipway-marker"));
     let (_, other_public) = hosts::generate_keypair().unwrap();
@@ -93,10 +91,9 @@ async fn changed_host_key_is_refused_before_any_command_runs() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn unknown_host_key_is_refused() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("unknown_host_key_is_refused") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     for known_hosts in [
         String::new(),
@@ -112,10 +109,9 @@ async fn unknown_host_key_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn wrong_private_key_fails_authentication_without_leaking_the_key() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("wrong_private_key_fails_authentication") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let (private, _) = hosts::generate_keypair().unwrap();
     let mut target = host.target().unwrap();
@@ -137,10 +133,9 @@ async fn wrong_private_key_fails_authentication_without_leaking_the_key() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("closed_or_silent_port_is_unreachable") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let options = ConnectOptions { connect_timeout: Duration::from_secs(2), ..hosts::test_options() };
 
@@ -171,10 +166,9 @@ async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("commands_report_exit_codes") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let conn = host.connect().await.unwrap();
 
@@ -216,10 +210,9 @@ async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
 }
 
 #[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn pool_reuses_one_master_per_environment() {
-    let Some(sandbox) = slipway_e2e::require_sandbox("pool_reuses_one_master_per_environment") else {
-        return;
-    };
+    let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let pool = ConnectionPool::new(hosts::test_options());
     let target = host.target().unwrap();

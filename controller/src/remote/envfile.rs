@@ -200,9 +200,42 @@ mod tests {
         assert!(missing_keys(&example, example.iter()).is_empty());
     }
 
+    /// The write script through a real `sh`, as `write_env_file` calls it: the content from stdin
+    /// verbatim, mode 0600, the old `.env` replaced, no temp file left, paths taken literally.
     #[test]
-    fn write_script_is_constant() {
-        assert!(WRITE_SCRIPT.starts_with("umask 077"));
-        assert!(!WRITE_SCRIPT.contains("${"), "no parameter expansion beyond positional words");
+    fn write_script_replaces_env_privately_and_leaves_no_temp_file() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("my shop\"; touch pwned #");
+        std::fs::create_dir(&dir).unwrap();
+        let env = dir.join(".env");
+        std::fs::write(&env, "OLD=1\n").unwrap();
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let content = "A=1\nB='$(touch pwned) ${HOME}'\n";
+        let write = |sent: &str, announced: usize| {
+            let mut sh = std::process::Command::new("sh")
+                .args(["-c", WRITE_SCRIPT, "slipway-write-env"])
+                .arg(dir.join(format!("{ENV_TEMP_PREFIX}1-2")))
+                .arg(&env)
+                .arg(announced.to_string())
+                .current_dir(&dir)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            sh.stdin.take().unwrap().write_all(sent.as_bytes()).unwrap();
+            sh.wait().unwrap().success()
+        };
+        // Cut short (the connection dropped mid-write): .env stays as it was, no temp file left.
+        assert!(!write(&content[..5], content.len()));
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), "OLD=1\n");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [".env"], "a short write left files next to .env");
+        assert!(write(content, content.len()));
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), content);
+        assert_eq!(format!("{:o}", std::fs::metadata(&env).unwrap().permissions().mode() & 0o777), "600");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [".env"], "files left next to .env (a temp file, or `pwned`)");
     }
 }
