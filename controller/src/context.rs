@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::remote::{ConnectOptions, ConnectionPool};
 
@@ -21,6 +22,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// One SSH master per Environment, reused by every command sent to its host.
     pub hosts: ConnectionPool,
+    /// Consecutive failures per object, for exponential retry delays.
+    pub backoff: Backoff,
     /// Set once the API server answers and RBAC lets the controllers list their resources.
     pub ready: AtomicBool,
 }
@@ -33,16 +36,50 @@ impl Context {
             client,
             metrics: Metrics::default(),
             hosts: ConnectionPool::new(ConnectOptions::default()),
+            backoff: Backoff::default(),
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Records a Kubernetes Event; a failure to record is logged, never fatal.
+    /// Records a Kubernetes Event; a failure to record is logged, never fatal. The note is cut
+    /// to what the Events API accepts.
     pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let note = event_note(&note);
         let event =
             Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
+    }
+}
+
+/// The Events API refuses a note longer than 1 kB.
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// `note` cut at a character boundary to at most [`EVENT_NOTE_MAX_BYTES`], marked with `…` when cut.
+pub fn event_note(note: &str) -> String {
+    if note.len() <= EVENT_NOTE_MAX_BYTES {
+        return note.to_owned();
+    }
+    let mut cut = EVENT_NOTE_MAX_BYTES - '…'.len_utf8();
+    while !note.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &note[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_fit_the_events_api() {
+        assert_eq!(event_note("short"), "short");
+        let long = "é".repeat(2000);
+        let cut = event_note(&long);
+        assert!(cut.len() <= EVENT_NOTE_MAX_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        let exact = "a".repeat(EVENT_NOTE_MAX_BYTES);
+        assert_eq!(event_note(&exact), exact);
     }
 }

@@ -9,6 +9,10 @@ pub enum Error {
 
     #[error("status write for {kind} {name} timed out")]
     StatusTimeout { kind: String, name: String },
+
+    /// A reconcile panicked; the controller keeps running and retries the object with backoff.
+    #[error("reconcile of {kind} {name} panicked: {detail}")]
+    Panic { kind: String, name: String, detail: String },
 }
 
 impl From<kube::Error> for Error {
@@ -23,6 +27,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::StatusTimeout { .. } => "status_timeout",
+            Error::Panic { .. } => "panic",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Slipway controller library: one module per resource, status math, metrics and the remote layer.
 
+pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod deploy_request;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod references;
 pub mod remote;
 pub mod rollback;
+pub mod secrets;
 pub mod status;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -56,6 +58,33 @@ impl Transition {
         let changed = before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
         changed.then(|| Transition { type_, reason: after.reason.clone(), note: after.message.clone() })
     }
+}
+
+/// Runs one reconcile; a panic inside it becomes [`error::Error::Panic`] for this object instead
+/// of taking the controller down (kube-runtime re-raises reconcile panics), so one hostile input
+/// cannot crash-loop the controller for everyone.
+pub async fn guarded<F>(kind: &str, name: &str, reconcile: F) -> error::Result<kube::runtime::controller::Action>
+where
+    F: Future<Output = error::Result<kube::runtime::controller::Action>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => {
+            let detail = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(kind, name, detail, "reconcile panicked");
+            Err(error::Error::Panic { kind: kind.to_owned(), name: name.to_owned(), detail })
+        }
+    }
+}
+
+/// `kind/namespace/name`: the key of an object in per-object state (backoff, SSH pool).
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.name_any())
 }
 
 /// Objects whose spec names an Environment in their own namespace.

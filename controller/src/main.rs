@@ -41,6 +41,10 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
     }
 
+    let orphaned = slipway_controller::remote::remove_orphaned_private_dirs(&std::env::temp_dir());
+    if orphaned > 0 {
+        tracing::info!(orphaned, "removed SSH key directories left by a controller that was killed");
+    }
     let client = kube::Client::try_default().await?;
     let ctx = Arc::new(Context::new(client));
     let scope = args.namespace.clone().map_or(Scope::All, Scope::Namespace);

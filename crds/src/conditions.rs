@@ -19,6 +19,12 @@ pub mod reasons {
     pub const ENVIRONMENT_NOT_FOUND: &str = "EnvironmentNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    /// The Secret lacks the `slipway.dev/secret: "true"` label.
+    pub const SECRET_NOT_OPTED_IN: &str = "SecretNotOptedIn";
+    /// Slipway's ServiceAccount may not read Secrets in the namespace (HTTP 403).
+    pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    /// A spec value the schema should have refused (an object written before a schema change).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const QUEUED: &str = "Queued";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const REACHABLE: &str = "Reachable";

@@ -24,6 +24,9 @@ pub use rollback::{Rollback, RollbackPhase, RollbackSpec, RollbackStatus, Rollba
 pub const GROUP: &str = "slipway.dev";
 /// The one served and stored version.
 pub const VERSION: &str = "v1alpha1";
+/// Label a Secret must carry (value `"true"`) before Slipway reads it: whoever may create an
+/// Environment must not thereby send any Secret of the namespace to a host of their choice.
+pub const SECRET_OPT_IN_LABEL: &str = "slipway.dev/secret";
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -3,7 +3,6 @@
 mod decide;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -24,6 +23,16 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
 }
 
 async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let name = dr.name_any();
+    let key = crate::object_key(dr.as_ref());
+    let result = crate::guarded("DeployRequest", &name, reconcile_inner(dr, ctx.clone())).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+async fn reconcile_inner(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = dr.namespace().unwrap_or_default();
     let environments: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -47,6 +56,7 @@ async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> 
 
 fn error_policy(dr: Arc<DeployRequest>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.metric_label());
-    tracing::warn!(deployrequest = %dr.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.backoff.failed(&crate::object_key(dr.as_ref()), crate::backoff::BASE);
+    tracing::warn!(deployrequest = %dr.name_any(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed; retrying");
+    Action::requeue(delay)
 }

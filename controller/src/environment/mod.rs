@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -17,21 +16,42 @@ use crate::conditions::{Decided, Status};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::references::{self, Problem};
-use crate::remote::{HostTarget, SecretBytes};
+use crate::remote::{HostTarget, Redactor, SecretBytes};
+use crate::secrets::{self, SecretReader};
 use crate::{Scope, Transition, conditions, status};
 
 pub const CONTROLLER: &str = "environment";
 
 /// Secrets are read with `get` only (no cluster-wide watch), so a missing Secret or an unreachable
-/// host is looked at again after this long.
+/// host is looked at again after this long at first, then with exponential backoff.
 const RECHECK_SOON: Duration = Duration::from_secs(15);
 /// A reachable host is checked again after this long.
 const RECHECK: Duration = Duration::from_secs(300);
 
+/// How often SSH masters of deleted Environments are looked for and closed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let environments: Api<Environment> = scope.api(&ctx.client);
     let controller = Controller::new(environments, watcher::Config::default());
-    controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {}).await;
+    let store = controller.store();
+    let sweep_ctx = ctx.clone();
+    let sweep = async move {
+        loop {
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+            let alive: std::collections::HashSet<String> =
+                store.state().iter().map(|e| crate::object_key(e.as_ref())).collect();
+            let closed = sweep_ctx.hosts.retain(|key| alive.contains(key)).await;
+            if closed > 0 {
+                tracing::info!(closed, "closed the SSH masters of deleted Environments");
+            }
+        }
+    };
+    let controller = controller.graceful_shutdown_on(shutdown).run(reconcile, error_policy, ctx).for_each(|_| async {});
+    tokio::select! {
+        () = controller => {}
+        () = sweep => {}
+    }
 }
 
 /// What one reconcile found.
@@ -83,61 +103,99 @@ pub fn decide(env: &Environment, observed: &Observation, now: Timestamp) -> (Env
     (status, transition)
 }
 
-/// The SSH credentials an Environment names, or the problems with its Secrets, each message
-/// naming the Secret and the fix.
-async fn credentials(
-    env: &Environment,
-    secrets: &Api<Secret>,
-) -> Result<Result<(SecretBytes, SecretBytes), Vec<Problem>>> {
-    let key = references::secret_key(secrets, "spec.sshKeySecretRef", &env.spec.ssh_key_secret_ref).await?;
-    let known_hosts =
-        references::secret_key(secrets, "spec.knownHostsSecretRef", &env.spec.known_hosts_secret_ref).await?;
-    let env_secret = match &env.spec.env_secret_ref {
-        Some(r) => references::secret(secrets, "spec.envSecretRef", r).await?,
-        None => None,
-    };
-    Ok(match (key, known_hosts, env_secret) {
-        (Ok(key), Ok(known_hosts), None) => Ok((key, known_hosts)),
-        (key, known_hosts, env_secret) => {
-            Err(key.err().into_iter().chain(known_hosts.err()).chain(env_secret).collect())
+/// What an Environment needs from its Secrets to reach its host.
+struct Credentials {
+    key: SecretBytes,
+    known_hosts: SecretBytes,
+    /// Every secret value of the Environment (env Secret, key), for masking.
+    redactor: Redactor,
+}
+
+/// Reads the Secrets the Environment names (each once), using only those opted in; every
+/// problem names the Secret, the field and the fix.
+async fn credentials(env: &Environment, secrets: &mut SecretReader) -> Result<Result<Credentials, Vec<Problem>>> {
+    let ns = secrets.namespace().to_owned();
+    let mut problems = Vec::new();
+    let mut found = Vec::new();
+    for (field, r) in [
+        ("spec.sshKeySecretRef", &env.spec.ssh_key_secret_ref),
+        ("spec.knownHostsSecretRef", &env.spec.known_hosts_secret_ref),
+    ] {
+        let lookup = secrets.get(&r.name).await?;
+        match secrets::usable(lookup, field, &r.name, &ns).and_then(|s| secrets::key_value(s, field, &r.name, &r.key)) {
+            Ok(v) => found.push(v),
+            Err(p) => problems.push(p),
         }
+    }
+    let redactor = Redactor::new();
+    if let Some(r) = &env.spec.env_secret_ref {
+        let lookup = secrets.get(&r.name).await?;
+        match secrets::usable(lookup, "spec.envSecretRef", &r.name, &ns) {
+            Ok(s) => secrets::all_values(s).values().for_each(|v| redactor.register(v.expose())),
+            Err(p) => problems.push(p),
+        }
+    }
+    // The same Secret named twice for one problem is reported once.
+    problems.dedup_by(|a, b| a.message == b.message);
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    let known_hosts = found.pop().expect("two values found");
+    let key = found.pop().expect("two values found");
+    redactor.register(key.expose());
+    Ok(Ok(Credentials { key, known_hosts, redactor }))
+}
+
+/// The SSH port, refused (not replaced by 22) when out of range.
+fn ssh_port(env: &Environment) -> Result<u16, Problem> {
+    u16::try_from(env.spec.host.port).ok().filter(|p| *p != 0).ok_or_else(|| Problem {
+        reason: reasons::INVALID_SPEC,
+        message: format!("spec.host.port {} is not a TCP port: use 1-65535 (22 for SSH)", env.spec.host.port),
     })
 }
 
 /// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
-async fn check_host(ctx: &Context, env: &Environment, key: SecretBytes, known_hosts: &SecretBytes) -> Observation {
+async fn check_host(ctx: &Context, env: &Environment, port: u16, credentials: Credentials) -> Observation {
     let target = HostTarget {
         address: env.spec.host.address.clone(),
-        port: u16::try_from(env.spec.host.port).unwrap_or(22),
+        port,
         user: env.spec.host.user.clone(),
-        private_key: key,
-        known_hosts: String::from_utf8_lossy(known_hosts.expose()).into_owned(),
+        private_key: credentials.key,
+        known_hosts: String::from_utf8_lossy(credentials.known_hosts.expose()).into_owned(),
     };
-    let pool_key = format!("{}/{}", env.namespace().unwrap_or_default(), env.name_any());
+    let pool_key = crate::object_key(env);
     let checked = match ctx.hosts.get(&pool_key, &target).await {
-        Ok(conn) => conn.check().await,
+        Ok(conn) => {
+            conn.redactor().replace_with(&credentials.redactor);
+            conn.check().await
+        }
         Err(e) => Err(e),
     };
     match checked {
         Ok(()) => Observation::Reachable,
         Err(e) => {
             ctx.hosts.evict(&pool_key).await;
-            tracing::info!(environment = %env.name_any(), reason = e.reason(), "host check failed");
-            Observation::Unreachable {
-                problem: Problem { reason: e.reason(), message: e.to_string() },
-                transient: e.is_transient(),
-            }
+            let message = credentials.redactor.redact(&e.to_string());
+            tracing::info!(environment = %env.name_any(), reason = e.reason(), error = %message, "host check failed");
+            Observation::Unreachable { problem: Problem { reason: e.reason(), message }, transient: e.is_transient() }
         }
     }
 }
 
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
+    let name = env.name_any();
+    crate::guarded("Environment", &name, reconcile_inner(env.clone(), ctx.clone())).await
+}
+
+async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = env.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let observed = match credentials(&env, &secrets).await? {
-        Ok((key, known_hosts)) => check_host(&ctx, &env, key, &known_hosts).await,
-        Err(problems) => Observation::MissingReferences(problems),
+    let mut secrets = SecretReader::new(ctx.client.clone(), &namespace);
+    let observed = match (ssh_port(&env), credentials(&env, &mut secrets).await?) {
+        (Ok(port), Ok(credentials)) => check_host(&ctx, &env, port, credentials).await,
+        (port, credentials) => Observation::MissingReferences(
+            port.err().into_iter().chain(credentials.err().into_iter().flatten()).collect(),
+        ),
     };
     let (status, transition) = decide(&env, &observed, Timestamp::now());
     if env.status.as_ref() != Some(&status) {
@@ -146,13 +204,23 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(t) = transition {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
-    Ok(Action::requeue(if observed == Observation::Reachable { RECHECK } else { RECHECK_SOON }))
+    let key = crate::object_key(env.as_ref());
+    Ok(match observed {
+        Observation::Reachable => {
+            ctx.backoff.succeeded(&key);
+            Action::requeue(RECHECK)
+        }
+        // Secrets are read with `get` (no watch) and hosts come back by themselves: look again,
+        // less and less often while nothing changes.
+        _ => Action::requeue(ctx.backoff.failed(&key, RECHECK_SOON)),
+    })
 }
 
 fn error_policy(env: Arc<Environment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.metric_label());
-    tracing::warn!(environment = %env.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.backoff.failed(&crate::object_key(env.as_ref()), crate::backoff::BASE);
+    tracing::warn!(environment = %env.name_any(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

@@ -331,9 +331,12 @@ pub async fn verify(
     let mut rounds = 0;
     let mut deadline = policy.timeout;
     let redactor = conn.redactor();
-    loop {
+    let report = loop {
         rounds += 1;
-        let containers = conn.project_containers(project).await?;
+        let containers = match conn.project_containers(project).await {
+            Ok(c) => c,
+            Err(e) => break Err(e),
+        };
         let problems: Vec<String> =
             container_problems(&containers, &policy.expected_services).iter().map(|p| redactor.redact(p)).collect();
         let mut outcomes = Vec::with_capacity(checks.len());
@@ -343,12 +346,14 @@ pub async fn verify(
         let passed = problems.is_empty() && outcomes.iter().all(|o| o.passed);
         if !passed {
             // A check that failed because the master died failed for the connection, not the release.
-            conn.check().await?;
+            if let Err(e) = conn.check().await {
+                break Err(e);
+            }
         }
         deadline = deadline.max(deadline_after_start(policy.timeout, policy.interval, &containers));
         let elapsed = start.elapsed();
         if passed || elapsed + policy.interval > deadline {
-            return Ok(HealthReport {
+            break Ok(HealthReport {
                 passed,
                 elapsed,
                 rounds,
@@ -359,7 +364,10 @@ pub async fn verify(
         }
         tracing::debug!(project, rounds, "health not yet reached; waiting");
         tokio::time::sleep(policy.interval).await;
-    }
+    };
+    // Every round forwards to the containers' current addresses; none is needed afterwards.
+    conn.close_tcp_forwards().await;
+    report
 }
 
 #[cfg(test)]

@@ -40,4 +40,4 @@ pub use git::{DirtyEntry, Repo, RevisionRef};
 pub use health::{CheckKind, CheckOutcome, HealthCheck, HealthPolicy, HealthReport, verify};
 pub use pool::ConnectionPool;
 pub use secret::{Redactor, SecretBytes};
-pub use ssh::{ConnectOptions, HostConnection, HostTarget};
+pub use ssh::{ConnectOptions, HostConnection, HostTarget, remove_orphaned_private_dirs};

@@ -25,67 +25,94 @@ struct Entry {
     conn: Arc<HostConnection>,
 }
 
-/// Connections keyed by Environment (e.g. `namespace/name`).
+/// One key's connection; its lock is held while connecting, so one key connects once at a time.
+type Slot = Arc<Mutex<Option<Entry>>>;
+
+/// Connections keyed by Environment (`kind/namespace/name`).
 pub struct ConnectionPool {
     options: ConnectOptions,
-    entries: Mutex<HashMap<String, Entry>>,
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 impl ConnectionPool {
     pub fn new(options: ConnectOptions) -> Self {
-        Self { options, entries: Mutex::new(HashMap::new()) }
+        Self { options, slots: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(key.to_owned()).or_default().clone()
     }
 
     /// The live connection for `key`, connecting (again) when there is none, the target
-    /// changed, or the master no longer answers.
+    /// changed, or the master no longer answers. Concurrent callers for one key share one connect.
     pub async fn get(&self, key: &str, target: &HostTarget) -> Result<Arc<HostConnection>, RemoteError> {
         let fp = fingerprint(target);
-        let existing = {
-            let entries = self.entries.lock().await;
-            entries.get(key).filter(|e| e.fingerprint == fp).map(|e| e.conn.clone())
-        };
-        if let Some(conn) = existing {
-            if conn.check().await.is_ok() {
-                return Ok(conn);
+        let slot = self.slot(key);
+        let mut entry = slot.lock().await;
+        if let Some(e) = entry.as_ref().filter(|e| e.fingerprint == fp) {
+            if e.conn.check().await.is_ok() {
+                return Ok(e.conn.clone());
             }
-            tracing::info!(environment = key, host = conn.host(), "ssh master is gone; reconnecting");
+            tracing::info!(environment = key, host = e.conn.host(), "ssh master is gone; reconnecting");
+        }
+        if let Some(old) = entry.take() {
+            close(old).await;
         }
         let conn = Arc::new(HostConnection::connect(target, self.options.clone()).await?);
-        self.entries.lock().await.insert(key.to_owned(), Entry { fingerprint: fp, conn: conn.clone() });
+        *entry = Some(Entry { fingerprint: fp, conn: conn.clone() });
         Ok(conn)
     }
 
-    /// Forget the connection for `key` (Environment deleted); it closes when the last user drops it.
+    /// Forgets and closes the connection for `key` (Environment deleted, host check failed).
     pub async fn evict(&self, key: &str) {
-        self.entries.lock().await.remove(key);
+        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        if let Some(slot) = slot
+            && let Some(entry) = slot.lock().await.take()
+        {
+            close(entry).await;
+        }
+    }
+
+    /// Evicts every key for which `keep` says no (Environments that no longer exist).
+    pub async fn retain(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> =
+            self.slots.lock().unwrap_or_else(|e| e.into_inner()).keys().filter(|k| !keep(k)).cloned().collect();
+        for key in &gone {
+            self.evict(key).await;
+        }
+        gone.len()
     }
 
     /// Closes every master (on shutdown), so no ssh process or key directory outlives the controller.
     pub async fn close_all(&self) {
-        let entries: Vec<Entry> = self.entries.lock().await.drain().map(|(_, e)| e).collect();
-        for entry in entries {
-            match Arc::try_unwrap(entry.conn) {
-                Ok(conn) => {
-                    let host = conn.host().to_owned();
-                    if let Err(e) = conn.close().await {
-                        tracing::debug!(host, error = %e, "closing ssh master");
-                    }
-                }
-                // Still in use by a reconcile that is winding down; it closes when that drops it.
-                Err(shared) => drop(shared),
-            }
+        let keys: Vec<String> = self.slots.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        for key in keys {
+            self.evict(&key).await;
         }
     }
 
-    pub async fn len(&self) -> usize {
-        self.entries.lock().await.len()
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    pub async fn is_empty(&self) -> bool {
-        self.entries.lock().await.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
+async fn close(entry: Entry) {
+    match Arc::try_unwrap(entry.conn) {
+        Ok(conn) => {
+            let host = conn.host().to_owned();
+            if let Err(e) = conn.close().await {
+                tracing::debug!(host, error = %e, "closing ssh master");
+            }
+        }
+        // Still in use by a reconcile; the master closes when its last user drops it.
+        Err(shared) => drop(shared),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

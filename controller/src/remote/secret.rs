@@ -101,6 +101,18 @@ impl Redactor {
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
     }
 
+    /// Replace every known value with those of `other` (an Environment's values, loaded anew on
+    /// each reconcile, so a rotated secret is masked and a removed one forgotten).
+    pub fn replace_with(&self, other: &Redactor) {
+        if Arc::ptr_eq(&self.values, &other.values) {
+            return;
+        }
+        let fresh = other.values.read().map(|v| v.clone()).unwrap_or_default();
+        if let Ok(mut values) = self.values.write() {
+            *values = fresh;
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let Ok(values) = self.values.read() else {
             return text.to_owned();
@@ -145,6 +157,16 @@ mod tests {
         assert!(!red.contains("line-two-secret"));
         assert!(red.contains("abc"));
         assert_eq!(red.matches(REDACTED).count(), 2);
+    }
+
+    #[test]
+    fn replace_with_forgets_old_values() {
+        let conn = Redactor::new();
+        conn.register(b"old-password");
+        let env = Redactor::new();
+        env.register(b"new-password");
+        conn.replace_with(&env);
+        assert_eq!(conn.redact("old-password new-password"), "old-password <redacted>");
     }
 
     #[test]

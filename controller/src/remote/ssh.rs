@@ -7,7 +7,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -93,6 +92,12 @@ pub const STDERR_CAP: usize = 64 * 1024;
 /// Bytes read at a time; a buffer holds at most its cap plus one chunk.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// An open local forward: the socket we listen on and where it leads on the host.
+struct Forward {
+    local: PathBuf,
+    remote: Socket<'static>,
+}
+
 /// One SSH master connection to a host, shared (behind an `Arc`) by every command for an
 /// Environment. Dropping it shuts the master down and removes the private directory.
 pub struct HostConnection {
@@ -104,7 +109,8 @@ pub struct HostConnection {
     options: ConnectOptions,
     redactor: Redactor,
     pub(super) docker: OnceCell<bollard::Docker>,
-    forwards: Mutex<HashMap<String, PathBuf>>,
+    /// Open forwards by target; held while one is set up so a target is forwarded once.
+    forwards: tokio::sync::Mutex<HashMap<String, Forward>>,
     forward_seq: AtomicU64,
 }
 
@@ -209,6 +215,45 @@ async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, keep_tail: bool
     Ok(buf)
 }
 
+/// Prefix of the private directories in the temp dir.
+const PRIVATE_DIR_PREFIX: &str = "slipway-ssh-";
+/// File in a private directory naming the process that made it: `<pid> <start time>`.
+const OWNER_FILE: &str = "owner";
+
+/// `<pid> <start time in clock ticks>`: unlike a pid alone, not reused by a later process (a
+/// restarted container's controller is PID 1 again).
+fn process_identity(pid: u32) -> String {
+    let start = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        // The command name is in parentheses and may contain spaces; fields after it are plain.
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_owned()))
+        .and_then(|rest| rest.split_whitespace().nth(19).map(str::to_owned))
+        .unwrap_or_default();
+    format!("{pid} {start}")
+}
+
+/// Removes the private directories (keys included) left in `dir` by controllers that no longer
+/// run, e.g. one killed while it connected. Returns how many it removed.
+pub fn remove_orphaned_private_dirs(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PRIVATE_DIR_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let owner_alive = fs::read_to_string(path.join(OWNER_FILE)).ok().is_some_and(|owner| {
+            let pid = owner.split_whitespace().next().and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| process_identity(pid) == owner.trim())
+        });
+        if !owner_alive && fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 impl HostConnection {
     /// Open the master connection. Nothing runs on the host unless the host proves a key listed
     /// in `target.known_hosts`; there is no code path that accepts an unknown or changed key.
@@ -217,11 +262,14 @@ impl HostConnection {
         let host = target.host_label();
         let local = |what: &str, e: std::io::Error| RemoteError::Local { detail: format!("{what}: {e}") };
         let dir = tempfile::Builder::new()
-            .prefix("slipway-ssh-")
+            .prefix(PRIVATE_DIR_PREFIX)
             .tempdir()
             .map_err(|e| local("creating the private SSH directory", e))?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
             .map_err(|e| local("restricting the private SSH directory", e))?;
+        // Written first, so a controller killed while connecting leaves a directory that the
+        // next controller recognises as orphaned and removes, key included.
+        write_private_file(&dir.path().join(OWNER_FILE), process_identity(std::process::id()).as_bytes())?;
         write_private_file(&dir.path().join("id"), target.private_key.expose())?;
         write_private_file(&dir.path().join("known_hosts"), target.known_hosts.as_bytes())?;
         write_private_file(&dir.path().join("ssh_config"), ssh_config(dir.path(), &options).as_bytes())?;
@@ -274,7 +322,7 @@ impl HostConnection {
             options,
             redactor,
             docker: OnceCell::new(),
-            forwards: Mutex::new(HashMap::new()),
+            forwards: tokio::sync::Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
         })
     }
@@ -417,13 +465,14 @@ impl HostConnection {
         self.private_dir().join(format!("{prefix}-{n}.sock"))
     }
 
-    async fn forward(&self, key: String, remote: Socket<'_>) -> Result<PathBuf, RemoteError> {
-        if let Some(p) = self.forwards.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(p);
+    async fn forward(&self, key: String, remote: Socket<'static>) -> Result<PathBuf, RemoteError> {
+        let mut forwards = self.forwards.lock().await;
+        if let Some(f) = forwards.get(&key) {
+            return Ok(f.local.clone());
         }
         let local = self.next_socket_path("fwd");
         self.session()
-            .request_port_forward(ForwardType::Local, local.clone(), remote)
+            .request_port_forward(ForwardType::Local, local.clone(), remote.clone())
             .await
             .map_err(|e| RemoteError::Session {
                 host: self.host.clone(),
@@ -432,24 +481,44 @@ impl HostConnection {
                     error_chain(&e)
                 ),
             })?;
-        if let Ok(mut m) = self.forwards.lock() {
-            m.insert(key, local.clone());
-        }
+        forwards.insert(key, Forward { local: local.clone(), remote });
         Ok(local)
+    }
+
+    /// Closes the forwards to TCP ports (health checks open one per container address, and
+    /// container addresses change with every release); the Docker socket's forward stays.
+    pub async fn close_tcp_forwards(&self) {
+        let mut forwards = self.forwards.lock().await;
+        let tcp: Vec<String> = forwards.keys().filter(|k| !k.starts_with("unix:")).cloned().collect();
+        for key in tcp {
+            if let Some(f) = forwards.remove(&key) {
+                if let Err(e) =
+                    self.session().close_port_forward(ForwardType::Local, f.local.clone(), f.remote.clone()).await
+                {
+                    tracing::debug!(host = %self.host, forward = key, error = %error_chain(&e), "closing a forward");
+                }
+                let _ = fs::remove_file(&f.local);
+            }
+        }
+    }
+
+    /// Forwards currently open (for tests and metrics).
+    pub async fn forward_count(&self) -> usize {
+        self.forwards.lock().await.len()
     }
 
     /// A local unix socket (inside the private directory) whose connections reach
     /// `host:port` as seen from the host, through the master connection.
     pub async fn forward_to_tcp(&self, host: &str, port: u16) -> Result<PathBuf, RemoteError> {
         let key = format!("{host}:{port}");
-        self.forward(key, Socket::new(host.to_owned(), port)).await
+        self.forward(key, Socket::TcpSocket { host: host.to_owned().into(), port }).await
     }
 
     /// A local unix socket whose connections reach the unix socket `remote_path` on the host.
     pub async fn forward_to_unix(&self, remote_path: &str) -> Result<PathBuf, RemoteError> {
         validate::absolute_path("remote socket path", remote_path)?;
         let key = format!("unix:{remote_path}");
-        self.forward(key, Socket::from(PathBuf::from(remote_path))).await
+        self.forward(key, Socket::UnixSocket { path: PathBuf::from(remote_path).into() }).await
     }
 
     /// Shut the master down and remove the private directory.
@@ -489,5 +558,36 @@ impl Exec for HostConnection {
 
     fn forward_to_unix(&self, remote_path: &str) -> impl Future<Output = Result<PathBuf, RemoteError>> + Send {
         HostConnection::forward_to_unix(self, remote_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_private_dirs_are_removed_and_live_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let make = |name: &str, owner: Option<String>| {
+            let d = tmp.path().join(name);
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join("id"), "PRIVATE KEY").unwrap();
+            if let Some(o) = owner {
+                fs::write(d.join(OWNER_FILE), o).unwrap();
+            }
+            d
+        };
+        let live = make("slipway-ssh-live", Some(process_identity(std::process::id())));
+        // The same pid with another start time: a restarted container reusing the pid.
+        let reused = make("slipway-ssh-reused", Some(format!("{} 1", std::process::id())));
+        let dead = make("slipway-ssh-dead", Some("4194303 12345".to_owned()));
+        let killed_early = make("slipway-ssh-noowner", None);
+        let unrelated = make("something-else", None);
+        assert_eq!(remove_orphaned_private_dirs(tmp.path()), 3);
+        assert!(live.join("id").exists());
+        assert!(unrelated.exists());
+        for d in [reused, dead, killed_early] {
+            assert!(!d.exists(), "{} survived", d.display());
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! The Rollback controller: validates its Environment reference and queues.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -60,6 +59,16 @@ pub fn decide(
 }
 
 async fn reconcile(rb: Arc<Rollback>, ctx: Arc<Context>) -> Result<Action> {
+    let name = rb.name_any();
+    let key = crate::object_key(rb.as_ref());
+    let result = crate::guarded("Rollback", &name, reconcile_inner(rb, ctx.clone())).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+async fn reconcile_inner(rb: Arc<Rollback>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
     let namespace = rb.namespace().unwrap_or_default();
     let environment =
@@ -76,8 +85,9 @@ async fn reconcile(rb: Arc<Rollback>, ctx: Arc<Context>) -> Result<Action> {
 
 fn error_policy(rb: Arc<Rollback>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.metric_label());
-    tracing::warn!(rollback = %rb.name_any(), error = %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.backoff.failed(&crate::object_key(rb.as_ref()), crate::backoff::BASE);
+    tracing::warn!(rollback = %rb.name_any(), error = %error, retry_in_s = delay.as_secs(), "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 #[cfg(test)]
