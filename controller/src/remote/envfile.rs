@@ -108,7 +108,7 @@ impl HostConnection {
     /// Replace `<dir>/.env` atomically (temp file in the same directory, mode 0600, then `mv`).
     /// Values travel on stdin only and are registered with the connection's redactor.
     pub async fn write_env_file(&self, dir: &str, values: &BTreeMap<String, SecretBytes>) -> Result<(), RemoteError> {
-        validate::absolute_path("work tree path", dir)?;
+        validate::host_path("work tree path", dir)?;
         // Without a compose CLI, apply the stricter (v1) rules.
         let flavor = self.compose_flavor().await.unwrap_or(ComposeFlavor::V1);
         let content = render_env_file(values, flavor)?;

@@ -96,7 +96,7 @@ pub struct Repo<'a> {
 impl<'a> Repo<'a> {
     pub fn new(conn: &'a HostConnection, path: impl Into<String>) -> Result<Self, RemoteError> {
         let path = path.into();
-        validate::absolute_path("work tree path", &path)?;
+        validate::host_path("work tree path", &path)?;
         Ok(Self { conn, path })
     }
 
