@@ -5,6 +5,8 @@ use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+use crate::patterns::{COMMIT, REF_NAME};
+
 /// A key inside a Secret in the same namespace as the object that names it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -35,43 +37,21 @@ pub struct SecretRef {
 pub struct Revision {
     /// A branch of the Environment's repository; its tip is resolved to a commit at preflight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = ref_name_rule("branch"))]
-    #[x_kube(validation = ref_dots_rule("branch"))]
-    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = REF_NAME.rule("branch"))]
+    #[x_kube(validation = REF_NAME.forbidden_rule("branch"))]
+    #[schemars(length(min = REF_NAME.min_len, max = REF_NAME.max_len))]
     pub branch: Option<String>,
     /// A tag of the Environment's repository, such as `v1.2.3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = ref_name_rule("tag"))]
-    #[x_kube(validation = ref_dots_rule("tag"))]
-    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = REF_NAME.rule("tag"))]
+    #[x_kube(validation = REF_NAME.forbidden_rule("tag"))]
+    #[schemars(length(min = REF_NAME.min_len, max = REF_NAME.max_len))]
     pub tag: Option<String>,
-    /// A commit id: 7 to 40 hexadecimal characters.
+    /// A commit id: 7 to 64 hexadecimal characters, abbreviated or full (SHA-1 or SHA-256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9a-fA-F]{7,40}$')")
-        .message("commit must be 7 to 40 hexadecimal characters, such as 4f1c2ab"))]
-    #[schemars(length(min = 7, max = 40))]
+    #[x_kube(validation = COMMIT.rule("commit"))]
+    #[schemars(length(min = COMMIT.min_len, max = COMMIT.max_len))]
     pub commit: Option<String>,
-}
-
-/// Characters git accepts in a ref name that no shell treats specially.
-pub const REF_NAME_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9._/+-]*$";
-
-fn ref_name_rule(field: &str) -> kube::core::Rule {
-    kube::core::Rule::new(format!("self.matches('{REF_NAME_PATTERN}')")).message(kube::core::Message::Message(format!(
-        "{field} must be a git ref name made of letters, digits and . _ / + - that does not start \
-         with - or . (no spaces or shell characters such as ; $ ` | & < > ( ) * ? or quotes)"
-    )))
-}
-
-fn ref_dots_rule(field: &str) -> kube::core::Rule {
-    kube::core::Rule::new(
-        "!self.contains('..') && !self.contains('//') && !self.contains('/.') \
-         && !self.endsWith('/') && !self.endsWith('.') && !self.endsWith('.lock')",
-    )
-    .message(kube::core::Message::Message(format!(
-        "{field} is not a name git accepts: it must not contain '..', '//' or '/.', \
-         nor end with '/', '.' or '.lock'"
-    )))
 }
 
 impl Revision {

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Revision, conditions_schema};
+use crate::patterns::{APPROVED_BY, ENVIRONMENT_NAME, ISSUE};
 
 /// A request to put one git revision on one Environment. Its spec cannot change once created.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -36,26 +37,26 @@ use crate::common::{Revision, conditions_schema};
 #[serde(rename_all = "camelCase")]
 pub struct DeployRequestSpec {
     /// Name of the Environment (same namespace) to deploy to.
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
-        .message("environment must be the name of an Environment: lowercase letters, digits, - and ."))]
+    #[schemars(length(min = ENVIRONMENT_NAME.min_len, max = ENVIRONMENT_NAME.max_len))]
+    #[x_kube(validation = ENVIRONMENT_NAME.rule("environment"))]
     pub environment: String,
     /// The git revision to deploy: exactly one of branch, tag or commit.
     pub revision: Revision,
     /// The issue this deploy resolves, such as `#45` or `SHOP-45`. Required where the
     /// Environment's policy says `requireIssue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^#?[A-Za-z0-9][A-Za-z0-9._/#-]*$')")
-        .message("issue must be an issue reference such as #45 or SHOP-45"))]
+    #[schemars(length(min = ISSUE.min_len, max = ISSUE.max_len))]
+    #[x_kube(validation = ISSUE.rule("issue"))]
     pub issue: Option<String>,
     /// `Change` (default) follows every gate; `Direct` is an emergency override allowed only
     /// where the Environment's policy says `allowDirect`, and is recorded as untracked.
     #[serde(default)]
     pub mode: DeployMode,
-    /// Who approved this deploy. Required where the Environment's policy says `requireApproval`.
+    /// Who approved this deploy, such as `alice` or `alice@example.org`. Required where the
+    /// Environment's policy says `requireApproval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = APPROVED_BY.min_len, max = APPROVED_BY.max_len))]
+    #[x_kube(validation = APPROVED_BY.rule("approvedBy"))]
     pub approved_by: Option<String>,
 }
 

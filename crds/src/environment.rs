@@ -8,6 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
+use crate::patterns::{
+    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, HOST_ADDRESS, HOST_PATH, HOST_USER, HTTP_PATH, PROJECT_NAME,
+    PROMOTE_FROM, REPOSITORY_URL, SERVICE_NAME, TIER, program_rule,
+};
 
 /// One compose host (staging, production, ...) and how Slipway deploys to it.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -35,9 +39,11 @@ use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
-    /// Free label such as `staging` or `production`; promotion rules (`policy.promoteFrom`) name tiers.
+    /// A label such as `staging` or `production` (letters, digits, . _ -), or empty; promotion rules
+    /// (`policy.promoteFrom`) name tiers.
     #[serde(default)]
-    #[schemars(length(max = 63))]
+    #[schemars(length(max = TIER.max_len))]
+    #[x_kube(validation = TIER.rule("tier"))]
     pub tier: String,
     /// The SSH endpoint and the directory holding the application's git checkout.
     pub host: Host,
@@ -72,9 +78,8 @@ pub struct EnvironmentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Host {
     /// Host name or IP address of the compose host.
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9_][A-Za-z0-9_.:-]*$')")
-        .message("address must be a host name or IP address (letters, digits, . : - _), not starting with -"))]
+    #[schemars(length(min = HOST_ADDRESS.min_len, max = HOST_ADDRESS.max_len))]
+    #[x_kube(validation = HOST_ADDRESS.rule("address"))]
     pub address: String,
     /// SSH port.
     #[serde(default = "default_ssh_port")]
@@ -82,16 +87,13 @@ pub struct Host {
     pub port: i32,
     /// User Slipway logs in as; it needs to run docker.
     #[serde(default = "default_user")]
-    #[schemars(length(min = 1, max = 32))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z_][a-z0-9_.-]*$')")
-        .message("user must be a login name: lowercase letters, digits, _ . -, starting with a letter or _"))]
+    #[schemars(length(min = HOST_USER.min_len, max = HOST_USER.max_len))]
+    #[x_kube(validation = HOST_USER.rule("user"))]
     pub user: String,
     /// Absolute path of the application's git checkout on the host, such as `/srv/shop`.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^/[A-Za-z0-9._/-]*$')")
-        .message("path must be an absolute path such as /srv/shop made of letters, digits and . _ / -"))]
-    #[x_kube(validation = kube::core::Rule::new("!self.contains('/../') && !self.endsWith('/..')")
-        .message("path must not contain '..' segments"))]
+    #[schemars(length(min = HOST_PATH.min_len, max = HOST_PATH.max_len))]
+    #[x_kube(validation = HOST_PATH.rule("path"))]
+    #[x_kube(validation = HOST_PATH.forbidden_rule("path"))]
     pub path: String,
 }
 
@@ -107,10 +109,11 @@ fn default_user() -> String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Repository {
-    /// URL the host clones from when `host.path` holds no checkout yet (ssh, https or file URL).
-    #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^(ssh|https?|file|git)://[^ \\'\"`$;&|<>()]+$') || self.matches('^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^ \\'\"`$;&|<>()]+$')")
-        .message("url must be an ssh://, https://, git:// or file:// URL or user@host:path, without spaces or shell characters"))]
+    /// URL the host clones from when `host.path` holds no checkout yet: an `ssh://`, `https://`,
+    /// `http://`, `git://` or `file://` URL, or `user@host:path`. No credentials in it: the host
+    /// authenticates with its own keys.
+    #[schemars(length(min = REPOSITORY_URL.min_len, max = REPOSITORY_URL.max_len))]
+    #[x_kube(validation = REPOSITORY_URL.rule("url"))]
     pub url: String,
 }
 
@@ -120,15 +123,14 @@ pub struct Repository {
 pub struct Compose {
     /// Compose files, relative to `host.path`.
     #[serde(default = "default_compose_files")]
-    #[schemars(length(min = 1, max = 8), inner(length(min = 1, max = 255)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(f, f.matches('^[A-Za-z0-9_][A-Za-z0-9._/-]*$') && !f.contains('..'))")
-        .message("compose files must be relative paths inside host.path made of letters, digits and . _ / -"))]
+    #[schemars(length(min = 1, max = 8), inner(length(min = COMPOSE_FILE.min_len, max = COMPOSE_FILE.max_len)))]
+    #[x_kube(validation = COMPOSE_FILE.each_rule("compose files"))]
+    #[x_kube(validation = COMPOSE_FILE.each_forbidden_rule("compose files"))]
     pub files: Vec<String>,
     /// Compose project name; defaults to the Environment's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9][a-z0-9_-]*$')")
-        .message("projectName must be lowercase letters, digits, _ and -, starting with a letter or digit"))]
+    #[schemars(length(min = PROJECT_NAME.min_len, max = PROJECT_NAME.max_len))]
+    #[x_kube(validation = PROJECT_NAME.rule("projectName"))]
     pub project_name: Option<String>,
 }
 
@@ -147,23 +149,26 @@ fn default_compose_files() -> Vec<String> {
 #[serde(rename_all = "camelCase")]
 pub struct Migrations {
     /// Compose service whose (new) image runs the migrations, such as `backend`.
-    #[x_kube(validation = service_rule())]
-    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = SERVICE_NAME.rule("service"))]
+    #[schemars(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len))]
     pub service: String,
     /// Command that migrates to the newest schema, such as `[alembic, upgrade, head]`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = ARGV_MAX_ITEMS), inner(length(max = ARGUMENT.max_len)))]
+    #[x_kube(validation = program_rule("upgrade"))]
+    #[x_kube(validation = ARGUMENT.each_rule("upgrade arguments"))]
     pub upgrade: Vec<String>,
     /// Command that prints the current schema revision, such as `[alembic, current]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = ARGV_MAX_ITEMS), inner(length(max = ARGUMENT.max_len)))]
+    #[x_kube(validation = program_rule("current"))]
+    #[x_kube(validation = ARGUMENT.each_rule("current arguments"))]
     pub current: Vec<String>,
     /// Command that downgrades to a revision; `{revision}` is replaced by the target revision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = ARGV_MAX_ITEMS), inner(length(max = ARGUMENT.max_len)))]
+    #[x_kube(validation = program_rule("downgrade"))]
+    #[x_kube(validation = ARGUMENT.each_rule("downgrade arguments"))]
     pub downgrade: Vec<String>,
-}
-
-pub(crate) fn service_rule() -> kube::core::Rule {
-    kube::core::Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9_.-]*$')")
-        .message("service must be a compose service name: letters, digits, _ . -, starting with a letter or digit")
 }
 
 /// How a deploy is verified.
@@ -209,8 +214,9 @@ fn default_health_interval() -> i32 {
     "[has(self.http), has(self.tcp), has(self.exec)].filter(x, x).size() == 1"
 ).message("a health check must set exactly one of http, tcp or exec"))]
 pub struct HealthCheck {
-    /// Name shown in status and events.
-    #[schemars(length(min = 1, max = 63))]
+    /// Name shown in status and events, such as `backend` or `db-ready`.
+    #[schemars(length(min = CHECK_NAME.min_len, max = CHECK_NAME.max_len))]
+    #[x_kube(validation = CHECK_NAME.rule("name"))]
     pub name: String,
     /// An HTTP request to a service's container port, through the SSH connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,16 +234,16 @@ pub struct HealthCheck {
 #[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
     /// Compose service to call.
-    #[x_kube(validation = service_rule())]
-    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = SERVICE_NAME.rule("service"))]
+    #[schemars(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len))]
     pub service: String,
     /// Container port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Request path.
+    /// Request path (and query), such as `/health`: starts with `/`, no spaces, ASCII only.
     #[serde(default = "default_http_path")]
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('/')").message("path must start with /"))]
-    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = HTTP_PATH.rule("path"))]
+    #[schemars(length(min = HTTP_PATH.min_len, max = HTTP_PATH.max_len))]
     pub path: String,
     /// Expected status code; any 2xx when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,8 +263,8 @@ fn default_http_path() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct TcpCheck {
     /// Compose service to connect to.
-    #[x_kube(validation = service_rule())]
-    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = SERVICE_NAME.rule("service"))]
+    #[schemars(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len))]
     pub service: String,
     /// Container port.
     #[schemars(range(min = 1, max = 65535))]
@@ -270,16 +276,18 @@ pub struct TcpCheck {
 #[serde(rename_all = "camelCase")]
 pub struct ExecCheck {
     /// Compose service whose running container runs the command.
-    #[x_kube(validation = service_rule())]
-    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = SERVICE_NAME.rule("service"))]
+    #[schemars(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len))]
     pub service: String,
     /// The command, as an argv list; exit code 0 passes.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = ARGV_MAX_ITEMS), inner(length(max = ARGUMENT.max_len)))]
+    #[x_kube(validation = program_rule("command"))]
+    #[x_kube(validation = ARGUMENT.each_rule("command arguments"))]
     pub command: Vec<String>,
 }
 
 /// Gates for DeployRequests.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Policy {
     /// Every DeployRequest must name an issue (`spec.issue`): no issue, no deploy.
@@ -293,6 +301,8 @@ pub struct Policy {
     pub require_approval: bool,
     /// Tier whose Environment must already run the requested commit (promotion), such as `staging`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = PROMOTE_FROM.min_len, max = PROMOTE_FROM.max_len))]
+    #[x_kube(validation = PROMOTE_FROM.rule("promoteFrom"))]
     pub promote_from: Option<String>,
     /// Roll back automatically when verification fails.
     #[serde(default = "default_true")]

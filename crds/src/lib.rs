@@ -8,8 +8,10 @@
 
 pub mod common;
 pub mod conditions;
+pub mod corpus;
 pub mod deploy_request;
 pub mod environment;
+pub mod patterns;
 pub mod rollback;
 
 pub use common::{Revision, SecretKeyRef, SecretRef};

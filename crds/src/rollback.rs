@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::conditions_schema;
 use crate::deploy_request::Step;
+use crate::patterns::{COMMIT, ENVIRONMENT_NAME, REASON, REF_NAME};
 
 /// A request to put an Environment back on its previous (or a named) release.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -37,15 +38,15 @@ use crate::deploy_request::Step;
 #[serde(rename_all = "camelCase")]
 pub struct RollbackSpec {
     /// Name of the Environment (same namespace) to roll back.
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
-        .message("environment must be the name of an Environment: lowercase letters, digits, - and ."))]
+    #[schemars(length(min = ENVIRONMENT_NAME.min_len, max = ENVIRONMENT_NAME.max_len))]
+    #[x_kube(validation = ENVIRONMENT_NAME.rule("environment"))]
     pub environment: String,
     /// The release to return to: exactly one of previous, tag or release.
     pub to: RollbackTarget,
-    /// Why, for the record.
+    /// Why, for the record: one line of text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = REASON.max_len))]
+    #[x_kube(validation = REASON.rule("reason"))]
     pub reason: Option<String>,
 }
 
@@ -61,15 +62,14 @@ pub struct RollbackTarget {
     pub previous: Option<bool>,
     /// Return to the release made from this tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 200))]
-    #[x_kube(validation = kube::core::Rule::new(format!("self.matches('{}')", crate::common::REF_NAME_PATTERN))
-        .message("tag must be a git ref name made of letters, digits and . _ / + -, not starting with - or ."))]
+    #[schemars(length(min = REF_NAME.min_len, max = REF_NAME.max_len))]
+    #[x_kube(validation = REF_NAME.rule("tag"))]
+    #[x_kube(validation = REF_NAME.forbidden_rule("tag"))]
     pub tag: Option<String>,
-    /// Return to the release with this commit id (7 to 40 hex characters).
+    /// Return to the release with this commit id (7 to 64 hexadecimal characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9a-fA-F]{7,40}$')")
-        .message("release must be a commit id of 7 to 40 hexadecimal characters"))]
-    #[schemars(length(min = 7, max = 40))]
+    #[x_kube(validation = COMMIT.rule("release"))]
+    #[schemars(length(min = COMMIT.min_len, max = COMMIT.max_len))]
     pub release: Option<String>,
 }
 

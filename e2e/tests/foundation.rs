@@ -29,7 +29,7 @@ fn kubectl_explain_documents_the_revision() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "explain").unwrap();
     let out = cluster.kubectl_ok(&["explain", "deployrequest.spec.revision"]).unwrap();
-    for expected in ["exactly one of branch, tag or commit", "branch", "tag", "commit", "7 to 40 hexadecimal"] {
+    for expected in ["exactly one of branch, tag or commit", "branch", "tag", "commit", "7 to 64 hexadecimal"] {
         assert!(out.contains(expected), "`kubectl explain deployrequest.spec.revision` lacks {expected:?}:\n{out}");
     }
     let env = cluster.kubectl_ok(&["explain", "environment.spec"]).unwrap();
@@ -53,8 +53,8 @@ fn invalid_deploy_requests_are_refused_with_what_to_fix() {
         ("{branch: \"-rf\"}", "branch must be a git ref name"),
         ("{branch: \"feature/../main\"}", "must not contain '..'"),
         ("{tag: \"v1.lock\"}", "nor end with '/', '.' or '.lock'"),
-        ("{commit: xyz1234}", "commit must be 7 to 40 hexadecimal characters"),
-        ("{commit: abc12}", "commit must be 7 to 40 hexadecimal characters"),
+        ("{commit: xyz1234}", "commit must be 7 to 64 hexadecimal characters"),
+        ("{commit: abc12}", "commit must be 7 to 64 hexadecimal characters"),
     ];
     for (i, (revision, message)) in cases.iter().enumerate() {
         let err = cluster.refused(&deploy_request(&format!("bad-{i}"), revision)).unwrap();
@@ -71,7 +71,8 @@ fn invalid_environments_are_refused_with_what_to_fix() {
     let cases: &[(&str, &str, &str)] = &[
         ("path: /srv/shop", "path: srv/shop", "path must be an absolute path"),
         ("path: /srv/shop", "path: \"/srv/shop; rm -rf /\"", "path must be an absolute path"),
-        ("path: /srv/shop", "path: /srv/../etc", "must not contain '..' segments"),
+        ("path: /srv/shop", "path: /srv/../etc", "must not contain '..' or '.' segments"),
+        ("path: /srv/shop", "path: /", "path must be an absolute path below /"),
         ("port: 22", "port: 0", "should be greater than or equal to 1"),
         ("port: 22", "port: 70000", "should be less than or equal to 65535"),
         ("address: 127.0.0.1", "address: \"-oProxyCommand=id\"", "address must be a host name or IP address"),

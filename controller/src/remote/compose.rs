@@ -51,13 +51,13 @@ impl ComposeProject {
     }
 
     pub fn validate(&self) -> Result<(), RemoteError> {
-        validate::absolute_path("compose project directory", &self.dir)?;
+        validate::host_path("compose project directory", &self.dir)?;
         validate::project_name(&self.name)?;
         if self.files.is_empty() {
             return Err(RemoteError::invalid("compose files", "at least one compose file is required"));
         }
         for f in &self.files {
-            validate::relative_path("compose file", f)?;
+            validate::compose_file(f)?;
         }
         Ok(())
     }
@@ -324,6 +324,7 @@ impl<'a, E: Exec> Compose<'a, E> {
     /// Returns the output whatever the exit code; the caller judges it.
     pub async fn run(&self, service: &str, argv: &[String]) -> Result<CommandOutput, RemoteError> {
         validate::service_name(service)?;
+        validate::argv("command", argv)?;
         let cmd = self
             .command("run")
             .args(["--rm", "-T"])

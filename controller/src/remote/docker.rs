@@ -261,9 +261,7 @@ impl HostConnection {
         argv: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, RemoteError> {
-        if argv.is_empty() {
-            return Err(RemoteError::invalid("exec command", "must not be empty"));
-        }
+        validate::argv("exec command", argv)?;
         let docker = self.docker().await?;
         let label = argv[0].clone();
         let work = async {

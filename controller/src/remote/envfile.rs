@@ -120,7 +120,7 @@ pub async fn write_env_file<E: Exec>(
     values: &BTreeMap<String, SecretBytes>,
     flavor: ComposeFlavor,
 ) -> Result<(), RemoteError> {
-    validate::absolute_path("work tree path", dir)?;
+    validate::host_path("work tree path", dir)?;
     let content = render_env_file(values, flavor)?;
     for v in values.values() {
         host.redactor().register(v.expose());

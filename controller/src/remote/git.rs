@@ -96,7 +96,7 @@ pub struct Repo<'a, E: Exec> {
 impl<'a, E: Exec> Repo<'a, E> {
     pub fn new(conn: &'a E, path: impl Into<String>) -> Result<Self, RemoteError> {
         let path = path.into();
-        validate::absolute_path("work tree path", &path)?;
+        validate::host_path("work tree path", &path)?;
         Ok(Self { conn, path })
     }
 

@@ -268,7 +268,7 @@ pub async fn run_check(
         message: conn.redactor().redact(&message),
     };
     let service = check.kind.service();
-    if let Err(e) = validate::service_name(service) {
+    if let Err(e) = validate::check_name(&check.name).and_then(|()| validate::service_name(service)) {
         return outcome(false, e.to_string());
     }
     let Some(container) = service_container(containers, service) else {
@@ -277,9 +277,7 @@ pub async fn run_check(
     let work = async {
         match &check.kind {
             CheckKind::Http { port, path, expect_status, expect_json, .. } => {
-                if !path.starts_with('/') || path.chars().any(char::is_control) {
-                    return Err(format!("invalid HTTP path {path:?}"));
-                }
+                validate::http_path(path).map_err(|e| e.to_string())?;
                 let ip =
                     container.ip_address().ok_or_else(|| format!("container {} has no IP address", container.name))?;
                 let socket = conn.forward_to_tcp(ip, *port).await.map_err(|e| e.to_string())?;

@@ -1,12 +1,72 @@
-//! Validation of names that reach remote commands: the second line of defence behind the CRD
+//! Validation of values that reach remote commands: the second line of defence behind the CRD
 //! schema. Quoting ([`super::command`]) already makes every value arrive verbatim; these checks
 //! additionally refuse values that would be misread by the program receiving them (an option
 //! injected through a leading `-`, a ref walking out with `..`, a newline splitting a log line).
+//!
+//! Values that come from a spec are checked against the same [`Shape`]s the CRD schema is built
+//! from (`slipway_crds::patterns`), so the remote layer accepts exactly what the API server
+//! accepts. The lenient checks ([`absolute_path`], [`relative_path`], [`env_key`]) are for values
+//! Slipway makes itself or reads from the host.
 
-use super::error::RemoteError;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use slipway_crds::patterns::{self, ARGUMENT, ARGV_MAX_ITEMS, PROGRAM, Shape};
+
+use super::error::{RemoteError, truncate};
 
 fn refuse(what: &str, value: &str, reason: &str) -> RemoteError {
-    RemoteError::invalid(format!("{what} {value:?}"), reason.to_owned())
+    RemoteError::invalid(format!("{what} {:?}", truncate(value, 80)), reason.to_owned())
+}
+
+/// Every shape's pattern, compiled once.
+static COMPILED: LazyLock<HashMap<&'static str, Regex>> = LazyLock::new(|| {
+    patterns::ALL
+        .iter()
+        .map(|s| (s.pattern, Regex::new(s.pattern).unwrap_or_else(|e| panic!("pattern of {}: {e}", s.name))))
+        .collect()
+});
+
+fn matches(shape: &Shape, value: &str) -> bool {
+    match COMPILED.get(shape.pattern) {
+        Some(re) => re.is_match(value),
+        None => Regex::new(shape.pattern).is_ok_and(|re| re.is_match(value)),
+    }
+}
+
+/// Checks `value` against `shape` exactly as the CRD schema does: length in characters, pattern,
+/// forbidden substrings and suffixes. `what` names the value in the error, which says what to fix.
+pub fn field(shape: &Shape, what: &str, value: &str) -> Result<(), RemoteError> {
+    let len = value.chars().count();
+    if len < shape.min_len {
+        let reason = if len == 0 {
+            "must not be empty".to_owned()
+        } else {
+            format!("must be at least {} characters long", shape.min_len)
+        };
+        return Err(refuse(what, value, &reason));
+    }
+    if len > shape.max_len {
+        return Err(refuse(what, value, &format!("must be at most {} characters long", shape.max_len)));
+    }
+    if !matches(shape, value) {
+        let found = if value.chars().any(char::is_control) {
+            " (it contains a control character or newline)"
+        } else if value.starts_with('-') {
+            " (it starts with '-', which a program would read as an option)"
+        } else {
+            ""
+        };
+        return Err(refuse(what, value, &format!("must be {}{found}", shape.must_be)));
+    }
+    if let Some(f) = shape.forbidden {
+        let bad = f.substrings.iter().any(|s| value.contains(s)) || f.suffixes.iter().any(|s| value.ends_with(s));
+        if bad {
+            return Err(refuse(what, value, f.message));
+        }
+    }
+    Ok(())
 }
 
 fn common(what: &str, value: &str, max_len: usize) -> Result<(), RemoteError> {
@@ -25,43 +85,28 @@ fn common(what: &str, value: &str, max_len: usize) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// A branch or tag name, following `git check-ref-format` plus "no leading `-`".
+/// A branch or tag name ([`patterns::REF_NAME`]).
 pub fn git_ref_name(what: &str, value: &str) -> Result<(), RemoteError> {
-    common(what, value, 255)?;
-    // Stricter than git check-ref-format: shell-meaningful characters are legal in git refs
-    // but have no business in a deployable branch or tag name.
-    if let Some(c) =
-        value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+' | '@')))
-    {
-        return Err(refuse(what, value, &format!("must not contain {c:?} (allowed: letters, digits and . _ - / + @)")));
-    }
-    if value.contains("..") {
-        return Err(refuse(what, value, "must not contain '..'"));
-    }
-    if value.contains("@{") || value == "@" {
-        return Err(refuse(what, value, "must not contain '@{' or be '@'"));
-    }
-    if value.contains("//") || value.starts_with('/') || value.ends_with('/') {
-        return Err(refuse(what, value, "must not start or end with '/' or contain '//'"));
-    }
-    if value.ends_with('.') || value.ends_with(".lock") {
-        return Err(refuse(what, value, "must not end with '.' or '.lock'"));
-    }
-    if value.split('/').any(|c| c.starts_with('.')) {
-        return Err(refuse(what, value, "no path component may start with '.'"));
-    }
-    Ok(())
+    field(&patterns::REF_NAME, what, value)
 }
 
-/// A commit id: 4 to 64 hexadecimal digits (SHA-1 or SHA-256, possibly abbreviated).
+/// A commit id: 7 to 64 hexadecimal digits ([`patterns::COMMIT`]).
 pub fn commit_id(value: &str) -> Result<(), RemoteError> {
-    if !(4..=64).contains(&value.len()) || !value.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(refuse("commit", value, "must be 4 to 64 hexadecimal digits"));
-    }
-    Ok(())
+    field(&patterns::COMMIT, "commit", value)
 }
 
-/// An absolute path on the host (work tree, project directory).
+/// The application's directory on the host, `host.path` ([`patterns::HOST_PATH`]).
+pub fn host_path(what: &str, value: &str) -> Result<(), RemoteError> {
+    field(&patterns::HOST_PATH, what, value)
+}
+
+/// A compose file relative to the work tree ([`patterns::COMPOSE_FILE`]).
+pub fn compose_file(value: &str) -> Result<(), RemoteError> {
+    field(&patterns::COMPOSE_FILE, "compose file", value)
+}
+
+/// An absolute path Slipway makes itself (a command's working directory, a socket on the host):
+/// quoted when used, so only what a program could misread is refused.
 pub fn absolute_path(what: &str, value: &str) -> Result<(), RemoteError> {
     common(what, value, 4096)?;
     if !value.starts_with('/') {
@@ -76,7 +121,7 @@ pub fn absolute_path(what: &str, value: &str) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// A path relative to the work tree (compose file, file inside a revision).
+/// A path relative to the work tree that Slipway names itself (a file inside a revision).
 pub fn relative_path(what: &str, value: &str) -> Result<(), RemoteError> {
     common(what, value, 4096)?;
     if value.starts_with('/') {
@@ -88,26 +133,14 @@ pub fn relative_path(what: &str, value: &str) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// A compose service name (compose spec: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+/// A compose service name ([`patterns::SERVICE_NAME`]).
 pub fn service_name(value: &str) -> Result<(), RemoteError> {
-    common("service name", value, 255)?;
-    let ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok {
-        return Err(refuse("service name", value, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"));
-    }
-    Ok(())
+    field(&patterns::SERVICE_NAME, "service name", value)
 }
 
-/// A compose project name (compose v2 rule, also accepted by v1: `[a-z0-9][a-z0-9_-]*`).
+/// A compose project name ([`patterns::PROJECT_NAME`]).
 pub fn project_name(value: &str) -> Result<(), RemoteError> {
-    common("compose project name", value, 255)?;
-    let ok = value.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-    if !ok {
-        return Err(refuse("compose project name", value, "must match [a-z0-9][a-z0-9_-]*"));
-    }
-    Ok(())
+    field(&patterns::PROJECT_NAME, "compose project name", value)
 }
 
 /// An environment variable name for `.env` (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -121,38 +154,55 @@ pub fn env_key(value: &str) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// A host name or IP address handed to `ssh` as the destination.
+/// A host name or IP address handed to `ssh` as the destination ([`patterns::HOST_ADDRESS`]).
 pub fn host_address(value: &str) -> Result<(), RemoteError> {
-    common("host address", value, 253)?;
-    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_')) {
-        return Err(refuse("host address", value, "must be a host name or an IP address"));
-    }
-    Ok(())
+    field(&patterns::HOST_ADDRESS, "host address", value)
 }
 
-/// A login name on the host.
+/// A login name on the host ([`patterns::HOST_USER`]).
 pub fn user_name(value: &str) -> Result<(), RemoteError> {
-    common("user name", value, 64)?;
-    let ok = value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok {
-        return Err(refuse("user name", value, "must match [A-Za-z0-9_][A-Za-z0-9_.-]*"));
-    }
-    Ok(())
+    field(&patterns::HOST_USER, "user name", value)
 }
 
-/// A git remote URL (or local path) to clone from.
+/// A git URL to clone from ([`patterns::REPOSITORY_URL`]): no `<transport>::` remote helper
+/// (`ext::` runs commands), no option-like host or user, no whitespace or shell characters.
 pub fn git_url(value: &str) -> Result<(), RemoteError> {
-    common("git origin URL", value, 2048)?;
-    // "<transport>::<address>" selects a remote helper; `ext::` runs arbitrary commands.
+    // The pattern refuses these too; this only says why in plainer words.
     let helper = value.split_once("::").is_some_and(|(transport, _)| {
-        transport.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
+        !transport.is_empty() && transport.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'))
     });
-    if helper {
+    let checked = field(&patterns::REPOSITORY_URL, "git origin URL", value);
+    if checked.is_err() && helper {
         return Err(refuse("git origin URL", value, "remote helpers (<transport>::<address>) are not allowed"));
     }
-    if value.chars().any(char::is_whitespace) {
-        return Err(refuse("git origin URL", value, "must not contain whitespace"));
+    checked
+}
+
+/// The name of a health check ([`patterns::CHECK_NAME`]).
+pub fn check_name(value: &str) -> Result<(), RemoteError> {
+    field(&patterns::CHECK_NAME, "health check name", value)
+}
+
+/// The request path of an HTTP health check ([`patterns::HTTP_PATH`]).
+pub fn http_path(value: &str) -> Result<(), RemoteError> {
+    field(&patterns::HTTP_PATH, "HTTP check path", value)
+}
+
+/// A command to run (migrations, exec checks): 1 to [`ARGV_MAX_ITEMS`] elements without NUL
+/// characters, the first a [`PROGRAM`] (not empty, not starting with `-`).
+pub fn argv(what: &str, argv: &[String]) -> Result<(), RemoteError> {
+    let Some(program) = argv.first() else {
+        return Err(RemoteError::invalid(what.to_owned(), "must not be empty: name the program to run"));
+    };
+    if argv.len() > ARGV_MAX_ITEMS {
+        return Err(RemoteError::invalid(
+            what.to_owned(),
+            format!("has {} elements; it must have at most {ARGV_MAX_ITEMS}", argv.len()),
+        ));
+    }
+    field(&PROGRAM, &format!("{what} program"), program)?;
+    for a in argv {
+        field(&ARGUMENT, &format!("{what} argument"), a)?;
     }
     Ok(())
 }
@@ -160,6 +210,9 @@ pub fn git_url(value: &str) -> Result<(), RemoteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Spec fields are tested against crds/tests/validation-corpus.yaml in
+    // controller/tests/validation_corpus.rs; these cover the lenient checks and the messages.
 
     const HOSTILE: &[&str] = &[
         "\"; touch /tmp/pwned #",
@@ -184,95 +237,51 @@ mod tests {
             assert!(user_name(h).is_err(), "user {h:?}");
             assert!(commit_id(h).is_err(), "commit {h:?}");
             assert!(absolute_path("path", h).is_err(), "path {h:?}");
+            assert!(host_path("path", h).is_err(), "host path {h:?}");
+            assert!(compose_file(h).is_err(), "compose file {h:?}");
+            assert!(git_url(h).is_err(), "url {h:?}");
         }
     }
 
     #[test]
-    fn git_refs() {
-        for ok in ["main", "v1.0.0", "feature/x-y", "release_2024.01", "a+b"] {
-            git_ref_name("branch", ok).unwrap();
-        }
-        for bad in [
-            "../etc",
-            "a..b",
-            "a b",
-            "x~1",
-            "x^{commit}",
-            "a:b",
-            "/abs",
-            "trail/",
-            "a//b",
-            "end.",
-            "x.lock",
-            ".hidden",
-            "a/.b",
-            "@",
-            "a@{1}",
-            "-b",
-            "q?",
-            "s*",
-            "br[ack",
-            "back\\slash",
-        ] {
-            assert!(git_ref_name("branch", bad).is_err(), "{bad:?}");
-        }
+    fn errors_say_what_to_fix() {
+        let msg = |r: Result<(), RemoteError>| r.unwrap_err().to_string();
+        assert_eq!(msg(commit_id("abc")), "refused commit \"abc\": must be at least 7 characters long");
+        assert!(msg(git_ref_name("tag", "v1..2")).contains("must not contain '..'"));
+        assert!(msg(git_ref_name("branch", "-rf")).contains("starts with '-'"));
+        assert!(msg(git_ref_name("branch", "a\nb")).contains("control character"));
+        assert!(msg(host_path("work tree path", "/")).contains("absolute path below /"));
+        assert!(msg(git_url("ext::sh -c touch% /tmp/pwned")).contains("remote helpers"));
+        assert!(msg(argv("upgrade", &[])).contains("name the program"));
+        assert!(msg(argv("upgrade", &["-x".into()])).contains("upgrade program"));
+        assert!(msg(argv("upgrade", &["a".into(), "b\0".into()])).contains("NUL"));
+        let long = "a".repeat(300);
+        let m = msg(git_ref_name("tag", &long));
+        assert!(m.contains("at most 200 characters") && m.len() < 200, "{m}");
     }
 
     #[test]
-    fn commits() {
-        commit_id("4f1c").unwrap();
-        commit_id(&"a".repeat(40)).unwrap();
-        commit_id(&"b".repeat(64)).unwrap();
-        assert!(commit_id("abc").is_err());
-        assert!(commit_id(&"a".repeat(65)).is_err());
-        assert!(commit_id("g123").is_err());
-    }
-
-    #[test]
-    fn paths() {
+    fn lenient_paths_for_what_slipway_names_itself() {
         absolute_path("path", "/srv/shop").unwrap();
         absolute_path("path", "/srv/my shop; x").unwrap(); // quoting makes this safe
         for bad in ["srv", "/", "/srv/../etc", "/a\nb", "-x", ""] {
             assert!(absolute_path("path", bad).is_err(), "{bad:?}");
         }
-        relative_path("file", "docker-compose.yml").unwrap();
+        relative_path("file", ".env.example").unwrap();
         relative_path("file", "deploy/compose.prod.yml").unwrap();
         for bad in ["/etc/passwd", "../x.yml", "a/../../b", "-f", "a\rb"] {
             assert!(relative_path("file", bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn names() {
-        service_name("backend").unwrap();
-        service_name("db_1.x-y").unwrap();
-        assert!(service_name("_x").is_err());
-        assert!(service_name("a/b").is_err());
-        project_name("shop").unwrap();
-        project_name("shop-staging_2").unwrap();
-        assert!(project_name("Shop").is_err());
         env_key("DATABASE_URL").unwrap();
         env_key("_X1").unwrap();
         assert!(env_key("1X").is_err());
         assert!(env_key("A-B").is_err());
-        host_address("10.0.0.5").unwrap();
-        host_address("::1").unwrap();
-        host_address("host.example.org").unwrap();
-        assert!(host_address("-oProxyCommand=x").is_err());
-        assert!(host_address("a@b").is_err());
-        user_name("deploy").unwrap();
-        assert!(user_name("a b").is_err());
     }
 
     #[test]
-    fn git_urls() {
-        git_url("/srv/git/shop.git").unwrap();
-        git_url("https://git.example.org/shop.git").unwrap();
-        git_url("git@git.example.org:shop.git").unwrap();
-        assert!(git_url("ext::sh -c touch% /tmp/pwned").is_err());
-        assert!(git_url("-uhelp").is_err());
-        assert!(git_url("a b").is_err());
-        assert!(git_url("fd::3").is_err());
-        git_url("ssh://[::1]:2222/srv/shop.git").unwrap();
+    fn every_pattern_compiles() {
+        for s in patterns::ALL {
+            assert!(COMPILED.contains_key(s.pattern), "{}", s.name);
+        }
     }
 }
