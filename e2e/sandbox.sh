@@ -37,6 +37,7 @@ k create secret generic shop-ssh \
 k create secret generic shop-env \
   --from-literal=POSTGRES_USER=shop --from-literal=POSTGRES_PASSWORD="$(openssl rand -hex 12)" \
   --from-literal=POSTGRES_DB=shop --from-literal=SECRET_KEY="$(openssl rand -hex 24)" >/dev/null
+k label secret shop-ssh shop-env slipway.dev/secret=true >/dev/null
 
 k apply -f - >/dev/null <<YAML
 apiVersion: slipway.dev/v1alpha1

@@ -151,3 +151,23 @@ pub async fn run_naming_environment<K, F>(
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_an_error_for_that_object_only() {
+        let err = guarded("Environment", "staging", async {
+            let d: Option<std::time::Duration> = None;
+            let _ = d.expect("hostile input");
+            Ok(kube::runtime::controller::Action::await_change())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.metric_label(), "panic");
+        assert!(err.to_string().contains("hostile input") && err.to_string().contains("staging"), "{err}");
+        let ok = guarded("Environment", "staging", async { Ok(kube::runtime::controller::Action::await_change()) });
+        assert!(ok.await.is_ok());
+    }
+}

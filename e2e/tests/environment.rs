@@ -29,6 +29,7 @@ fn ssh_secret(cluster: &TestCluster, name: &str, key_path: &str, known_hosts_pat
             &format!("--from-file=known_hosts={known_hosts_path}"),
         ])
         .unwrap();
+    cluster.kubectl_ok(&["label", "secret", name, "slipway.dev/secret=true"]).unwrap();
 }
 
 #[test]
@@ -109,4 +110,66 @@ fn environment_with_a_stopped_host_is_unreachable_but_not_stalled() {
     cluster.wait_ready_reason("env/down", "Unreachable", Duration::from_secs(60)).unwrap();
     assert_eq!(cluster.condition("env/down", "Reconciling", "status").unwrap(), "True");
     assert_eq!(cluster.condition("env/down", "Stalled", "status").unwrap(), "False");
+}
+
+fn environment_with_env_secret(name: &str, host: &TestHost, ssh: &str, env_secret: &str) -> String {
+    format!("{}  envSecretRef: {{name: {env_secret}}}\n", environment(name, host, ssh))
+}
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn secrets_are_used_only_when_opted_in_and_a_403_says_which_rolebinding_to_add() {
+    let sandbox = require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let mut cluster = TestCluster::new(&sandbox, "env-optin").unwrap();
+    cluster.start_controller().unwrap();
+    let ns = cluster.namespace.clone();
+    ssh_secret(&cluster, "ssh", &host.key_path.display().to_string(), &host.known_hosts_path.display().to_string());
+    // Another app's credentials, not meant for Slipway: no opt-in label.
+    let value = "TOPSECRET-other-app-password-4711";
+    cluster.secret("other-app", &[("PASSWORD", value)]).unwrap();
+
+    cluster.apply(&environment_with_env_secret("borrower", &host, "ssh", "other-app")).unwrap();
+    cluster.wait_ready_reason("env/borrower", "SecretNotOptedIn", Duration::from_secs(60)).unwrap();
+    let message = cluster.condition("env/borrower", "Ready", "message").unwrap();
+    let fix = format!("kubectl -n {ns} label secret other-app slipway.dev/secret=true");
+    assert!(message.contains(&fix), "{message}");
+    assert_eq!(cluster.condition("env/borrower", "Stalled", "status").unwrap(), "True");
+    // Not a byte of it left the cluster: the host was not even contacted.
+    let tmp = cluster.controller_tmp().unwrap();
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "an SSH connection was made for {}", tmp.display());
+    assert_eq!(masters_using(&tmp), 0);
+    let everything = format!(
+        "{}{}{}",
+        cluster.kubectl_ok(&["get", "env", "borrower", "-o", "yaml"]).unwrap(),
+        cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap(),
+        cluster.controller_log()
+    );
+    assert!(!everything.contains(value), "the unlabelled Secret's value was written out");
+
+    // An unlabelled SSH key Secret is refused the same way.
+    cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "ssh-unlabelled",
+            &format!("--from-file=id_ed25519={}", host.key_path.display()),
+            &format!("--from-file=known_hosts={}", host.known_hosts_path.display()),
+        ])
+        .unwrap();
+    cluster.apply(&environment("keyless", &host, "ssh-unlabelled")).unwrap();
+    cluster.wait_ready_reason("env/keyless", "SecretNotOptedIn", Duration::from_secs(60)).unwrap();
+
+    // Running the command the message gives fixes it (the Environment looks again by itself).
+    cluster.kubectl_ok(&["label", "secret", "other-app", "slipway.dev/secret=true"]).unwrap();
+    cluster.wait("env/borrower", "condition=Ready", Duration::from_secs(90)).unwrap();
+
+    // Without the RoleBinding, reading the Secret is forbidden: the message says what to bind.
+    cluster.kubectl_ok(&["delete", "rolebinding", "slipway-secret-reader"]).unwrap();
+    cluster.apply(&environment("locked", &host, "ssh")).unwrap();
+    cluster.wait_ready_reason("env/locked", "SecretForbidden", Duration::from_secs(60)).unwrap();
+    let message = cluster.condition("env/locked", "Ready", "message").unwrap();
+    assert!(message.contains("rolebinding") && message.contains("slipway-secret-reader"), "{message}");
+    assert_eq!(cluster.condition("env/locked", "Stalled", "status").unwrap(), "True");
 }

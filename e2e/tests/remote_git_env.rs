@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use slipway_controller::remote::{
-    ComposeFlavor, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef, SecretBytes, detect_flavor,
+    Compose, ComposeFlavor, HostConnection, RemoteCommand, RemoteError, Repo, RevisionRef, SecretBytes, detect_flavor,
     missing_env_keys, write_env_file,
 };
 use slipway_e2e::hosts::{self, TestHost, TestProject};
@@ -178,4 +178,40 @@ async fn env_file_is_private_atomic_verbatim_and_never_leaks() {
         })
         .await;
     result.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+async fn a_hostile_healthcheck_duration_is_compose_invalid_not_a_crash() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let project = TestProject::new(&conn, "hostile-duration").await.unwrap();
+    project
+        .run_then_clean_up(&conn, async {
+            conn.run(&RemoteCommand::new("mkdir").arg("-p").arg(project.dir.clone())).await?;
+            let file = format!("{}/docker-compose.yml", project.dir);
+            for start_period in ["99999999999999999999h", "9223372036s"] {
+                let compose_file = format!(
+                    "services:\n  app:\n    image: slipway-base:bookworm\n    command: [sleep, infinity]\n    \
+                     healthcheck:\n      test: [CMD, 'true']\n      start_period: {start_period}\n"
+                );
+                write_remote_file(&conn, &file, &compose_file).await;
+                let compose = Compose::new(&conn, project.compose()).await?;
+                let err = compose.config().await.unwrap_err();
+                assert_eq!(err.reason(), "ComposeInvalid", "start_period {start_period}: {err}");
+                assert!(!err.is_transient());
+                assert!(err.to_string().contains(&project.name), "{err}");
+            }
+            // The same file with a sane duration is accepted and read.
+            let sane = "services:\n  app:\n    image: slipway-base:bookworm\n    command: [sleep, infinity]\n    \
+                        healthcheck:\n      test: [CMD, 'true']\n      start_period: 30s\n";
+            write_remote_file(&conn, &file, sane).await;
+            let config = Compose::new(&conn, project.compose()).await?.config().await?;
+            let hc = config.services["app"].healthcheck.clone().expect("healthcheck parsed");
+            assert_eq!(hc.start_period, Some(std::time::Duration::from_secs(30)));
+            Ok::<_, RemoteError>(())
+        })
+        .await
+        .unwrap();
 }

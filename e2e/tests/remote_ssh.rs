@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slipway_controller::remote::{
-    ConnectOptions, ConnectionPool, HostConnection, RemoteCommand, RemoteError, SecretBytes,
+    ConnectOptions, ConnectionPool, HostConnection, RemoteCommand, RemoteError, Repo, SecretBytes, detect_flavor,
+    missing_env_keys,
 };
 use slipway_e2e::hosts::{self, TestHost};
 
@@ -236,4 +237,62 @@ async fn pool_reuses_one_master_per_environment() {
     pool.evict("ns/production").await;
     assert_eq!(pool.len(), 1);
     assert!(!dir.exists(), "{} outlived the evicted master", dir.display());
+}
+
+/// SIGKILLs the ssh processes (the master) whose command line names `dir`; how many.
+fn kill_master(dir: &std::path::Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with("ssh ") && cmdline.contains(&needle) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+async fn a_master_killed_mid_command_is_unreachable_never_a_result_or_absent() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let project = hosts::TestProject::new(&conn, "lost").await.unwrap();
+    let origin = hosts::shop_origin(&host).unwrap();
+    let repo = Repo::new(&conn, project.dir.clone()).unwrap();
+    repo.ensure_cloned(&origin).await.unwrap();
+    let head = repo.head().await.unwrap().expect("a fresh clone has a HEAD");
+
+    // A command in flight when the master dies (stopping sshd's listener would leave the
+    // established session up and prove nothing).
+    let slow = RemoteCommand::new("sh").args(["-c", "sleep 5; echo finished"]).label("slow");
+    let dir = conn.private_dir().to_path_buf();
+    let (result, killed) = tokio::join!(conn.output(&slow), async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        kill_master(&dir)
+    });
+    assert!(killed > 0, "no ssh master found for {}", dir.display());
+    let err = result.unwrap_err();
+    assert!(matches!(err, RemoteError::Unreachable { .. }), "expected Unreachable, got {err:?}");
+    assert!(err.is_transient());
+
+    // Every probe now says it cannot tell, never "absent": no checkout, no HEAD, no
+    // .env.example (which would skip the required-keys check), compose v1.
+    let probes: Vec<(&str, Result<String, RemoteError>)> = vec![
+        ("exists", repo.exists().await.map(|b| b.to_string())),
+        ("head", repo.head().await.map(|h| format!("{h:?}"))),
+        ("env.example", missing_env_keys(&repo, &head, [].iter()).await.map(|m| format!("{m:?}"))),
+        ("compose flavor", detect_flavor(&conn).await.map(|f| format!("{f:?}"))),
+        ("docker", conn.project_containers(&project.name).await.map(|c| format!("{} containers", c.len()))),
+    ];
+    for (what, r) in probes {
+        assert!(matches!(r, Err(RemoteError::Unreachable { .. })), "{what} after the master died: {r:?}");
+    }
+    drop(conn);
+    let fresh = host.connect().await.unwrap();
+    project.cleanup(&fresh).await;
 }
