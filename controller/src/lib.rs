@@ -159,14 +159,14 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_reconcile_is_an_error_for_that_object_only() {
         let err = guarded("Environment", "staging", async {
-            let d: Option<std::time::Duration> = None;
-            let _ = d.expect("hostile input");
+            // What `Duration::from_secs_f64` did with a hostile compose duration.
+            let _ = std::time::Duration::from_secs_f64(std::hint::black_box(f64::MAX));
             Ok(kube::runtime::controller::Action::await_change())
         })
         .await
         .unwrap_err();
         assert_eq!(err.metric_label(), "panic");
-        assert!(err.to_string().contains("hostile input") && err.to_string().contains("staging"), "{err}");
+        assert!(err.to_string().contains("staging"), "{err}");
         let ok = guarded("Environment", "staging", async { Ok(kube::runtime::controller::Action::await_change()) });
         assert!(ok.await.is_ok());
     }
