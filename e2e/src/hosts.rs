@@ -61,6 +61,19 @@ impl TestHost {
         TestHost::load(sandbox, index)
     }
 
+    /// The host's public key (`type base64`), from its pinned known_hosts line.
+    pub fn host_public_key(&self) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(&self.known_hosts_path)?;
+        let line = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with('#')).context("empty known_hosts")?;
+        Ok(line.split_whitespace().skip(1).take(2).collect::<Vec<_>>().join(" "))
+    }
+
+    /// A known_hosts line pinning this host's real key for another address and port (to reach
+    /// the same key through a closed port or a proxy).
+    pub fn known_hosts_for(&self, addr: &str, port: u16) -> anyhow::Result<String> {
+        Ok(known_hosts_line(addr, port, &self.host_public_key()?))
+    }
+
     pub fn target(&self) -> anyhow::Result<HostTarget> {
         let key = std::fs::read(&self.key_path).with_context(|| format!("reading {}", self.key_path.display()))?;
         let known_hosts = std::fs::read_to_string(&self.known_hosts_path)

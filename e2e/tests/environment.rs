@@ -102,9 +102,12 @@ fn environment_with_a_stopped_host_is_unreachable_but_not_stalled() {
     let host = TestHost::default_host(&sandbox).unwrap();
     let mut cluster = TestCluster::new(&sandbox, "env-down").unwrap();
     cluster.start_controller().unwrap();
-    ssh_secret(&cluster, "pinned", &host.key_path.display().to_string(), &host.known_hosts_path.display().to_string());
-    // A loopback address with no sshd behind it.
+    // A loopback address with no sshd behind it, its key pinned (else it is refused before
+    // any connection as HostKeyNotPinned).
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let known_hosts = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(known_hosts.path(), host.known_hosts_for("127.0.0.1", closed).unwrap()).unwrap();
+    ssh_secret(&cluster, "pinned", &host.key_path.display().to_string(), &known_hosts.path().display().to_string());
     let down = TestHost { addr: "127.0.0.1".into(), port: closed, ..host.clone() };
     cluster.apply(&environment("down", &down, "pinned")).unwrap();
     cluster.wait_ready_reason("env/down", "Unreachable", Duration::from_secs(60)).unwrap();

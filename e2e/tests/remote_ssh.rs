@@ -148,6 +148,7 @@ async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
     let mut target = host.target().unwrap();
     target.address = "127.0.0.1".into();
     target.port = port;
+    target.known_hosts = host.known_hosts_for("127.0.0.1", port).unwrap();
     let started = Instant::now();
     let err = HostConnection::connect(&target, options.clone()).await.unwrap_err();
     assert!(matches!(err, RemoteError::Unreachable { .. }), "{err}");
@@ -158,6 +159,7 @@ async fn closed_or_silent_port_is_unreachable_within_the_connect_timeout() {
     // Silent: the port accepts TCP but no SSH server ever speaks (a hung host).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     target.port = silent.local_addr().unwrap().port();
+    target.known_hosts = host.known_hosts_for("127.0.0.1", target.port).unwrap();
     let started = Instant::now();
     let err = HostConnection::connect(&target, options.clone()).await.unwrap_err();
     let took = started.elapsed();

@@ -471,16 +471,16 @@ impl HostConnection {
             return Ok(f.local.clone());
         }
         let local = self.next_socket_path("fwd");
-        self.session()
-            .request_port_forward(ForwardType::Local, local.clone(), remote.clone())
-            .await
-            .map_err(|e| RemoteError::Session {
+        if let Err(e) = self.session().request_port_forward(ForwardType::Local, local.clone(), remote.clone()).await {
+            let refused = RemoteError::Session {
                 host: self.host.clone(),
                 detail: format!(
                     "forwarding to {key} was refused: {} (is AllowTcpForwarding / AllowStreamLocalForwarding enabled in sshd?)",
                     error_chain(&e)
                 ),
-            })?;
+            };
+            return Err(self.lost_or(&format!("forward to {key}"), refused).await);
+        }
         forwards.insert(key, Forward { local: local.clone(), remote });
         Ok(local)
     }
