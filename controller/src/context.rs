@@ -11,8 +11,13 @@ use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::remote::{ConnectOptions, ConnectionPool};
 
-/// Field manager for every status write; one owner for Slipway's status fields.
+/// Field manager of the status of DeployRequests and Rollbacks.
 pub const FIELD_MANAGER: &str = "slipway-controller";
+/// Field manager of an Environment's own conditions (reachability, health), written by its reconcile.
+pub const ENVIRONMENT_MANAGER: &str = "slipway-environment";
+/// Field manager of what the deploy path owns in an Environment's status: the lock holder, the
+/// queue, `current` and `history` (compare-and-swap updates, never a blind apply).
+pub const DEPLOY_MANAGER: &str = "slipway-deploy";
 /// Bound on one status write, so a slow API server cannot wedge a reconcile.
 pub const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 

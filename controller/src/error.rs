@@ -10,6 +10,10 @@ pub enum Error {
     #[error("status write for {kind} {name} timed out")]
     StatusTimeout { kind: String, name: String },
 
+    /// A status body could not be serialized (a bug, not an input problem).
+    #[error("could not serialize a status: {0}")]
+    Serialize(String),
+
     /// A reconcile panicked; the controller keeps running and retries the object with backoff.
     #[error("reconcile of {kind} {name} panicked: {detail}")]
     Panic { kind: String, name: String, detail: String },
@@ -28,6 +32,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::StatusTimeout { .. } => "status_timeout",
             Error::Panic { .. } => "panic",
+            Error::Serialize(_) => "serialize",
         }
     }
 }

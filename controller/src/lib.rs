@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod conditions;
 pub mod context;
+pub mod deploy;
 pub mod deploy_request;
 pub mod environment;
 pub mod error;

@@ -25,6 +25,33 @@ pub mod reasons {
     pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
     /// A spec value the schema should have refused (an object written before a schema change).
     pub const INVALID_SPEC: &str = "InvalidSpec";
+
+    // The deploy path: gates (checked before a request joins the queue).
+    pub const ISSUE_REQUIRED: &str = "IssueRequired";
+    pub const DIRECT_NOT_ALLOWED: &str = "DirectNotAllowed";
+    pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
+    pub const NOT_PROMOTED: &str = "NotPromoted";
+    // Steps in progress.
+    pub const PREFLIGHT: &str = "Preflight";
+    pub const MIGRATING: &str = "Migrating";
+    pub const REBUILDING: &str = "Rebuilding";
+    pub const VERIFYING: &str = "Verifying";
+    pub const HOST_BUSY: &str = "HostBusy";
+    // Preflight refusals (nothing on the host changed).
+    pub const DIRTY_CHECKOUT: &str = "DirtyCheckout";
+    pub const REVISION_NOT_FOUND: &str = "RevisionNotFound";
+    pub const ENV_KEYS_MISSING: &str = "EnvKeysMissing";
+    pub const COMPOSE_INVALID: &str = "ComposeInvalid";
+    pub const MISSING_HEALTHCHECK: &str = "MissingHealthcheck";
+    // Step failures.
+    pub const MIGRATION_FAILED: &str = "MigrationFailed";
+    pub const REBUILD_FAILED: &str = "RebuildFailed";
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+    pub const INTERRUPTED: &str = "Interrupted";
+    // Outcomes.
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const UP_TO_DATE: &str = "UpToDate";
     pub const QUEUED: &str = "Queued";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const REACHABLE: &str = "Reachable";

@@ -58,6 +58,10 @@ pub struct DeployRequestSpec {
     #[schemars(length(min = APPROVED_BY.min_len, max = APPROVED_BY.max_len))]
     #[x_kube(validation = APPROVED_BY.rule("approvedBy"))]
     pub approved_by: Option<String>,
+    /// Deploy even when the Environment already runs this commit with the same `.env` and
+    /// compose configuration (otherwise such a request ends `UpToDate` without touching the host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 /// How a deploy relates to the tracked change process.
@@ -146,6 +150,12 @@ pub struct DeployRequestStatus {
     /// Steps run so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<Step>,
+    /// A `mode: Direct` deploy: outside the tracked change process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
+    /// sha256 of the `.env` rendered for this deploy (never the values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_hash: Option<String>,
 }
 
 /// One step of a deploy.

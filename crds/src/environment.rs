@@ -71,6 +71,46 @@ pub struct EnvironmentSpec {
     /// Gates that every DeployRequest for this Environment must pass.
     #[serde(default)]
     pub policy: Policy,
+    /// How long each step of a deploy may take before it fails with `ProgressDeadlineExceeded`
+    /// and its host job is stopped. Verification is bounded by `health.timeoutSeconds`.
+    #[serde(default)]
+    pub deadlines: Deadlines,
+}
+
+/// Step deadlines of a deploy, in seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deadlines {
+    /// Preflight (fetch, checks; changes nothing on the host).
+    #[serde(default = "default_preflight_seconds")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub preflight_seconds: i32,
+    /// Building the migration image and running the upgrade.
+    #[serde(default = "default_step_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub migration_seconds: i32,
+    /// Checkout, build and `up`.
+    #[serde(default = "default_step_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub rebuild_seconds: i32,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            preflight_seconds: default_preflight_seconds(),
+            migration_seconds: default_step_seconds(),
+            rebuild_seconds: default_step_seconds(),
+        }
+    }
+}
+
+fn default_preflight_seconds() -> i32 {
+    300
+}
+
+fn default_step_seconds() -> i32 {
+    1800
 }
 
 /// An SSH endpoint and the application's directory on it.
@@ -371,4 +411,25 @@ pub struct Release {
     /// When the release went live (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
+    /// When the deploy that made it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// `Succeeded`, `Failed` or `Abandoned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// The issue the deploy named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue: Option<String>,
+    /// Who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// A `mode: Direct` deploy, outside the tracked change process.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
+    /// sha256 of the rendered `.env` (never the values), to tell a changed Secret from a re-sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_hash: Option<String>,
+    /// sha256 of the compose configuration of the release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
 }

@@ -17,8 +17,8 @@ pub mod rollback;
 pub use common::{Revision, SecretKeyRef, SecretRef};
 pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult};
 pub use environment::{
-    Compose, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health, HealthCheck, Host, HttpCheck,
-    Migrations, Policy, Release, Repository, TcpCheck,
+    Compose, Deadlines, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health, HealthCheck, Host,
+    HttpCheck, Migrations, Policy, Release, Repository, TcpCheck,
 };
 pub use rollback::{Rollback, RollbackPhase, RollbackSpec, RollbackStatus, RollbackTarget};
 

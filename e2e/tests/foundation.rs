@@ -110,7 +110,7 @@ fn deploy_request_spec_is_immutable() {
 
 #[test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
-fn deploy_request_waits_for_its_environment_then_queues() {
+fn deploy_request_waits_for_its_environment_then_runs() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "envwatch").unwrap();
     cluster.start_controller().unwrap();
@@ -121,16 +121,27 @@ fn deploy_request_waits_for_its_environment_then_queues() {
     assert!(message.contains(&format!("Environment \"staging\" not found in namespace \"{}\"", cluster.namespace)));
     assert_eq!(cluster.condition("dr/shop-45", "Stalled", "status").unwrap(), "True");
 
+    // The Environment appears (a watch wakes the request, no polling): the request takes its
+    // lock and stops at preflight, because the Secrets the Environment names do not exist.
     cluster.apply(ENVIRONMENT).unwrap();
-    let took =
-        cluster.wait("deployrequest/shop-45", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
-    eprintln!("DeployRequest moved to Queued {} ms after its Environment was created", took.as_millis());
-    assert_eq!(cluster.condition("dr/shop-45", "Ready", "reason").unwrap(), "Queued");
+    let took = cluster
+        .wait(
+            "deployrequest/shop-45",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}=SecretNotFound",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    eprintln!("DeployRequest reached preflight {} ms after its Environment was created", took.as_millis());
+    assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.phase}").unwrap(), "Failed");
+    assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.steps[0].name}").unwrap(), "Preflight");
+    assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.steps[0].result}").unwrap(), "Failed");
     assert_eq!(cluster.jsonpath("dr/shop-45", "{.status.observedGeneration}").unwrap(), "1");
+    // It stalled under the lock and released it.
+    assert_eq!(cluster.jsonpath("env/staging", "{.status.activeDeploy}").unwrap(), "");
 
     let described = cluster.kubectl_ok(&["describe", "deployrequest", "shop-45"]).unwrap();
     let events = described.split_once("Events:").map(|(_, e)| e).unwrap_or_default();
-    assert!(events.contains("EnvironmentNotFound") && events.contains("Queued"), "describe:\n{described}");
+    assert!(events.contains("EnvironmentNotFound") && events.contains("SecretNotFound"), "describe:\n{described}");
 }
 
 #[test]
@@ -141,16 +152,16 @@ fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
     cluster.start_controller().unwrap();
     cluster.apply(ENVIRONMENT).unwrap();
     cluster.apply(&deploy_request("shop-7", "{commit: 4f1c2ab}")).unwrap();
-    cluster.wait("dr/shop-7", "jsonpath={.status.phase}=Queued", Duration::from_secs(30)).unwrap();
+    cluster.wait("dr/shop-7", "jsonpath={.status.phase}=Failed", Duration::from_secs(30)).unwrap();
 
     let table = cluster.kubectl_ok(&["get", "dr"]).unwrap();
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "ENVIRONMENT", "REVISION", "PHASE", "READY", "AGE"], "{table}");
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..6], ["shop-7", "staging", "commit", "4f1c2ab", "Queued", "False"], "{table}");
+    assert_eq!(&row[..6], ["shop-7", "staging", "commit", "4f1c2ab", "Failed", "False"], "{table}");
     let wide = cluster.kubectl_ok(&["get", "dr", "-o", "wide"]).unwrap();
     assert!(wide.lines().next().unwrap().ends_with("MESSAGE"), "{wide}");
-    assert!(wide.contains("waiting for its deploy lock"), "{wide}");
+    assert!(wide.contains("Secret \"shop-ssh\" (named by spec.sshKeySecretRef) not found"), "{wide}");
 
     let envs = cluster.kubectl_ok(&["get", "env"]).unwrap();
     let header: Vec<&str> = envs.lines().next().unwrap().split_whitespace().collect();

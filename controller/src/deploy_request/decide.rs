@@ -59,6 +59,7 @@ mod tests {
                 issue: Some("#45".into()),
                 mode: Default::default(),
                 approved_by: None,
+                force: false,
             },
         );
         dr.metadata.namespace = Some("team".into());

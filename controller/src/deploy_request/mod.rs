@@ -4,16 +4,15 @@ mod decide;
 
 use std::sync::Arc;
 
-use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Api, Resource, ResourceExt};
-use slipway_crds::{DeployRequest, Environment};
+use slipway_crds::DeployRequest;
 
 pub use decide::decide;
 
+use crate::Scope;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::{Scope, status};
 
 pub const CONTROLLER: &str = "deployrequest";
 
@@ -34,24 +33,7 @@ async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> 
 
 async fn reconcile_inner(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let namespace = dr.namespace().unwrap_or_default();
-    let environments: Api<Environment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let environment = environments.get_opt(&dr.spec.environment).await?;
-
-    let decision = decide(&dr, environment.as_ref(), Timestamp::now());
-    if dr.status.as_ref() != Some(&decision.status) {
-        let api: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &namespace);
-        status::apply(&api, dr.as_ref(), &decision.status).await?;
-        tracing::info!(
-            deployrequest = %dr.name_any(), namespace,
-            phase = decision.status.phase.map(|p| p.as_str()).unwrap_or("-"),
-            "status written"
-        );
-    }
-    if let Some(t) = decision.transition {
-        ctx.event(&dr.object_ref(&()), t.type_, &t.reason, t.note).await;
-    }
-    Ok(Action::await_change())
+    crate::deploy::reconcile(dr, ctx.clone()).await
 }
 
 fn error_policy(dr: Arc<DeployRequest>, error: &Error, ctx: Arc<Context>) -> Action {

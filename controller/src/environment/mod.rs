@@ -103,17 +103,22 @@ pub fn decide(env: &Environment, observed: &Observation, now: Timestamp) -> (Env
     (status, transition)
 }
 
-/// What an Environment needs from its Secrets to reach its host.
-struct Credentials {
-    key: SecretBytes,
-    known_hosts: SecretBytes,
+/// What an Environment needs from its Secrets to reach its host and render its `.env`.
+pub(crate) struct Credentials {
+    pub key: SecretBytes,
+    pub known_hosts: SecretBytes,
+    /// The env Secret's keys and values (empty without `envSecretRef`).
+    pub env_values: std::collections::BTreeMap<String, SecretBytes>,
     /// Every secret value of the Environment (env Secret, key), for masking.
-    redactor: Redactor,
+    pub redactor: Redactor,
 }
 
 /// Reads the Secrets the Environment names (each once), using only those opted in; every
 /// problem names the Secret, the field and the fix.
-async fn credentials(env: &Environment, secrets: &mut SecretReader) -> Result<Result<Credentials, Vec<Problem>>> {
+pub(crate) async fn credentials(
+    env: &Environment,
+    secrets: &mut SecretReader,
+) -> Result<Result<Credentials, Vec<Problem>>> {
     let ns = secrets.namespace().to_owned();
     let mut problems = Vec::new();
     let mut found = Vec::new();
@@ -128,10 +133,14 @@ async fn credentials(env: &Environment, secrets: &mut SecretReader) -> Result<Re
         }
     }
     let redactor = Redactor::new();
+    let mut env_values = std::collections::BTreeMap::new();
     if let Some(r) = &env.spec.env_secret_ref {
         let lookup = secrets.get(&r.name).await?;
         match secrets::usable(lookup, "spec.envSecretRef", &r.name, &ns) {
-            Ok(s) => secrets::all_values(s).values().for_each(|v| redactor.register(v.expose())),
+            Ok(s) => {
+                env_values = secrets::all_values(s);
+                env_values.values().for_each(|v| redactor.register(v.expose()));
+            }
             Err(p) => problems.push(p),
         }
     }
@@ -143,32 +152,41 @@ async fn credentials(env: &Environment, secrets: &mut SecretReader) -> Result<Re
     let known_hosts = found.pop().expect("two values found");
     let key = found.pop().expect("two values found");
     redactor.register(key.expose());
-    Ok(Ok(Credentials { key, known_hosts, redactor }))
+    Ok(Ok(Credentials { key, known_hosts, env_values, redactor }))
 }
 
 /// The SSH port, refused (not replaced by 22) when out of range.
-fn ssh_port(env: &Environment) -> Result<u16, Problem> {
+pub(crate) fn ssh_port(env: &Environment) -> Result<u16, Problem> {
     u16::try_from(env.spec.host.port).ok().filter(|p| *p != 0).ok_or_else(|| Problem {
         reason: reasons::INVALID_SPEC,
         message: format!("spec.host.port {} is not a TCP port: use 1-65535 (22 for SSH)", env.spec.host.port),
     })
 }
 
-/// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
-async fn check_host(ctx: &Context, env: &Environment, port: u16, credentials: Credentials) -> Observation {
+/// The Environment's shared SSH master (connecting when needed), masking its secret values.
+pub(crate) async fn connection(
+    ctx: &Context,
+    env: &Environment,
+    port: u16,
+    credentials: &Credentials,
+) -> Result<Arc<crate::remote::HostConnection>, crate::remote::RemoteError> {
     let target = HostTarget {
         address: env.spec.host.address.clone(),
         port,
         user: env.spec.host.user.clone(),
-        private_key: credentials.key,
+        private_key: credentials.key.clone(),
         known_hosts: String::from_utf8_lossy(credentials.known_hosts.expose()).into_owned(),
     };
+    let conn = ctx.hosts.get(&crate::object_key(env), &target).await?;
+    conn.redactor().replace_with(&credentials.redactor);
+    Ok(conn)
+}
+
+/// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
+async fn check_host(ctx: &Context, env: &Environment, port: u16, credentials: Credentials) -> Observation {
     let pool_key = crate::object_key(env);
-    let checked = match ctx.hosts.get(&pool_key, &target).await {
-        Ok(conn) => {
-            conn.redactor().replace_with(&credentials.redactor);
-            conn.check().await
-        }
+    let checked = match connection(ctx, env, port, &credentials).await {
+        Ok(conn) => conn.check().await,
         Err(e) => Err(e),
     };
     match checked {
@@ -199,7 +217,14 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     };
     let (status, transition) = decide(&env, &observed, Timestamp::now());
     if env.status.as_ref() != Some(&status) {
-        status::apply(&Api::<Environment>::namespaced(ctx.client.clone(), &namespace), env.as_ref(), &status).await?;
+        // Only the fields this reconcile owns: the lock, queue, current and history belong to
+        // the deploy path and an apply that named them would fight it.
+        let own = serde_json::json!({
+            "observedGeneration": status.observed_generation,
+            "conditions": status.conditions,
+        });
+        let api = Api::<Environment>::namespaced(ctx.client.clone(), &namespace);
+        status::apply_as(&api, env.as_ref(), &own, crate::context::ENVIRONMENT_MANAGER).await?;
     }
     if let Some(t) = transition {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;

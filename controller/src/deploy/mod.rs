@@ -1,0 +1,632 @@
+//! Shared by DeployRequest (and, next, Rollback): the queue and lock, the steps and the step
+//! record. [`plan`] decides, [`lock`] swaps the Environment's lock, [`preflight`] and [`steps`]
+//! act on the host through [`site::Site`]; this module runs one reconcile of a request.
+//!
+//! Every step's result is written to status before the next begins, and every step that changes
+//! the host is a host job keyed by the request's UID: a controller killed at any instant resumes
+//! from status and the host jobs, never repeating a finished step.
+
+pub mod lock;
+pub mod plan;
+pub mod preflight;
+pub mod site;
+pub mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use slipway_crds::conditions::reasons;
+use slipway_crds::{DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Release, StepResult};
+
+use crate::conditions::{self, Decided};
+use crate::context::Context;
+use crate::error::Result;
+use crate::remote::{RemoteError, detect_flavor};
+use crate::secrets::SecretReader;
+use crate::{Transition, environment, status};
+
+use lock::Cas;
+use plan::{MIGRATING, PREFLIGHT, REBUILDING, VERIFYING};
+use preflight::Refusal;
+use site::Site;
+use steps::Progress;
+
+/// How often a running host job is polled.
+const POLL: Duration = Duration::from_secs(2);
+/// A waiting request looks again this often (the Environment watch usually wakes it sooner).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One reconcile of a DeployRequest.
+pub async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = dr.namespace().unwrap_or_default();
+    let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
+    let drs: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let me = plan::request_id(&dr);
+    let old = dr.status.clone().unwrap_or_default();
+    let env = envs.get_opt(&dr.spec.environment).await?;
+    let now = Timestamp::now();
+
+    if old.phase.is_some_and(Phase::is_terminal) {
+        // Finished: it must not keep the lock (a crash between the last status write and the release).
+        if let Some(env) = &env {
+            lock::release(&envs, env, &me, None).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let Some(env) = env else {
+        let decision = crate::deploy_request::decide(&dr, None, now);
+        write(&ctx, &drs, &dr, &old, decision.status, EventType::Warning).await?;
+        return Ok(Action::await_change());
+    };
+
+    let mut st = old.clone();
+    st.revision = Some(dr.spec.revision.display());
+    st.observed_generation = dr.metadata.generation;
+    st.untracked = dr.spec.mode == DeployMode::Direct;
+
+    if let Err(problem) = plan::gates(&dr, &env) {
+        // A refused request never joins the queue. The spec cannot change, so an issue or mode
+        // refusal is final; approval could be given by a new request only, too.
+        st.phase = Some(Phase::Failed);
+        st.queue_position = None;
+        st.conditions = conditions::set(
+            &old.conditions,
+            &plan::conditions_for(Phase::Failed, problem.reason, problem.message),
+            dr.metadata.generation,
+            now,
+        );
+        write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
+        return Ok(Action::await_change());
+    }
+
+    let holder = env.status.as_ref().and_then(|s| s.active_deploy.clone());
+    if holder.as_deref() != Some(me.as_str()) {
+        let all = drs.list(&ListParams::default()).await?.items;
+        let queue = plan::queue(&env.name_any(), &all);
+        let ids: Vec<String> = queue.iter().map(|d| plan::request_id(d)).collect();
+        match holder.as_deref() {
+            None if ids.first() == Some(&me) => {
+                if lock::take(&envs, &env, &me, &ids[1..]).await? == Cas::Conflict {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                tracing::info!(deployrequest = %dr.name_any(), environment = %env.name_any(), "took the deploy lock");
+                st.queue_position = None;
+                st.phase = Some(Phase::Preflight);
+                plan::start_step(&mut st, PREFLIGHT, now);
+                let message = format!("Checking {} for Environment {:?}", dr.spec.revision.display(), env.name_any());
+                st.conditions = conditions::set(
+                    &old.conditions,
+                    &plan::conditions_for(Phase::Preflight, reasons::PREFLIGHT, message),
+                    dr.metadata.generation,
+                    now,
+                );
+                write(&ctx, &drs, &dr, &old, st, EventType::Normal).await?;
+                return Ok(Action::requeue(Duration::ZERO));
+            }
+            Some(h) if holder_finished(h, &all) => {
+                // The holder is gone or finished without releasing (deleted, or a crash): free it.
+                // Its host jobs are fenced by the project's flock, so nothing can overlap anyway.
+                let _ = lock::release(&envs, &env, h, None).await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            _ => {
+                let waiting: Vec<String> =
+                    ids.iter().filter(|i| Some(i.as_str()) != holder.as_deref()).cloned().collect();
+                let position = waiting.iter().position(|i| i == &me).map_or(waiting.len() + 1, |p| p + 1);
+                let _ = lock::publish_queue(&envs, &env, &waiting).await?;
+                st.phase = Some(Phase::Queued);
+                st.queue_position = i32::try_from(position).ok();
+                let message = match &holder {
+                    Some(h) => format!(
+                        "Queued for Environment {:?} (position {position}): {} holds its deploy lock",
+                        env.name_any(),
+                        plan::parse_holder(h).map_or(h.as_str(), |p| p.1)
+                    ),
+                    None => format!("Queued for Environment {:?} (position {position})", env.name_any()),
+                };
+                st.conditions = conditions::set(
+                    &old.conditions,
+                    &plan::conditions_for(Phase::Queued, reasons::QUEUED, message),
+                    dr.metadata.generation,
+                    now,
+                );
+                write(&ctx, &drs, &dr, &old, st, EventType::Normal).await?;
+                return Ok(Action::requeue(WAIT));
+            }
+        }
+    }
+    advance(&ctx, &dr, &env, &envs, &drs, old, st, now).await
+}
+
+/// Did the request named by lock holder `id` finish or disappear?
+fn holder_finished(id: &str, all: &[DeployRequest]) -> bool {
+    let Some((kind, _, uid)) = plan::parse_holder(id) else { return true };
+    if kind != "DeployRequest" {
+        return false;
+    }
+    all.iter()
+        .find(|d| d.metadata.uid.as_deref() == Some(uid))
+        .is_none_or(|d| d.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_terminal))
+}
+
+/// The request holds the lock: take its next step.
+#[allow(clippy::too_many_arguments)]
+async fn advance(
+    ctx: &Context,
+    dr: &DeployRequest,
+    env: &Environment,
+    envs: &Api<Environment>,
+    drs: &Api<DeployRequest>,
+    old: DeployRequestStatus,
+    mut st: DeployRequestStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let me = plan::request_id(dr);
+    let key = crate::object_key(dr);
+    let mut secrets = SecretReader::new(ctx.client.clone(), &dr.namespace().unwrap_or_default());
+    let credentials = match environment::credentials(env, &mut secrets).await? {
+        Ok(c) => c,
+        Err(problems) => {
+            let p = problems.into_iter().next().expect("at least one problem");
+            return fail(ctx, dr, env, envs, drs, &old, st, p.reason, p.message, None, now).await;
+        }
+    };
+    let port = match environment::ssh_port(env) {
+        Ok(p) => p,
+        Err(p) => return fail(ctx, dr, env, envs, drs, &old, st, p.reason, p.message, None, now).await,
+    };
+    let redactor = credentials.redactor.clone();
+    let connected = match environment::connection(ctx, env, port, &credentials).await {
+        Ok(conn) => detect_flavor(conn.as_ref()).await.map(|f| (conn, f)),
+        Err(e) => Err(e),
+    };
+    let (conn, flavor) = match connected {
+        Ok(c) => c,
+        Err(e) => return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await,
+    };
+    let site = Site {
+        conn: conn.as_ref(),
+        env,
+        flavor,
+        project: site::compose_project(env),
+        uid: dr.metadata.uid.clone().unwrap_or_default(),
+        env_values: &credentials.env_values,
+    };
+    let phase = st.phase.unwrap_or(Phase::Preflight);
+    let deadline = |secs: i32| i64::from(secs.max(1));
+    let deadlines = &env.spec.deadlines;
+    let result: std::result::Result<Option<Action>, RemoteError> = async {
+        match phase {
+            Phase::Queued | Phase::Preflight => {
+                plan::start_step(&mut st, PREFLIGHT, now);
+                if plan::step_elapsed(&st, PREFLIGHT, now) > deadline(deadlines.preflight_seconds) {
+                    return Ok(None);
+                }
+                match preflight::run(&site, dr, envs).await {
+                    Ok(facts) => {
+                        st.commit = Some(facts.commit.clone());
+                        st.previous_commit = facts.previous_commit.clone();
+                        st.migration_before = facts.migration_before.clone();
+                        st.env_hash = Some(facts.env_hash.clone());
+                        let short = &facts.commit[..12.min(facts.commit.len())];
+                        plan::finish_step(
+                            &mut st,
+                            PREFLIGHT,
+                            StepResult::Succeeded,
+                            format!("{} is commit {short}", dr.spec.revision.display()),
+                            None,
+                            now,
+                        );
+                        if facts.up_to_date {
+                            st.phase = Some(Phase::Succeeded);
+                            let message = format!(
+                                "Environment {:?} already runs commit {short} with this .env, healthy: nothing to do",
+                                env.name_any()
+                            );
+                            st.conditions = conditions::set(
+                                &old.conditions,
+                                &plan::conditions_for(Phase::Succeeded, reasons::UP_TO_DATE, message),
+                                dr.metadata.generation,
+                                now,
+                            );
+                            write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await.map_err(to_remote)?;
+                            lock::release(envs, env, &me, None).await.map_err(to_remote)?;
+                            return Ok(Some(Action::await_change()));
+                        }
+                        enter(&mut st, Phase::Migrating, MIGRATING, now);
+                        Ok(Some(
+                            progressing(
+                                ctx,
+                                dr,
+                                drs,
+                                &old,
+                                st.clone(),
+                                Phase::Migrating,
+                                format!("Migrating the database with commit {short}"),
+                                now,
+                            )
+                            .await?,
+                        ))
+                    }
+                    Err(Refusal::Stalled(p)) => Ok(Some(
+                        fail(
+                            ctx,
+                            dr,
+                            env,
+                            envs,
+                            drs,
+                            &old,
+                            st.clone(),
+                            p.reason,
+                            redactor.redact(&p.message),
+                            None,
+                            now,
+                        )
+                        .await
+                        .map_err(to_remote)?,
+                    )),
+                    Err(Refusal::Remote(e)) => Err(e),
+                }
+            }
+            Phase::Migrating => {
+                let commit = st.commit.clone().unwrap_or_default();
+                if site.env.spec.migrations.is_none() {
+                    plan::finish_step(&mut st, MIGRATING, StepResult::Skipped, "no migrations declared", None, now);
+                    enter(&mut st, Phase::Rebuilding, REBUILDING, now);
+                    return Ok(Some(
+                        progressing(
+                            ctx,
+                            dr,
+                            drs,
+                            &old,
+                            st.clone(),
+                            Phase::Rebuilding,
+                            "Building and starting the new release".into(),
+                            now,
+                        )
+                        .await?,
+                    ));
+                }
+                if plan::step_elapsed(&st, MIGRATING, now) > deadline(deadlines.migration_seconds) {
+                    for job in steps::MIGRATION_JOBS {
+                        site.stop(job).await?;
+                    }
+                    return Ok(None);
+                }
+                match steps::migrate(&site, &commit).await? {
+                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Done { message } => {
+                        st.migration_after = site.migration_revision(true).await?;
+                        plan::finish_step(&mut st, MIGRATING, StepResult::Succeeded, message, None, now);
+                        enter(&mut st, Phase::Rebuilding, REBUILDING, now);
+                        Ok(Some(
+                            progressing(
+                                ctx,
+                                dr,
+                                drs,
+                                &old,
+                                st.clone(),
+                                Phase::Rebuilding,
+                                "Building and starting the new release".into(),
+                                now,
+                            )
+                            .await?,
+                        ))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        fail(
+                            ctx,
+                            dr,
+                            env,
+                            envs,
+                            drs,
+                            &old,
+                            st.clone(),
+                            reasons::MIGRATION_FAILED,
+                            format!("migration failed: {message}; the running release was not touched"),
+                            tail,
+                            now,
+                        )
+                        .await
+                        .map_err(to_remote)?,
+                    )),
+                }
+            }
+            Phase::Rebuilding => {
+                let commit = st.commit.clone().unwrap_or_default();
+                if plan::step_elapsed(&st, REBUILDING, now) > deadline(deadlines.rebuild_seconds) {
+                    for job in steps::REBUILD_JOBS {
+                        site.stop(job).await?;
+                    }
+                    return Ok(None);
+                }
+                match steps::rebuild(&site, &commit).await? {
+                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Done { message } => {
+                        plan::finish_step(&mut st, REBUILDING, StepResult::Succeeded, message, None, now);
+                        enter(&mut st, Phase::Verifying, VERIFYING, now);
+                        Ok(Some(
+                            progressing(
+                                ctx,
+                                dr,
+                                drs,
+                                &old,
+                                st.clone(),
+                                Phase::Verifying,
+                                "Verifying the new release's health".into(),
+                                now,
+                            )
+                            .await?,
+                        ))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        fail(
+                            ctx,
+                            dr,
+                            env,
+                            envs,
+                            drs,
+                            &old,
+                            st.clone(),
+                            reasons::REBUILD_FAILED,
+                            format!("rebuild failed: {message}"),
+                            tail,
+                            now,
+                        )
+                        .await
+                        .map_err(to_remote)?,
+                    )),
+                }
+            }
+            Phase::Verifying => {
+                let elapsed = Duration::from_secs(u64::try_from(plan::step_elapsed(&st, VERIFYING, now)).unwrap_or(0));
+                match steps::verify_round(&site, elapsed).await? {
+                    Progress::Running => Ok(Some(Action::requeue(Duration::from_secs(
+                        u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1),
+                    )))),
+                    Progress::Done { message } => {
+                        plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
+                        let release = release_record(&site, dr, &st, "Succeeded", now).await?;
+                        st.phase = Some(Phase::Succeeded);
+                        let short = st.commit.as_deref().map_or("", |c| &c[..12.min(c.len())]).to_owned();
+                        let message = format!(
+                            "{} (commit {short}) runs on Environment {:?}, verified healthy",
+                            dr.spec.revision.display(),
+                            env.name_any()
+                        );
+                        st.conditions = conditions::set(
+                            &old.conditions,
+                            &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
+                            dr.metadata.generation,
+                            now,
+                        );
+                        write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await.map_err(to_remote)?;
+                        release_lock(envs, env, &me, Some(&release)).await.map_err(to_remote)?;
+                        Ok(Some(Action::await_change()))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        fail(
+                            ctx,
+                            dr,
+                            env,
+                            envs,
+                            drs,
+                            &old,
+                            st.clone(),
+                            reasons::VERIFICATION_FAILED,
+                            message,
+                            tail,
+                            now,
+                        )
+                        .await
+                        .map_err(to_remote)?,
+                    )),
+                }
+            }
+            Phase::Succeeded | Phase::Failed | Phase::RollingBack | Phase::RolledBack => {
+                Ok(Some(Action::await_change()))
+            }
+        }
+    }
+    .await;
+    let action = match result {
+        Ok(Some(action)) => {
+            ctx.backoff.succeeded(&key);
+            action
+        }
+        // Past the step's deadline (its host jobs were stopped).
+        Ok(None) => {
+            let step = st.phase.map_or("step", plan_step_name);
+            let message =
+                format!("{step} did not finish within its deadline (spec.deadlines); its host job was stopped");
+            return fail(ctx, dr, env, envs, drs, &old, st, reasons::PROGRESS_DEADLINE_EXCEEDED, message, None, now)
+                .await;
+        }
+        Err(e) => return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await,
+    };
+    Ok(action)
+}
+
+fn plan_step_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Migrating => MIGRATING,
+        Phase::Rebuilding => REBUILDING,
+        Phase::Verifying => VERIFYING,
+        _ => PREFLIGHT,
+    }
+}
+
+fn to_remote(e: crate::error::Error) -> RemoteError {
+    RemoteError::Local { detail: e.to_string() }
+}
+
+fn enter(st: &mut DeployRequestStatus, phase: Phase, step: &str, now: Timestamp) {
+    st.phase = Some(phase);
+    plan::start_step(st, step, now);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn progressing(
+    ctx: &Context,
+    dr: &DeployRequest,
+    drs: &Api<DeployRequest>,
+    old: &DeployRequestStatus,
+    mut st: DeployRequestStatus,
+    phase: Phase,
+    message: String,
+    now: Timestamp,
+) -> std::result::Result<Action, RemoteError> {
+    st.conditions = conditions::set(
+        &old.conditions,
+        &plan::conditions_for(phase, plan::progress_reason(phase), message),
+        dr.metadata.generation,
+        now,
+    );
+    write(ctx, drs, dr, old, st, EventType::Normal).await.map_err(to_remote)?;
+    Ok(Action::requeue(Duration::ZERO))
+}
+
+/// A remote failure during a step: transient ones (host unreachable, busy) are retried with
+/// backoff and leave the step where it was; others fail the request.
+#[allow(clippy::too_many_arguments)]
+async fn remote_error(
+    ctx: &Context,
+    dr: &DeployRequest,
+    env: &Environment,
+    envs: &Api<Environment>,
+    drs: &Api<DeployRequest>,
+    old: &DeployRequestStatus,
+    mut st: DeployRequestStatus,
+    e: RemoteError,
+    redactor: &crate::remote::Redactor,
+    now: Timestamp,
+) -> Result<Action> {
+    let message = redactor.redact(&e.to_string());
+    if e.is_transient() {
+        let phase = st.phase.unwrap_or(Phase::Preflight);
+        let decided: Vec<Decided> =
+            crate::references::progressing(e.reason(), format!("{}: {message}; retrying", phase));
+        st.conditions = conditions::set(&old.conditions, &decided, dr.metadata.generation, now);
+        write(ctx, drs, dr, old, st, EventType::Warning).await?;
+        tracing::info!(deployrequest = %dr.name_any(), reason = e.reason(), error = %message, "deploy step will be retried");
+        return Ok(Action::requeue(ctx.backoff.failed(&crate::object_key(dr), Duration::from_secs(5))));
+    }
+    fail(ctx, dr, env, envs, drs, old, st, e.reason(), message, None, now).await
+}
+
+/// Ends the request `Failed` with `reason`, records it in the Environment's history when the
+/// host was changed, and passes the lock on.
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    ctx: &Context,
+    dr: &DeployRequest,
+    env: &Environment,
+    envs: &Api<Environment>,
+    drs: &Api<DeployRequest>,
+    old: &DeployRequestStatus,
+    mut st: DeployRequestStatus,
+    reason: &'static str,
+    message: String,
+    tail: Option<String>,
+    now: Timestamp,
+) -> Result<Action> {
+    let me = plan::request_id(dr);
+    let phase = st.phase.unwrap_or(Phase::Preflight);
+    let step = plan_step_name(phase);
+    plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+    let changed_host = matches!(phase, Phase::Migrating | Phase::Rebuilding | Phase::Verifying);
+    st.phase = Some(Phase::Failed);
+    st.queue_position = None;
+    st.conditions = conditions::set(
+        &old.conditions,
+        &plan::conditions_for(Phase::Failed, reason, message),
+        dr.metadata.generation,
+        now,
+    );
+    let record = changed_host.then(|| Release {
+        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
+        commit: st.commit.clone().unwrap_or_default(),
+        migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
+        deployed_by: Some(me.clone()),
+        started_at: st.steps.first().and_then(|s| s.started_at.clone()),
+        result: Some("Failed".into()),
+        issue: dr.spec.issue.clone(),
+        approved_by: dr.spec.approved_by.clone(),
+        untracked: st.untracked,
+        env_hash: st.env_hash.clone(),
+        ..Default::default()
+    });
+    write(ctx, drs, dr, old, st, EventType::Warning).await?;
+    release_lock(envs, env, &me, record.as_ref()).await?;
+    Ok(Action::await_change())
+}
+
+/// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
+async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<()> {
+    let mut current = env.clone();
+    for _ in 0..5 {
+        if lock::release(envs, &current, me, record).await? == Cas::Done {
+            return Ok(());
+        }
+        match envs.get_opt(&current.name_any()).await? {
+            Some(e) => current = e,
+            None => return Ok(()),
+        }
+    }
+    // Still contended: the next reconcile of this (terminal) request releases it.
+    Ok(())
+}
+
+async fn release_record(
+    site: &Site<'_>,
+    dr: &DeployRequest,
+    st: &DeployRequestStatus,
+    result: &str,
+    now: Timestamp,
+) -> std::result::Result<Release, RemoteError> {
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    let images = containers
+        .iter()
+        .filter(|c| !c.one_off)
+        .filter_map(|c| Some((c.service.clone()?, c.image_id.clone())))
+        .collect();
+    Ok(Release {
+        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
+        commit: st.commit.clone().unwrap_or_default(),
+        migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
+        images,
+        deployed_by: Some(plan::request_id(dr)),
+        deployed_at: Some(now.to_string()),
+        started_at: st.steps.first().and_then(|s| s.started_at.clone()),
+        result: Some(result.to_owned()),
+        issue: dr.spec.issue.clone(),
+        approved_by: dr.spec.approved_by.clone(),
+        untracked: st.untracked,
+        env_hash: st.env_hash.clone(),
+        config_hash: None,
+    })
+}
+
+/// Writes the request's status when it changed, and an Event when Ready changed its reason.
+async fn write(
+    ctx: &Context,
+    drs: &Api<DeployRequest>,
+    dr: &DeployRequest,
+    old: &DeployRequestStatus,
+    st: DeployRequestStatus,
+    type_: EventType,
+) -> Result<()> {
+    if dr.status.as_ref() != Some(&st) {
+        status::apply(drs, dr, &st).await?;
+        tracing::info!(deployrequest = %dr.name_any(), phase = st.phase.map(|p| p.as_str()).unwrap_or("-"), "status written");
+    }
+    if let Some(t) = Transition::between(&old.conditions, &st.conditions, type_) {
+        ctx.event(&dr.object_ref(&()), t.type_, &t.reason, t.note).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! The pure half of a deploy: gates, the queue, the step record and the conditions each phase
+//! shows. No I/O: every function here is decided from objects and observations.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use slipway_crds::conditions::reasons;
+use slipway_crds::{DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Step, StepResult};
+
+use crate::conditions::{Decided, Status};
+use crate::references::{self, Problem};
+
+/// Step names as they appear in `status.steps`.
+pub const PREFLIGHT: &str = "Preflight";
+pub const MIGRATING: &str = "Migrating";
+pub const REBUILDING: &str = "Rebuilding";
+pub const VERIFYING: &str = "Verifying";
+
+/// Most history entries an Environment keeps.
+pub const HISTORY_LIMIT: usize = 20;
+
+/// How a lock holder or queue entry names a request: kind, name and UID (a request re-created
+/// under the same name is another request).
+pub fn holder_id(kind: &str, name: &str, uid: &str) -> String {
+    format!("{kind}/{name}/{uid}")
+}
+
+pub fn request_id(dr: &DeployRequest) -> String {
+    holder_id("DeployRequest", &dr.name_any(), dr.metadata.uid.as_deref().unwrap_or_default())
+}
+
+/// (kind, name, uid) of a holder id.
+pub fn parse_holder(id: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = id.splitn(3, '/');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// The gates that depend only on the objects, checked before a request joins the queue.
+/// `promoted_from` answers whether the named Environment's history shows `commit` Succeeded; the
+/// promotion gate can only be judged once the commit is known, so it is checked at preflight.
+pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Problem> {
+    let policy = &env.spec.policy;
+    let env_name = env.name_any();
+    if dr.spec.mode == DeployMode::Direct && !policy.allow_direct {
+        return Err(Problem {
+            reason: reasons::DIRECT_NOT_ALLOWED,
+            message: format!(
+                "mode: Direct is not allowed on Environment {env_name:?} (policy.allowDirect is false): create a \
+                 DeployRequest with mode: Change and an issue, or set policy.allowDirect for emergencies"
+            ),
+        });
+    }
+    if policy.require_issue && dr.spec.mode != DeployMode::Direct && dr.spec.issue.is_none() {
+        return Err(Problem {
+            reason: reasons::ISSUE_REQUIRED,
+            message: format!(
+                "Environment {env_name:?} requires an issue (policy.requireIssue): create a new DeployRequest \
+                 with spec.issue, such as \"#45\""
+            ),
+        });
+    }
+    if policy.require_approval && dr.spec.approved_by.is_none() {
+        return Err(Problem {
+            reason: reasons::APPROVAL_REQUIRED,
+            message: format!(
+                "Environment {env_name:?} requires approval (policy.requireApproval): create a new DeployRequest \
+                 with spec.approvedBy naming who approved it"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Is `commit` recorded as Succeeded in the history (or as current) of `source`?
+pub fn promoted(source: &Environment, commit: &str) -> bool {
+    let status = source.status.as_ref();
+    let current = status.and_then(|s| s.current.as_ref()).is_some_and(|r| r.commit == commit);
+    current
+        || status.is_some_and(|s| {
+            s.history.iter().any(|r| r.commit == commit && r.result.as_deref().is_none_or(|x| x == "Succeeded"))
+        })
+}
+
+/// Still to run: not finished and not refused by a gate.
+pub fn is_waiting(dr: &DeployRequest) -> bool {
+    let status = dr.status.as_ref();
+    let phase = status.and_then(|s| s.phase);
+    if phase.is_some_and(Phase::is_terminal) {
+        return false;
+    }
+    let refused = status
+        .and_then(|s| crate::conditions::find(&s.conditions, slipway_crds::conditions::types::STALLED))
+        .is_some_and(|c| c.status == "True");
+    !refused && dr.metadata.deletion_timestamp.is_none()
+}
+
+/// The requests waiting for `env_name`, oldest first (creation time, then name).
+pub fn queue<'a>(env_name: &str, requests: &'a [DeployRequest]) -> Vec<&'a DeployRequest> {
+    let mut waiting: Vec<&DeployRequest> =
+        requests.iter().filter(|d| d.spec.environment == env_name && is_waiting(d)).collect();
+    waiting.sort_by(|a, b| {
+        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        ta.cmp(&tb).then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    waiting
+}
+
+/// The step record named `name`, started now if it was not.
+pub fn start_step(status: &mut DeployRequestStatus, name: &str, now: Timestamp) -> bool {
+    if status.steps.iter().any(|s| s.name == name) {
+        return false;
+    }
+    status.steps.push(Step { name: name.to_owned(), started_at: Some(now.to_string()), ..Default::default() });
+    true
+}
+
+pub fn step<'a>(status: &'a DeployRequestStatus, name: &str) -> Option<&'a Step> {
+    status.steps.iter().find(|s| s.name == name)
+}
+
+/// Seconds since `name` started (0 when it has not).
+pub fn step_elapsed(status: &DeployRequestStatus, name: &str, now: Timestamp) -> i64 {
+    step(status, name)
+        .and_then(|s| s.started_at.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(|t| now.as_second() - t.as_second())
+        .unwrap_or(0)
+}
+
+/// Records how step `name` ended.
+pub fn finish_step(
+    status: &mut DeployRequestStatus,
+    name: &str,
+    result: StepResult,
+    message: impl Into<String>,
+    output_tail: Option<String>,
+    now: Timestamp,
+) {
+    start_step(status, name, now);
+    if let Some(s) = status.steps.iter_mut().find(|s| s.name == name) {
+        s.finished_at = Some(now.to_string());
+        s.result = Some(result);
+        s.message = Some(message.into());
+        s.output_tail = output_tail.filter(|t| !t.is_empty());
+    }
+}
+
+/// The kstatus conditions of a request in `phase`, for a step in progress or an outcome.
+pub fn conditions_for(phase: Phase, reason: &'static str, message: String) -> Vec<Decided> {
+    match phase {
+        Phase::Succeeded => vec![
+            Decided::new(slipway_crds::conditions::types::READY, Status::True, reason, message.clone()),
+            Decided::new(slipway_crds::conditions::types::RECONCILING, Status::False, reason, ""),
+            Decided::new(slipway_crds::conditions::types::STALLED, Status::False, reason, ""),
+        ],
+        Phase::Failed | Phase::RolledBack => references::stalled(&Problem { reason, message }),
+        _ => references::progressing(reason, message),
+    }
+}
+
+/// The reason shown while `phase` runs.
+pub fn progress_reason(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Preflight => reasons::PREFLIGHT,
+        Phase::Migrating => reasons::MIGRATING,
+        Phase::Rebuilding => reasons::REBUILDING,
+        Phase::Verifying => reasons::VERIFYING,
+        _ => reasons::QUEUED,
+    }
+}
+
+/// The first line of an alembic `current` output that names a revision: `0002 (head)` -> `0002`.
+/// `None` when the database has no revision yet.
+pub fn parse_migration_revision(output: &str) -> Option<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("INFO") && !l.starts_with("WARN"))
+        .filter_map(|l| l.split_whitespace().next())
+        .rfind(|w| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crds::{DeployRequestSpec, Release, Revision};
+
+    fn env(policy: serde_json::Value) -> Environment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "team"},
+            "spec": {
+                "host": {"address": "10.0.0.5", "path": "/srv/shop"},
+                "sshKeySecretRef": {"name": "s", "key": "id"},
+                "knownHostsSecretRef": {"name": "s", "key": "known_hosts"},
+                "policy": policy
+            }
+        }))
+        .unwrap()
+    }
+
+    fn request(name: &str, created: i64, issue: Option<&str>, mode: DeployMode) -> DeployRequest {
+        let mut dr = DeployRequest::new(
+            name,
+            DeployRequestSpec {
+                environment: "staging".into(),
+                revision: Revision { tag: Some("v1.0.0".into()), ..Default::default() },
+                issue: issue.map(str::to_owned),
+                mode,
+                approved_by: None,
+                force: false,
+            },
+        );
+        dr.metadata.uid = Some(format!("uid-{name}"));
+        dr.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(1_700_000_000 + created).unwrap(),
+        ));
+        dr
+    }
+
+    #[test]
+    fn gates_table() {
+        let strict = env(serde_json::json!({"requireIssue": true, "requireApproval": true}));
+        let direct_ok = env(serde_json::json!({"requireIssue": true, "allowDirect": true}));
+        let cases = [
+            (&strict, request("a", 0, None, DeployMode::Change), Some(reasons::ISSUE_REQUIRED)),
+            (&strict, request("a", 0, Some("#1"), DeployMode::Change), Some(reasons::APPROVAL_REQUIRED)),
+            (&strict, request("a", 0, Some("#1"), DeployMode::Direct), Some(reasons::DIRECT_NOT_ALLOWED)),
+            (&direct_ok, request("a", 0, None, DeployMode::Direct), None),
+            (&direct_ok, request("a", 0, None, DeployMode::Change), Some(reasons::ISSUE_REQUIRED)),
+        ];
+        for (env, dr, want) in cases {
+            assert_eq!(gates(&dr, env).err().map(|p| p.reason), want, "{:?}", dr.spec);
+        }
+        let mut approved = request("a", 0, Some("#1"), DeployMode::Change);
+        approved.spec.approved_by = Some("alice".into());
+        assert!(gates(&approved, &strict).is_ok());
+    }
+
+    #[test]
+    fn queue_is_fifo_by_creation_then_name_and_skips_finished_and_refused() {
+        let mut done = request("done", 0, None, DeployMode::Change);
+        done.status = Some(DeployRequestStatus { phase: Some(Phase::Succeeded), ..Default::default() });
+        let mut refused = request("refused", 1, None, DeployMode::Change);
+        refused.status = Some(DeployRequestStatus {
+            conditions: crate::conditions::set(
+                &[],
+                &references::stalled(&Problem { reason: reasons::ISSUE_REQUIRED, message: String::new() }),
+                None,
+                Timestamp::now(),
+            ),
+            ..Default::default()
+        });
+        let all = vec![
+            request("c", 10, None, DeployMode::Change),
+            request("b", 20, None, DeployMode::Change),
+            request("a", 30, None, DeployMode::Change),
+            request("z", 10, None, DeployMode::Change),
+            done,
+            refused,
+        ];
+        let names: Vec<String> = queue("staging", &all).iter().map(|d| d.name_any()).collect();
+        assert_eq!(names, ["c", "z", "b", "a"]);
+    }
+
+    #[test]
+    fn promotion_reads_history_and_current() {
+        let mut staging = env(serde_json::json!({}));
+        assert!(!promoted(&staging, "abc"));
+        staging.status = Some(slipway_crds::EnvironmentStatus {
+            history: vec![
+                Release { commit: "abc".into(), result: Some("Succeeded".into()), ..Default::default() },
+                Release { commit: "bad".into(), result: Some("Failed".into()), ..Default::default() },
+            ],
+            ..Default::default()
+        });
+        assert!(promoted(&staging, "abc"));
+        assert!(!promoted(&staging, "bad"));
+    }
+
+    #[test]
+    fn steps_are_recorded_once_and_finished() {
+        let mut s = DeployRequestStatus::default();
+        let t0 = Timestamp::from_second(1_700_000_000).unwrap();
+        assert!(start_step(&mut s, PREFLIGHT, t0));
+        assert!(!start_step(&mut s, PREFLIGHT, t0), "a resumed reconcile does not restart a step");
+        let t1 = Timestamp::from_second(1_700_000_042).unwrap();
+        assert_eq!(step_elapsed(&s, PREFLIGHT, t1), 42);
+        finish_step(&mut s, PREFLIGHT, StepResult::Succeeded, "ok", Some(String::new()), t1);
+        let st = step(&s, PREFLIGHT).unwrap();
+        assert_eq!(st.result, Some(StepResult::Succeeded));
+        assert_eq!(st.output_tail, None);
+    }
+
+    #[test]
+    fn alembic_revisions() {
+        let out = "INFO  [alembic.runtime.migration] Context impl PostgresqlImpl.\n0002 (head)\n";
+        assert_eq!(parse_migration_revision(out).as_deref(), Some("0002"));
+        assert_eq!(parse_migration_revision("INFO  [alembic] Will assume transactional DDL.\n"), None);
+        assert_eq!(parse_migration_revision(""), None);
+    }
+
+    #[test]
+    fn holder_ids_round_trip() {
+        let id = holder_id("DeployRequest", "shop-45", "0f-12");
+        assert_eq!(parse_holder(&id), Some(("DeployRequest", "shop-45", "0f-12")));
+    }
+}

@@ -1,0 +1,202 @@
+//! Preflight: everything that can refuse a deploy, checked before anything that runs changes.
+//! The checkout, `.env` and containers stay as they are; only Slipway's private worktree (inside
+//! `.git`) receives the new revision, to validate its compose file.
+
+use kube::Api;
+use sha2::{Digest, Sha256};
+use slipway_crds::conditions::reasons;
+use slipway_crds::{DeployRequest, Environment};
+
+use crate::references::Problem;
+use crate::remote::{
+    RemoteCommand, RemoteError, Repo, RevisionRef, health, missing_env_keys, render_env_file, validate, write_env_file,
+};
+
+use super::plan;
+use super::site::Site;
+
+/// What preflight established, written to status before any step changes the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub commit: String,
+    pub previous_commit: Option<String>,
+    pub migration_before: Option<String>,
+    pub env_hash: String,
+    /// The Environment already runs exactly this, healthy: nothing to do.
+    pub up_to_date: bool,
+}
+
+/// Why preflight did not pass: a refusal a person must fix, or a host that could not be asked.
+#[derive(Debug)]
+pub enum Refusal {
+    Stalled(Problem),
+    Remote(RemoteError),
+}
+
+impl From<RemoteError> for Refusal {
+    fn from(e: RemoteError) -> Self {
+        Refusal::Remote(e)
+    }
+}
+
+fn stalled(reason: &'static str, message: String) -> Refusal {
+    Refusal::Stalled(Problem { reason, message })
+}
+
+pub fn revision(dr: &DeployRequest) -> RevisionRef {
+    let r = &dr.spec.revision;
+    match (&r.branch, &r.tag, &r.commit) {
+        (Some(b), _, _) => RevisionRef::Branch(b.clone()),
+        (_, Some(t), _) => RevisionRef::Tag(t.clone()),
+        (_, _, Some(c)) => RevisionRef::Commit(c.clone()),
+        _ => RevisionRef::Commit(String::new()),
+    }
+}
+
+/// sha256 of the rendered `.env`, hex (the values never leave the controller).
+pub fn env_hash(rendered: &[u8]) -> String {
+    Sha256::digest(rendered).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environment>) -> Result<Facts, Refusal> {
+    let env = site.env;
+    let dir = site.project.dir.clone();
+    let repo = Repo::new(site.conn, dir.clone())?;
+    if !repo.exists().await? {
+        let Some(origin) = &env.spec.repository else {
+            return Err(stalled(
+                reasons::REVISION_NOT_FOUND,
+                format!(
+                    "{dir} on {} holds no git checkout and the Environment names no spec.repository.url to clone",
+                    site.conn.host()
+                ),
+            ));
+        };
+        repo.ensure_cloned(&origin.url).await?;
+    }
+    repo.fetch().await?;
+    let commit = match repo.resolve(&revision(dr)).await {
+        Ok(c) => c,
+        Err(e @ RemoteError::RevisionNotFound { .. }) => {
+            return Err(stalled(reasons::REVISION_NOT_FOUND, e.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    // Promotion: the named Environment must show this very commit deployed successfully.
+    if let Some(source) = &env.spec.policy.promote_from {
+        let promoted = match environments.get_opt(source).await {
+            Ok(Some(s)) => plan::promoted(&s, &commit),
+            Ok(None) => false,
+            Err(e) => {
+                return Err(Refusal::Remote(RemoteError::Local {
+                    detail: format!("reading Environment {source}: {e}"),
+                }));
+            }
+        };
+        if !promoted {
+            return Err(stalled(
+                reasons::NOT_PROMOTED,
+                format!(
+                    "commit {} ({}) has not been deployed successfully to Environment {source:?} \
+                     (policy.promoteFrom): deploy it there first",
+                    &commit[..12.min(commit.len())],
+                    dr.spec.revision.display()
+                ),
+            ));
+        }
+    }
+
+    let dirty = repo.dirty().await?;
+    if !dirty.is_empty() {
+        let files: Vec<String> = dirty.iter().take(20).map(ToString::to_string).collect();
+        return Err(stalled(
+            reasons::DIRTY_CHECKOUT,
+            format!(
+                "the checkout {dir} on {} has local changes ({}): commit them upstream or discard them on the host",
+                site.conn.host(),
+                files.join(", ")
+            ),
+        ));
+    }
+
+    if let Some(missing) = missing_env_keys(&repo, &commit, site.env_values.keys()).await?
+        && !missing.is_empty()
+    {
+        let secret = env.spec.env_secret_ref.as_ref().map_or("(no envSecretRef)".to_owned(), |r| r.name.clone());
+        return Err(stalled(
+            reasons::ENV_KEYS_MISSING,
+            format!(
+                "Secret {secret} lacks keys {} listed in .env.example at {}: add them to the Secret",
+                missing.join(", "),
+                dr.spec.revision.display()
+            ),
+        ));
+    }
+
+    // The next revision in the private worktree, with its .env: its compose file is validated
+    // as compose itself reads it.
+    prepare_worktree(site, &commit).await?;
+    write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
+    let config = match site.compose_next().config().await {
+        Ok(c) => c,
+        Err(e @ RemoteError::ComposeInvalid { .. }) => return Err(stalled(reasons::COMPOSE_INVALID, e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let unchecked = config.services_without_healthcheck();
+    if !unchecked.is_empty() {
+        return Err(stalled(
+            reasons::MISSING_HEALTHCHECK,
+            format!(
+                "services {} at {} have no healthcheck: add one to each long-running service",
+                unchecked.join(", "),
+                dr.spec.revision.display()
+            ),
+        ));
+    }
+
+    let rendered = render_env_file(site.env_values, site.flavor)?;
+    let env_hash = env_hash(rendered.expose());
+    let current = env.status.as_ref().and_then(|s| s.current.clone());
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    let running = containers.iter().any(|c| !c.one_off && c.is_running());
+    let migration_before = if running { site.migration_revision(false).await? } else { None };
+    let healthy = running && health::container_problems(&containers, &config.long_running_services()).is_empty();
+    let up_to_date = !dr.spec.force
+        && healthy
+        && current.as_ref().is_some_and(|r| r.commit == commit && r.env_hash.as_deref() == Some(env_hash.as_str()));
+    Ok(Facts { previous_commit: current.map(|r| r.commit), commit, migration_before, env_hash, up_to_date })
+}
+
+/// Checks the worktree out at `commit` (creating it when absent), discarding anything in it.
+pub async fn prepare_worktree(site: &Site<'_>, commit: &str) -> Result<(), RemoteError> {
+    validate::commit_id(commit)?;
+    let dir = site.project.dir.clone();
+    let next = site.next_dir();
+    let git = |label: &str| {
+        RemoteCommand::new("git")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .args(["-c", "advice.detachedHead=false"])
+            .label(format!("git {label}"))
+    };
+    site.conn.run(&git("worktree prune").arg("-C").arg(dir.clone()).args(["worktree", "prune"])).await?;
+    let exists = site.conn.output(&RemoteCommand::new("test").arg("-e").arg(format!("{next}/.git"))).await?;
+    if exists.success() {
+        let checkout = git("checkout")
+            .arg("-C")
+            .arg(next.clone())
+            .args(["checkout", "--quiet", "--force", "--detach"])
+            .arg(commit)
+            .arg("--");
+        site.conn.run(&checkout).await?;
+    } else {
+        let add = git("worktree add")
+            .arg("-C")
+            .arg(dir)
+            .args(["worktree", "add", "--quiet", "--force", "--detach", "--end-of-options"])
+            .arg(next)
+            .arg(commit);
+        site.conn.run(&add).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! A deploy's view of its host: the Environment's SSH master, its compose project (the main
+//! checkout that runs, and a private worktree where the next revision is built and migrated
+//! without moving the running checkout), and host jobs keyed by the request's UID.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use slipway_crds::Environment;
+
+use crate::remote::{
+    Compose, ComposeFlavor, ComposeProject, HostConnection, JobKey, JobSpec, JobState, Jobs, RemoteCommand,
+    RemoteError, SecretBytes,
+};
+
+/// How long a terminated job's processes get between TERM and KILL.
+pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Site<'a> {
+    pub conn: &'a HostConnection,
+    pub env: &'a Environment,
+    pub flavor: ComposeFlavor,
+    /// The main checkout: what runs.
+    pub project: ComposeProject,
+    /// The request's UID, the key of its host jobs.
+    pub uid: String,
+    pub env_values: &'a BTreeMap<String, SecretBytes>,
+}
+
+/// Where a job of a step stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobProgress {
+    Running,
+    Succeeded,
+    Failed { what: String, tail: Option<String> },
+}
+
+/// The compose project name of an Environment: `compose.projectName`, or its name made valid.
+pub fn project_name(env: &Environment) -> String {
+    env.spec.compose.project_name.clone().unwrap_or_else(|| env.name_any().replace('.', "-"))
+}
+
+pub fn compose_project(env: &Environment) -> ComposeProject {
+    let files = if env.spec.compose.files.is_empty() {
+        vec!["docker-compose.yml".to_owned()]
+    } else {
+        env.spec.compose.files.clone()
+    };
+    ComposeProject::new(env.spec.host.path.trim_end_matches('/'), project_name(env), files)
+}
+
+impl<'a> Site<'a> {
+    /// The worktree holding the next revision, inside the checkout's `.git` (private to Slipway,
+    /// never seen as a change of the checkout).
+    pub fn next_dir(&self) -> String {
+        format!("{}/.git/slipway/next", self.project.dir)
+    }
+
+    pub fn compose(&self) -> Compose<'a, HostConnection> {
+        Compose::with_flavor(self.conn, self.project.clone(), self.flavor)
+    }
+
+    /// The same compose project (same name: same network, volumes and database) from the worktree.
+    pub fn compose_next(&self) -> Compose<'a, HostConnection> {
+        let next = ComposeProject::new(self.next_dir(), self.project.name.clone(), self.project.files.clone());
+        Compose::with_flavor(self.conn, next, self.flavor)
+    }
+
+    pub fn key(&self, step: &str) -> Result<JobKey, RemoteError> {
+        JobKey::new(self.project.name.clone(), self.uid.clone(), step)
+    }
+
+    /// Runs `cmd` as the host job `step` across reconciles: started when absent (never twice),
+    /// polled while it runs, judged once it ended.
+    pub async fn job(&self, step: &str, cmd: &RemoteCommand) -> Result<(JobProgress, JobState), RemoteError> {
+        let key = self.key(step)?;
+        let jobs = Jobs::new(self.conn);
+        let state = match jobs.poll(&key).await? {
+            JobState::NotFound => jobs.start(&key, &JobSpec::from_command(cmd)?).await?,
+            state => state,
+        };
+        let progress = match &state {
+            JobState::Running { .. } | JobState::NotFound => JobProgress::Running,
+            s if s.succeeded() => JobProgress::Succeeded,
+            s => JobProgress::Failed {
+                what: format!("`{}` {}", cmd.display_label(), s.describe()),
+                tail: s.status_tail(),
+            },
+        };
+        Ok((progress, state))
+    }
+
+    /// Stops the job `step` (past its deadline) with everything it started.
+    pub async fn stop(&self, step: &str) -> Result<JobState, RemoteError> {
+        Jobs::new(self.conn).terminate(&self.key(step)?, TERMINATE_GRACE).await
+    }
+
+    /// The migration revision the database is at, asked with `current` in a one-off container
+    /// of the main checkout (`next: false`) or of the next revision's image (`next: true`).
+    /// `None` when no migrations are declared or the database has no revision yet.
+    pub async fn migration_revision(&self, next: bool) -> Result<Option<String>, RemoteError> {
+        let Some(m) = &self.env.spec.migrations else { return Ok(None) };
+        if m.current.is_empty() {
+            return Ok(None);
+        }
+        let compose = if next { self.compose_next() } else { self.compose() };
+        let out = compose.run(&m.service, &m.current).await?;
+        if !out.success() {
+            return Err(RemoteError::CommandFailed {
+                program: format!("{} (migration revision)", m.current.join(" ")),
+                exit_code: out.exit_code(),
+                stderr_tail: out.stderr_tail(),
+            });
+        }
+        Ok(super::plan::parse_migration_revision(&out.stdout()))
+    }
+}

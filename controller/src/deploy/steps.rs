@@ -1,0 +1,148 @@
+//! The steps that change the host, each a sequence of host jobs resumed across reconciles, and
+//! verification, one round per reconcile. Each returns where it stands; the caller records it.
+
+use std::time::Duration;
+
+use slipway_crds::Environment;
+
+use crate::remote::{CheckKind, HealthCheck, RemoteError, Repo, health, job_label, write_env_file};
+
+use super::site::{JobProgress, Site};
+
+/// Where a step stands after one reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A host job still runs (or verification has not passed yet): look again soon.
+    Running,
+    Done {
+        message: String,
+    },
+    Failed {
+        message: String,
+        tail: Option<String>,
+    },
+}
+
+/// Runs `jobs` one after another: the first unfinished one is started or polled.
+async fn sequence(site: &Site<'_>, jobs: &[(&str, crate::remote::RemoteCommand)]) -> Result<Progress, RemoteError> {
+    for (step, cmd) in jobs {
+        match site.job(step, cmd).await?.0 {
+            JobProgress::Succeeded => continue,
+            JobProgress::Running => return Ok(Progress::Running),
+            JobProgress::Failed { what, tail } => return Ok(Progress::Failed { message: what, tail }),
+        }
+    }
+    Ok(Progress::Done { message: String::new() })
+}
+
+/// The host jobs of the migration step (build the service's image from the next revision, run
+/// the upgrade in a one-off container of it), in order.
+pub const MIGRATION_JOBS: [&str; 2] = ["migrate-build", "migrate"];
+/// The host jobs of the rebuild step.
+pub const REBUILD_JOBS: [&str; 2] = ["build", "up"];
+
+/// Migrating: the NEW revision's image for the migration service, built in the worktree, then
+/// the upgrade in a one-off container of that image. The running checkout is not touched.
+pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteError> {
+    let Some(m) = &site.env.spec.migrations else {
+        return Ok(Progress::Done { message: "no migrations declared".into() });
+    };
+    // A resumed reconcile finds the worktree as it left it; preparing it again is idempotent and
+    // guards against a worktree moved by another request in between.
+    super::preflight::prepare_worktree(site, commit).await?;
+    write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
+    let next = site.compose_next();
+    let build = next.command("build").arg(m.service.clone());
+    let label = job_label(&site.key(MIGRATION_JOBS[1])?);
+    let upgrade = next.run_command(&m.service, &m.upgrade, &[label])?;
+    match sequence(site, &[(MIGRATION_JOBS[0], build), (MIGRATION_JOBS[1], upgrade)]).await? {
+        Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", m.upgrade.join(" ")) }),
+        other => Ok(other),
+    }
+}
+
+/// Rebuilding: the checkout moves to the commit, `.env` is written, then build and `up`.
+pub async fn rebuild(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteError> {
+    let repo = Repo::new(site.conn, site.project.dir.clone())?;
+    if repo.head().await?.as_deref() != Some(commit) {
+        repo.checkout(commit).await?;
+    }
+    write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;
+    let compose = site.compose();
+    let build = compose.command("build");
+    let up = compose.command("up").args(["-d", "--remove-orphans"]);
+    match sequence(site, &[(REBUILD_JOBS[0], build), (REBUILD_JOBS[1], up)]).await? {
+        Progress::Done { .. } => Ok(Progress::Done { message: "built and started".into() }),
+        other => Ok(other),
+    }
+}
+
+/// The Environment's declared checks as the remote layer runs them.
+pub fn declared_checks(env: &Environment) -> Vec<HealthCheck> {
+    env.spec
+        .health
+        .checks
+        .iter()
+        .filter_map(|c| {
+            let port = |p: i32| u16::try_from(p).ok();
+            let kind = if let Some(h) = &c.http {
+                CheckKind::Http {
+                    service: h.service.clone(),
+                    port: port(h.port)?,
+                    path: h.path.clone(),
+                    expect_status: h.expect_status.and_then(|s| u16::try_from(s).ok()),
+                    expect_json: h.expect_json.as_ref().map(|m| serde_json::to_value(m).unwrap_or_default()),
+                }
+            } else if let Some(t) = &c.tcp {
+                CheckKind::Tcp { service: t.service.clone(), port: port(t.port)? }
+            } else if let Some(e) = &c.exec {
+                CheckKind::Exec { service: e.service.clone(), command: e.command.clone() }
+            } else {
+                return None;
+            };
+            Some(HealthCheck { name: c.name.clone(), kind })
+        })
+        .collect()
+}
+
+/// Verifying, one round: every long-running service running (and healthy where it has a
+/// healthcheck), then the declared checks. `Failed` only once `elapsed` passed the deadline.
+pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress, RemoteError> {
+    let config = site.compose().config().await?;
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    let redactor = crate::remote::Exec::redactor(site.conn);
+    let problems: Vec<String> = health::container_problems(&containers, &config.long_running_services())
+        .iter()
+        .map(|p| redactor.redact(p))
+        .collect();
+    let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
+    let check_timeout = Duration::from_secs(10);
+    let mut failed = problems.clone();
+    let checks = declared_checks(site.env);
+    for check in &checks {
+        let outcome = health::run_check(site.conn, check, &containers, check_timeout).await;
+        if !outcome.passed {
+            failed.push(format!("check {}: {}", outcome.name, outcome.message));
+        }
+    }
+    site.conn.close_tcp_forwards().await;
+    if failed.is_empty() {
+        return Ok(Progress::Done {
+            message: format!(
+                "{} containers running and healthy, {} checks passed",
+                containers.iter().filter(|c| !c.one_off).count(),
+                checks.len()
+            ),
+        });
+    }
+    // The master may have died under the checks: that is the connection's failure, not the release's.
+    site.conn.check().await?;
+    let deadline = health::deadline_after_start(timeout, Duration::from_secs(3), &containers);
+    if elapsed >= deadline {
+        return Ok(Progress::Failed {
+            message: format!("not healthy after {}s: {}", elapsed.as_secs(), failed.join("; ")),
+            tail: None,
+        });
+    }
+    Ok(Progress::Running)
+}
