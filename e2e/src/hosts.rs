@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::FutureExt;
 use slipway_controller::remote::{
-    ComposeProject, ConnectOptions, HostConnection, HostTarget, RemoteCommand, SecretBytes,
+    ComposeProject, ConnectOptions, HostConnection, HostTarget, JobKey, Jobs, RemoteCommand, SecretBytes,
 };
 
 /// Options for tests: short connect timeout so failure cases finish quickly.
@@ -175,9 +175,11 @@ impl TestProject {
         }
     }
 
-    /// `down -v --rmi local` when the project has a compose file, then remove the work dir.
-    /// Errors are printed, not raised: cleanup must not hide the test's own result.
+    /// Terminate the project's host jobs (their processes and labelled containers), `down -v
+    /// --rmi local` when the project has a compose file, then remove the work dir and the jobs'
+    /// run directories. Errors are printed, not raised: cleanup must not hide the test's own result.
     pub async fn cleanup(&self, conn: &HostConnection) {
+        self.terminate_jobs(conn).await;
         let has_compose = conn
             .output(&RemoteCommand::new("test").arg("-f").arg(format!("{}/docker-compose.yml", self.dir)))
             .await
@@ -204,6 +206,36 @@ impl TestProject {
         }
         if let Err(e) = conn.run(&RemoteCommand::new("rm").arg("-rf").arg(self.dir.clone())).await {
             eprintln!("cleanup of {}: {e}", self.dir);
+        }
+        let runs = RemoteCommand::new("sh").args(["-c", r#"rm -rf -- "$HOME/.slipway/$1""#, "rm-runs", &self.name]);
+        if let Err(e) = conn.run(&runs).await {
+            eprintln!("cleanup of the host jobs of {}: {e}", self.name);
+        }
+    }
+
+    /// Every host job of the project that a failed test may have left running.
+    async fn terminate_jobs(&self, conn: &HostConnection) {
+        let list = RemoteCommand::new("sh").args([
+            "-c",
+            r#"cd -- "$HOME/.slipway/$1/runs" 2>/dev/null && ls -d -- */* 2>/dev/null; exit 0"#,
+            "list-runs",
+            &self.name,
+        ]);
+        let runs = match conn.run(&list).await {
+            Ok(out) => out.stdout(),
+            Err(e) => return eprintln!("cleanup of the host jobs of {}: {e}", self.name),
+        };
+        let jobs = Jobs::new(conn);
+        for run in runs.lines() {
+            let Some((uid, step)) = run.split_once('/') else { continue };
+            match JobKey::new(self.name.clone(), uid, step) {
+                Ok(key) => {
+                    if let Err(e) = jobs.terminate(&key, Duration::ZERO).await {
+                        eprintln!("cleanup of host job {key}: {e}");
+                    }
+                }
+                Err(e) => eprintln!("cleanup of host job {run}: {e}"),
+            }
         }
     }
 }

@@ -125,6 +125,11 @@ impl RemoteCommand {
         self.cwd.as_deref()
     }
 
+    /// The extra (non-secret) environment, in the order set.
+    pub fn environment(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     pub fn stdin_bytes(&self) -> Option<&SecretBytes> {
         self.stdin.as_ref()
     }

@@ -320,16 +320,29 @@ impl<'a, E: Exec> Compose<'a, E> {
         self.host.run(&cmd).await
     }
 
-    /// `run --rm -T <service> <argv>` in a one-off container of the service's current image.
-    /// Returns the output whatever the exit code; the caller judges it.
-    pub async fn run(&self, service: &str, argv: &[String]) -> Result<CommandOutput, RemoteError> {
+    /// `run --rm -T [--label k=v]... <service> <argv>`: a one-off container of the service's
+    /// current image, carrying `labels` (both flavors take `--label` on `run`). Built, not run,
+    /// so that a step can run it as a host job labelled with [`super::job_label`]:
+    /// `JobSpec::from_command(&compose.run_command(..)?)`.
+    pub fn run_command(
+        &self,
+        service: &str,
+        argv: &[String],
+        labels: &[(String, String)],
+    ) -> Result<RemoteCommand, RemoteError> {
         validate::service_name(service)?;
-        let cmd = self
-            .command("run")
-            .args(["--rm", "-T"])
-            .arg(service)
-            .args(argv.iter().cloned())
-            .timeout(self.action_timeout);
+        let mut cmd = self.command("run").args(["--rm", "-T"]);
+        for (k, v) in labels {
+            validate::label(k, v)?;
+            cmd = cmd.arg("--label").arg(format!("{k}={v}"));
+        }
+        Ok(cmd.arg(service).args(argv.iter().cloned()).timeout(self.action_timeout))
+    }
+
+    /// [`Compose::run_command`] without labels, run over the connection. Returns the output
+    /// whatever the exit code; the caller judges it.
+    pub async fn run(&self, service: &str, argv: &[String]) -> Result<CommandOutput, RemoteError> {
+        let cmd = self.run_command(service, argv, &[])?;
         self.host.output(&cmd).await
     }
 
@@ -506,6 +519,32 @@ version: '3.8'
         ];
         for b in bad {
             assert!(b.validate().is_err(), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn run_command_carries_labels_before_the_service() {
+        let project = ComposeProject::new("/srv/shop", "shop", vec!["docker-compose.yml".into()]);
+        let host = crate::remote::FakeHost::new();
+        let argv = vec!["alembic".to_owned(), "upgrade".to_owned(), "head".to_owned()];
+        let labels = vec![("slipway.dev/job".to_owned(), "shop.u1.migrate".to_owned())];
+        for (flavor, program) in [(ComposeFlavor::V1, "docker-compose"), (ComposeFlavor::V2, "docker compose")] {
+            let compose = Compose::with_flavor(&host, project.clone(), flavor);
+            let cmd = compose.run_command("backend", &argv, &labels).unwrap();
+            let mut line = vec![cmd.program().to_owned()];
+            line.extend(cmd.arguments().iter().cloned());
+            assert_eq!(
+                line.join(" "),
+                format!(
+                    "{program} -p shop -f docker-compose.yml run --rm -T --label slipway.dev/job=shop.u1.migrate backend alembic upgrade head"
+                )
+            );
+            assert_eq!(cmd.working_dir(), Some("/srv/shop"));
+            assert!(compose.run_command("-backend", &argv, &labels).is_err());
+            let bad = vec![("a=b".to_owned(), "x".to_owned())];
+            assert!(compose.run_command("backend", &argv, &bad).is_err());
+            let bad = vec![("k".to_owned(), "x\ny".to_owned())];
+            assert!(compose.run_command("backend", &argv, &bad).is_err());
         }
     }
 

@@ -9,6 +9,8 @@
 //! - [`compose`], [`git`], [`envfile`]: compose CLI, the work tree, the rendered `.env`.
 //! - [`docker`]: observations through the host's Docker socket forwarded over the same master.
 //! - [`health`]: verification rounds with HTTP/TCP/exec checks and container health.
+//! - [`job`]: host jobs, the steps that run detached on the host under a per-project lock,
+//!   found again by key after a controller restart, terminated on the host at their deadline.
 //! - [`error`]: [`RemoteError`] with `reason()` / `metric_label()` / `is_transient()`.
 //!
 //! Secret values (keys, `.env` contents) never appear in errors or logs: [`SecretBytes`] prints
@@ -22,6 +24,7 @@ pub mod error;
 pub mod exec;
 pub mod git;
 pub mod health;
+pub mod job;
 pub mod known_hosts;
 pub mod pool;
 pub mod secret;
@@ -38,6 +41,7 @@ pub use error::RemoteError;
 pub use exec::{CommandOutput, Exec, FakeHost, FakeReply, Recorded};
 pub use git::{DirtyEntry, Repo, RevisionRef};
 pub use health::{CheckKind, CheckOutcome, HealthCheck, HealthPolicy, HealthReport, verify};
+pub use job::{JOB_LABEL, JobKey, JobSpec, JobState, Jobs, job_label, status_tail};
 pub use pool::ConnectionPool;
 pub use secret::{Redactor, SecretBytes};
 pub use ssh::{ConnectOptions, HostConnection, HostTarget};
