@@ -47,11 +47,11 @@ const TERMINATE_SLACK: Duration = Duration::from_secs(90);
 /// depends on the operation (see [`Jobs`]). It prints `key=value` lines, then for a finished job
 /// a `--tail--` line followed by the last [`TAIL_READ_BYTES`] of its log.
 ///
-/// The runner (`$runner`) is the job's session leader: it ignores HUP, restores the caller's
-/// umask, enters the working directory, exports the environment and `exec`s the argv in a
-/// subshell, then records the exit status. It inherits fd 8 (`alive`) and fd 9 (the project
-/// lock) from the start script, and so do the processes it starts: the project stays locked
-/// until every one of them is gone.
+/// The runner (`$runner`) is the job's session leader: it ignores HUP, records its pid and start
+/// time, restores the caller's umask, enters the working directory, exports the environment and
+/// `exec`s the argv in a subshell, then records the exit status. It inherits fd 8 (`alive`) and
+/// fd 9 (the project lock) from the start script, and so do the processes it starts: the project
+/// stays locked until every one of them is gone.
 pub const JOB_SCRIPT: &str = r#"set -u
 op=$1 project=$2
 case ${HOME:-} in /*) ;; *) echo "slipway: \$HOME is not an absolute path for this user" >&2; exit 2 ;; esac
@@ -59,7 +59,8 @@ base=$HOME/.slipway/$project
 need() { command -v "$1" >/dev/null 2>&1 || { printf 'state=missing-tool\ntool=%s\n' "$1"; exit 0; }; }
 need flock
 alive() { [ -e "$1/alive" ] && ! flock -n -s "$1/alive" true 2>/dev/null; }
-settle() { i=0; while [ ! -e "$1/started" ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done; }
+# waits (up to 2 s) for a run being started to record its start
+settle() { i=0; while [ ! -e "$1/started" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i + 1)); done; }
 report() {
   r=$1
   [ -d "$r" ] || { echo state=notfound; return 0; }
@@ -82,6 +83,8 @@ report() {
 }
 runner='trap "" HUP
 r=$1 cwd=$2
+echo $$ >"$r/pid.new" && mv -f -- "$r/pid.new" "$r/pid" || exit 1
+date +%s >"$r/started.new" && mv -f -- "$r/started.new" "$r/started" || exit 1
 umask "$3"
 n=$4
 shift 4
@@ -113,7 +116,11 @@ start)
     exit 0
   fi
   printf '%s/%s\n' "$uid" "$step" >"$base/holder.new" && mv -f -- "$base/holder.new" "$base/holder" || exit 1
-  mkdir -- "$r" 2>/dev/null || { report "$r"; exit 0; }
+  if ! mkdir -- "$r" 2>/dev/null; then
+    [ -d "$r" ] || { echo "slipway: cannot create the run directory $r" >&2; exit 1; }
+    report "$r"
+    exit 0
+  fi
   exec 8>"$r/alive" || exit 1
   flock -w 5 8 || exit 1
   printf '%s\n' "$cwd" >"$r/cwd"
@@ -123,10 +130,8 @@ start)
     i=$((i + 1))
   done
   : >"$r/log"
-  t=$(date +%s)
-  setsid sh -c "$runner" slipway-job "$r" "$cwd" "$job_umask" "$nenv" "$@" </dev/null >>"$r/log" 2>&1 &
-  echo $! >"$r/pid"
-  echo "$t" >"$r/started"
+  # setsid -f, not `&`: an asynchronous list would start the job with INT and QUIT ignored
+  setsid -f sh -c "$runner" slipway-job "$r" "$cwd" "$job_umask" "$nenv" "$@" </dev/null >>"$r/log" 2>&1 || exit 1
   exec 8>&- 9>&-
   report "$r"
   ;;
@@ -982,7 +987,8 @@ mod on_local_sh {
         assert_eq!((pgrp, session), (pid, pid));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let sig_ign = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).unwrap().trim();
-        assert_eq!(u64::from_str_radix(sig_ign, 16).unwrap() & 1, 1, "SIGHUP not ignored: {sig_ign}");
+        // HUP ignored; INT and QUIT not (as they would be for an asynchronous list of `sh`).
+        assert_eq!(u64::from_str_radix(sig_ign, 16).unwrap() & 0b111, 0b001, "SigIgn: {sig_ign}");
         assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(), Path::new("/dev/null"));
 
         let st = finished(&jobs, &key).await;
@@ -1077,8 +1083,11 @@ mod on_local_sh {
         // Other projects are not fenced.
         jobs.start(&other_project, &JobSpec::new(host.cwd(), ["true"])).await.unwrap();
         assert!(matches!(jobs.terminate(&first, Duration::from_secs(2)).await.unwrap(), JobState::Terminated { .. }));
-        jobs.start(&second, &JobSpec::new(host.cwd(), ["true"])).await.unwrap();
-        assert!(finished(&jobs, &second).await.succeeded());
+        jobs.start(&second, &JobSpec::new(host.cwd(), ["sleep", "30"])).await.unwrap();
+        // A job that ran before is reported, not refused, while another holds the lock.
+        let again = jobs.start(&first, &JobSpec::new(host.cwd(), ["sleep", "30"])).await.unwrap();
+        assert!(matches!(again, JobState::Terminated { .. }), "{again:?}");
+        jobs.terminate(&second, Duration::ZERO).await.unwrap();
     }
 
     #[tokio::test]
@@ -1102,22 +1111,28 @@ mod on_local_sh {
         let jobs = Jobs::new(&host);
         let key = JobKey::new("shop", "u1", "migrate").unwrap();
         let log = host.run_dir(&key).join("log");
-        // A child that ignores TERM (needs the KILL), a plain child, and the job itself.
+        // A child that ignores TERM (needs the KILL), one that shuts down on TERM (gets it: the
+        // whole group is signalled, not only the leader), a plain child, and the job itself.
         let script = r#"sh -c 'trap "" TERM; echo stubborn=$$; while :; do sleep 1; done' &
+sh -c 'trap "echo graceful; exit 0" TERM; echo graceful=$$; while :; do sleep 1 & wait; done' &
 sleep 300 & echo child=$!
 echo main=$$
 wait"#;
         let st = jobs.start(&key, &JobSpec::new(host.cwd(), sh(script))).await.unwrap();
         let leader = pid_of(&st);
-        let pids =
-            [logged_pid(&log, "stubborn").await, logged_pid(&log, "child").await, logged_pid(&log, "main").await];
+        let pids = [
+            logged_pid(&log, "stubborn").await,
+            logged_pid(&log, "graceful").await,
+            logged_pid(&log, "child").await,
+            logged_pid(&log, "main").await,
+        ];
         for p in pids {
             assert_eq!(stat(p).unwrap().2, leader, "pid {p} is not in the job's process group");
         }
         let t = Instant::now();
         let st = jobs.terminate(&key, Duration::from_millis(300)).await.unwrap();
         assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
-        assert!(matches!(st, JobState::Terminated { ref tail } if tail.contains("stubborn=")), "{st:?}");
+        assert!(matches!(st, JobState::Terminated { ref tail } if tail.contains("\ngraceful\n")), "{st:?}");
         for p in pids.into_iter().chain([leader]) {
             assert!(is_gone(p), "pid {p} survived terminate: {:?}", stat(p));
         }
