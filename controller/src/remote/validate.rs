@@ -179,42 +179,6 @@ pub fn label(key: &str, value: &str) -> Result<(), RemoteError> {
     Ok(())
 }
 
-/// A Kubernetes object UID as a host job key component (`[a-z0-9-]{1,64}`, not starting with
-/// `-`, so that no path built from it reads as an option).
-pub fn object_uid(value: &str) -> Result<(), RemoteError> {
-    let ok = value.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.len() <= 64
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
-        return Err(refuse("object UID", value, "must match [a-z0-9][a-z0-9-]{0,63}"));
-    }
-    Ok(())
-}
-
-/// A deploy step name as a host job key component (`[a-z][a-z0-9-]{0,40}`).
-pub fn step_name(value: &str) -> Result<(), RemoteError> {
-    let ok = value.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && value.len() <= 41
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
-        return Err(refuse("step name", value, "must match [a-z][a-z0-9-]{0,40}"));
-    }
-    Ok(())
-}
-
-/// A Docker label `key=value` given on a command line: the key must be non-empty without `=`,
-/// neither may contain control characters.
-pub fn label(key: &str, value: &str) -> Result<(), RemoteError> {
-    common("label key", key, 255)?;
-    if key.contains('=') || key.chars().any(char::is_whitespace) {
-        return Err(refuse("label key", key, "must not contain '=' or whitespace"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(refuse("label value", value, "must not contain control characters or newlines"));
-    }
-    Ok(())
-}
-
 /// An environment variable name for `.env` (`[A-Za-z_][A-Za-z0-9_]*`).
 pub fn env_key(value: &str) -> Result<(), RemoteError> {
     let ok = value.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
