@@ -29,14 +29,24 @@ k() { "$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG" -n demo "$@"; }
 KUBECONFIG=$SLIPWAY_SANDBOX/controller.kubeconfig target/debug/slipway-controller \
   --namespace demo --http-addr 127.0.0.1:18080 >"$SLIPWAY_SANDBOX/logs/controller.log" 2>&1 &
 controller_pid=$!
+# down.sh stops it (with its SSH master) whether or not this script is still running.
+echo "$controller_pid" >"$SLIPWAY_SANDBOX/controller.pid"
+
+# The deploy user clones the reference stack from a copy it owns (git refuses to serve a
+# repository owned by someone else).
+origin=$SLIPWAY_SANDBOX/deploy-origin/shop.git
+mkdir -p "$(dirname "$origin")" && chmod 755 "$(dirname "$origin")"
+cp -a "$SLIPWAY_ORIGIN" "$origin" && chown -R "$SLIPWAY_HOST_USER:$SLIPWAY_HOST_USER" "$origin"
 
 k create namespace demo >/dev/null 2>&1 || true
 k apply -f manifests/examples/rbac.yaml >/dev/null
 k create secret generic shop-ssh \
   --from-file=id_ed25519="$SLIPWAY_HOST_KEY" --from-file=known_hosts="$SLIPWAY_HOST_KNOWN_HOSTS" >/dev/null
+db_password=$(openssl rand -hex 12)
 k create secret generic shop-env \
-  --from-literal=POSTGRES_USER=shop --from-literal=POSTGRES_PASSWORD="$(openssl rand -hex 12)" \
-  --from-literal=POSTGRES_DB=shop --from-literal=SECRET_KEY="$(openssl rand -hex 24)" >/dev/null
+  --from-literal=POSTGRES_USER=shop --from-literal=POSTGRES_PASSWORD="$db_password" \
+  --from-literal=POSTGRES_DB=shop --from-literal=SECRET_KEY="$(openssl rand -hex 24)" \
+  --from-literal=DATABASE_URL="postgresql+psycopg2://shop:$db_password@db:5432/shop" >/dev/null
 k label secret shop-ssh shop-env slipway.dev/secret=true >/dev/null
 
 k apply -f - >/dev/null <<YAML
@@ -46,42 +56,66 @@ metadata: {name: staging}
 spec:
   tier: staging
   host: {address: "$SLIPWAY_HOST_ADDR", port: $SLIPWAY_HOST_PORT, user: "$SLIPWAY_HOST_USER", path: /home/$SLIPWAY_HOST_USER/slipway-e2e/swt-demo}
-  repository: {url: "file://$SLIPWAY_ORIGIN"}
+  repository: {url: "file://$origin"}
   sshKeySecretRef: {name: shop-ssh, key: id_ed25519}
   knownHostsSecretRef: {name: shop-ssh, key: known_hosts}
   compose: {files: [docker-compose.yml], projectName: swt-demo}
   envSecretRef: {name: shop-env}
   migrations: {service: backend, upgrade: [alembic, upgrade, head], current: [alembic, current], downgrade: [alembic, downgrade, "{revision}"]}
   health:
+    timeoutSeconds: 180
     checks:
       - {name: backend, http: {service: backend, port: 8000, path: /health, expectJson: {status: healthy}}}
       - {name: frontend, http: {service: frontend, port: 80, path: /}}
       - {name: database, exec: {service: db, command: [pg_isready]}}
-  policy: {requireIssue: true}
----
-apiVersion: slipway.dev/v1alpha1
-kind: DeployRequest
-metadata: {name: shop-1}
-spec: {environment: staging, revision: {tag: v1.0.0}, issue: "#1"}
----
-apiVersion: slipway.dev/v1alpha1
-kind: DeployRequest
-metadata: {name: shop-2}
-spec: {environment: production, revision: {tag: v1.1.0}, issue: "#2"}
+  policy: {requireIssue: true, autoRollback: false}
 YAML
 
-k wait dr/shop-1 --for=jsonpath='{.status.phase}'=Queued --timeout=60s >/dev/null
-k wait dr/shop-2 --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=EnvironmentNotFound --timeout=60s >/dev/null
-k wait env/staging --for=jsonpath='{.status.observedGeneration}'=1 --timeout=60s >/dev/null
+# deploy NAME TAG ISSUE: applies a DeployRequest and prints its phases as they change.
+deploy() {
+  k apply -f - >/dev/null <<YAML
+apiVersion: slipway.dev/v1alpha1
+kind: DeployRequest
+metadata: {name: $1}
+spec: {environment: staging, revision: {tag: $2}, issue: "$3"}
+YAML
+  local last="" phase="" started=$SECONDS
+  echo
+  echo "\$ kubectl apply deployrequest/$1 (tag $2)"
+  while ((SECONDS - started < 900)); do
+    phase=$(k get dr "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    if [[ $phase != "$last" && -n $phase ]]; then
+      printf '  %4ss  %s\n' "$((SECONDS - started))" "$phase"
+      last=$phase
+    fi
+    [[ $phase == Succeeded || $phase == Failed ]] && break
+    sleep 1
+  done
+  [[ $phase == Succeeded ]] || {
+    k get dr "$1" -o yaml | sed -n '/^status:/,$p' >&2
+    echo "deployrequest/$1 ended $phase; controller log: $SLIPWAY_SANDBOX/logs/controller.log" >&2
+    return 1
+  }
+}
+
+deploy shop-1 v1.0.0 "#1"
+deploy shop-2 v1.1.0 "#2"
 
 echo
 echo "\$ kubectl get environments,deployrequests -o wide"
 k get environments,deployrequests -o wide
 echo
-echo "\$ kubectl describe deployrequest shop-1"
-k describe deployrequest shop-1 | sed -n '/^Status:/,$p'
+echo "\$ kubectl get env staging -o jsonpath='{.status.current}'"
+k get env staging -o jsonpath='{.status.current}'
+echo
+echo
+backend=$(docker ps -q --filter label=com.docker.compose.project=swt-demo --filter label=com.docker.compose.service=backend | head -n 1)
+echo "\$ curl http://backend:8000/api/items/1   (inside the backend container)"
+docker exec "$backend" curl -fsS http://127.0.0.1:8000/api/items/1
+echo
 if [[ $keep == --keep ]]; then
   echo
   echo "Left running. kubectl: $SLIPWAY_KUBECTL --kubeconfig $SLIPWAY_KUBECONFIG -n demo get env,dr"
-  echo "Controller log: $SLIPWAY_SANDBOX/logs/controller.log; stop all with: SLIPWAY_SANDBOX=$SLIPWAY_SANDBOX e2e/scripts/down.sh"
+  echo "Controller log: $SLIPWAY_SANDBOX/logs/controller.log"
+  echo "Stop everything (controller, SSH master, hosts, control plane): SLIPWAY_SANDBOX=$SLIPWAY_SANDBOX e2e/scripts/down.sh"
 fi

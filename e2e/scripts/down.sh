@@ -8,6 +8,13 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export SLIPWAY_SANDBOX=${SLIPWAY_SANDBOX:-/tmp/slipway-sandbox}
 prefix=swt-
+# The sandbox's controller (e2e/sandbox.sh), and with it its SSH master.
+if [[ -s $SLIPWAY_SANDBOX/controller.pid ]]; then
+  pid=$(cat "$SLIPWAY_SANDBOX/controller.pid")
+  kill -TERM "$pid" 2>/dev/null && for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null
+  rm -f "$SLIPWAY_SANDBOX/controller.pid"
+fi
 "$root/e2e/scripts/hosts.sh" stop >/dev/null 2>&1
 "$root/e2e/scripts/control-plane.sh" stop "$SLIPWAY_SANDBOX/control-plane" >/dev/null 2>&1
 
