@@ -8,7 +8,13 @@
 #   v1.1.0  + e2e/fixtures/shop-releases/v1.1.0/    (annotated tag; branch `main` points here)
 #   v1.2.0  + e2e/fixtures/shop-releases/v1.2.0/    (annotated tag)
 #   v1.3.0  + e2e/fixtures/shop-releases/v1.3.0/    (annotated tag)
+#   v1.4.0  v1.1.0 + e2e/fixtures/shop-releases/v1.4.0/ (annotated tag; a side line off v1.1.0)
+#   ticker-v1  e2e/fixtures/shop-releases/ticker-v1/    (annotated tag; a root commit: not the
+#   ticker-v2  + e2e/fixtures/shop-releases/ticker-v2/  shop but the one-service app of the
+#   ticker-v3  + e2e/fixtures/shop-releases/ticker-v3/  queue, gate and re-deploy tests)
 #
+# Each release is laid over its parent: the release before it in RELEASES unless PARENT names
+# another (`none`: an empty tree, a root commit).
 # Author, committer, dates and file modes are fixed, and no user or system git config is read, so
 # commit and tag ids are the same on every machine and every run. DEST is replaced only when its
 # refs differ from the freshly built ones (a second run leaves it untouched). DEST is made
@@ -18,18 +24,31 @@ set -euo pipefail
 DEST=${1:?usage: $0 DEST_BARE_REPO}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FIXTURES=$(cd "$HERE/../fixtures" && pwd)
-RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0)
+RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0 v1.4.0 ticker-v1 ticker-v2 ticker-v3)
+declare -A PARENT=(
+    [v1.0.0]=none
+    [v1.4.0]=v1.1.0
+    [ticker-v1]=none
+)
 declare -A DATE=(
     [v1.0.0]="2025-01-06T10:00:00+00:00"
     [v1.1.0]="2025-02-03T10:00:00+00:00"
     [v1.2.0]="2025-03-03T10:00:00+00:00"
     [v1.3.0]="2025-04-07T10:00:00+00:00"
+    [v1.4.0]="2025-05-05T10:00:00+00:00"
+    [ticker-v1]="2025-06-02T10:00:00+00:00"
+    [ticker-v2]="2025-06-02T11:00:00+00:00"
+    [ticker-v3]="2025-06-02T12:00:00+00:00"
 )
 declare -A MESSAGE=(
     [v1.0.0]="Shop 1.0.0: db, backend and frontend"
     [v1.1.0]="Shop 1.1.0: item descriptions and GET /api/items/{id}"
     [v1.2.0]="Shop 1.2.0: health endpoint reports unhealthy"
     [v1.3.0]="Shop 1.3.0: stock levels (migration 0003)"
+    [v1.4.0]="Shop 1.4.0: a slow migration that counts its runs (0004, after 0002)"
+    [ticker-v1]="Ticker 1.0.0: one service, healthy after one healthcheck interval"
+    [ticker-v2]="Ticker 2.0.0"
+    [ticker-v3]="Ticker 3.0.0"
 )
 MAIN_AT=v1.1.0
 
@@ -56,6 +75,16 @@ copy_over() { # copy_over SRC_DIR: lay SRC over the tree, normalising modes
 }
 
 for rel in "${RELEASES[@]}"; do
+    case ${PARENT[$rel]:-} in
+    "") ;; # on top of the release before it, as checked out
+    none)  # from an empty tree, as a root commit (v1.0.0 is the first commit anyway)
+        if git_ -C "$tree" rev-parse -q --verify HEAD >/dev/null; then
+            git_ -C "$tree" checkout -q --orphan "line-$rel"
+            git_ -C "$tree" rm -r -q -f .
+        fi
+        ;;
+    *) git_ -C "$tree" checkout -q --detach "refs/tags/${PARENT[$rel]}^{commit}" ;;
+    esac
     if [[ $rel == v1.0.0 ]]; then
         copy_over "$FIXTURES/shop"
     else

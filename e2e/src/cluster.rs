@@ -19,6 +19,8 @@ pub struct TestCluster {
     controller: Option<Controller>,
     /// TMPDIRs of stopped controllers, kept until the test ends so it can look inside.
     stopped_tmp: Vec<tempfile::TempDir>,
+    /// How many controllers [`TestCluster::kill_controller`] killed (names their kept logs).
+    kills: u32,
 }
 
 struct Controller {
@@ -43,6 +45,7 @@ impl TestCluster {
             sandbox: sandbox.to_path_buf(),
             controller: None,
             stopped_tmp: Vec::new(),
+            kills: 0,
         };
         cluster.kubectl_ok(&["create", "namespace", &cluster.namespace])?;
         cluster.apply(&format!(
@@ -207,6 +210,44 @@ impl TestCluster {
         let path = self.sandbox.join("logs").join(format!("{}-controller.log", self.namespace));
         std::fs::read_to_string(path).unwrap_or_default()
     }
+
+    /// SIGKILL to the controller, as when its pod dies: no shutdown path runs. The SSH masters it
+    /// started die with it (as they would with the pod's container; what they ran on the host in
+    /// a session of its own carries on), its TMPDIR is kept for the test to look inside, and its
+    /// log is moved to `<namespace>-controller-killed<N>.log` so that the next controller's log
+    /// does not overwrite it. Returns the path of that log.
+    pub fn kill_controller(&mut self) -> anyhow::Result<PathBuf> {
+        let Controller { mut child, tmp, .. } = self.controller.take().context("no controller is running")?;
+        let status = Command::new("kill").args(["-KILL", &child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -KILL {} failed", child.id());
+        }
+        child.wait()?;
+        for pid in ssh_processes_under(tmp.path()) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        self.stopped_tmp.push(tmp);
+        self.kills += 1;
+        let logs = self.sandbox.join("logs");
+        let kept = logs.join(format!("{}-controller-killed{}.log", self.namespace, self.kills));
+        std::fs::rename(logs.join(format!("{}-controller.log", self.namespace)), &kept)?;
+        Ok(kept)
+    }
+}
+
+/// Ids of the `ssh` processes whose command line names a path below `dir` (a controller's SSH
+/// masters, by their control socket).
+fn ssh_processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+            (cmdline.starts_with("ssh ") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
 }
 
 impl Drop for TestCluster {

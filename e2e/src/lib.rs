@@ -6,6 +6,7 @@
 //! authenticates as the ServiceAccount installed from `manifests/`.
 
 pub mod cluster;
+pub mod deploy;
 pub mod hosts;
 
 use std::collections::BTreeMap;
