@@ -72,8 +72,80 @@ pub async fn release(
         history.truncate(HISTORY_LIMIT);
         patch["history"] = serde_json::to_value(&history).map_err(|e| Error::Serialize(e.to_string()))?;
         if r.result.as_deref() == Some("Succeeded") {
-            patch["current"] = serde_json::to_value(r).map_err(|e| Error::Serialize(e.to_string()))?;
+            patch["current"] = replacing(status.current.as_ref(), r)?;
         }
     }
     swap(api, env, patch).await
+}
+
+/// A merge patch that makes an object field exactly `new`: a merge patch merges objects, so a
+/// field `new` leaves out (a `false` or `None` skipped when serialized) must be nulled explicitly
+/// or the old value would survive (a tracked release still marked untracked).
+fn replacing(old: Option<&Release>, new: &Release) -> Result<Value> {
+    let mut value = serde_json::to_value(new).map_err(|e| Error::Serialize(e.to_string()))?;
+    let old = old.map(serde_json::to_value).transpose().map_err(|e| Error::Serialize(e.to_string()))?;
+    if let (Some(Value::Object(old)), Value::Object(new)) = (old, &mut value) {
+        for key in old.keys() {
+            new.entry(key.clone()).or_insert(Value::Null);
+        }
+        // Maps inside (image ids) are replaced whole as well.
+        if let Some(Value::Object(images)) = new.get_mut("images")
+            && let Some(Value::Object(old_images)) = old.get("images")
+        {
+            for key in old_images.keys() {
+                images.entry(key.clone()).or_insert(Value::Null);
+            }
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_nulls_what_the_new_release_leaves_out() {
+        let old = Release {
+            commit: "a".into(),
+            untracked: true,
+            issue: Some("#1".into()),
+            images: [("web".to_owned(), "sha256:1".to_owned()), ("old".to_owned(), "sha256:2".to_owned())].into(),
+            ..Default::default()
+        };
+        let new = Release {
+            commit: "b".into(),
+            images: [("web".to_owned(), "sha256:3".to_owned())].into(),
+            ..Default::default()
+        };
+        let patch = replacing(Some(&old), &new).unwrap();
+        assert_eq!(patch["untracked"], Value::Null);
+        assert_eq!(patch["issue"], Value::Null);
+        assert_eq!(patch["commit"], "b");
+        assert_eq!(patch["images"]["old"], Value::Null);
+        assert_eq!(patch["images"]["web"], "sha256:3");
+        // Applied as a JSON merge patch, the result is exactly `new`.
+        let mut merged = serde_json::to_value(&old).unwrap();
+        json_merge(&mut merged, &patch);
+        assert_eq!(serde_json::from_value::<Release>(merged).unwrap(), new);
+    }
+
+    /// RFC 7386.
+    fn json_merge(target: &mut Value, patch: &Value) {
+        if let Value::Object(p) = patch {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    json_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        } else {
+            *target = patch.clone();
+        }
+    }
 }
