@@ -83,8 +83,8 @@ pub async fn rebuild(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
         // check, is the judge. A job that did not exit (terminated, interrupted) is a failure.
         (JobProgress::Failed { what, tail }, crate::remote::JobState::Exited { .. }) => Ok(Progress::Done {
             message: format!(
-                "built; {what}, so verification decides (output in the step's tail): {}",
-                tail.unwrap_or_default()
+                "built; {what} ({}), so verification decides",
+                tail.as_deref().and_then(|t| t.lines().rfind(|l| !l.trim().is_empty())).unwrap_or("no output").trim()
             ),
         }),
         (JobProgress::Failed { what, tail }, _) => Ok(Progress::Failed { message: what, tail }),
