@@ -548,19 +548,7 @@ async fn fail(
         dr.metadata.generation,
         now,
     );
-    let record = changed_host.then(|| Release {
-        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
-        commit: st.commit.clone().unwrap_or_default(),
-        migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
-        deployed_by: Some(me.clone()),
-        started_at: st.steps.first().and_then(|s| s.started_at.clone()),
-        result: Some("Failed".into()),
-        issue: dr.spec.issue.clone(),
-        approved_by: dr.spec.approved_by.clone(),
-        untracked: st.untracked,
-        env_hash: st.env_hash.clone(),
-        ..Default::default()
-    });
+    let record = changed_host.then(|| plan::release(dr, &st, "Failed", Default::default(), None));
     write(ctx, drs, dr, old, st, EventType::Warning).await?;
     release_lock(envs, env, &me, record.as_ref()).await?;
     Ok(Action::await_change())
@@ -595,21 +583,7 @@ async fn release_record(
         .filter(|c| !c.one_off)
         .filter_map(|c| Some((c.service.clone()?, c.image_id.clone())))
         .collect();
-    Ok(Release {
-        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
-        commit: st.commit.clone().unwrap_or_default(),
-        migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
-        images,
-        deployed_by: Some(plan::request_id(dr)),
-        deployed_at: Some(now.to_string()),
-        started_at: st.steps.first().and_then(|s| s.started_at.clone()),
-        result: Some(result.to_owned()),
-        issue: dr.spec.issue.clone(),
-        approved_by: dr.spec.approved_by.clone(),
-        untracked: st.untracked,
-        env_hash: st.env_hash.clone(),
-        config_hash: None,
-    })
+    Ok(plan::release(dr, st, result, images, Some(now.to_string())))
 }
 
 /// Writes the request's status when it changed, and an Event when Ready changed its reason.

@@ -70,6 +70,31 @@ pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The release a request made (or failed to make), for the Environment's history.
+pub fn release(
+    dr: &DeployRequest,
+    st: &DeployRequestStatus,
+    result: &str,
+    images: std::collections::BTreeMap<String, String>,
+    deployed_at: Option<String>,
+) -> slipway_crds::Release {
+    slipway_crds::Release {
+        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
+        commit: st.commit.clone().unwrap_or_default(),
+        migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
+        images,
+        deployed_by: Some(request_id(dr)),
+        deployed_at,
+        started_at: st.steps.first().and_then(|s| s.started_at.clone()),
+        result: Some(result.to_owned()),
+        issue: dr.spec.issue.clone(),
+        approved_by: dr.spec.approved_by.clone(),
+        untracked: st.untracked,
+        env_hash: st.env_hash.clone(),
+        config_hash: None,
+    }
+}
+
 /// Is `commit` recorded as Succeeded in the history (or as current) of `source`?
 pub fn promoted(source: &Environment, commit: &str) -> bool {
     let status = source.status.as_ref();
