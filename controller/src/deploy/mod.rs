@@ -42,10 +42,22 @@ const POLL: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One reconcile of a DeployRequest.
-pub async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = dr.namespace().unwrap_or_default();
+pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cached.namespace().unwrap_or_default();
     let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
     let drs: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let dr = if cached.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_terminal) {
+        // A finished request never changes again: the cached copy is as good as a fresh one.
+        cached
+    } else {
+        // Decide from the object as it is now, not as the watch cache last saw it: a status
+        // write that has not reached the cache yet must never be undone (a finished request set
+        // back to Queued would deploy again; a finished step would run twice).
+        match drs.get_opt(&cached.name_any()).await? {
+            Some(fresh) if fresh.metadata.uid == cached.metadata.uid => Arc::new(fresh),
+            _ => return Ok(Action::await_change()),
+        }
+    };
     let me = plan::request_id(&dr);
     let old = dr.status.clone().unwrap_or_default();
     let env = envs.get_opt(&dr.spec.environment).await?;
@@ -345,7 +357,11 @@ async fn advance(
                     }
                     return Ok(None);
                 }
-                match steps::rebuild(&site, &commit).await? {
+                let since = plan::step(&st, REBUILDING)
+                    .and_then(|s| s.started_at.as_deref())
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .unwrap_or(now);
+                match steps::rebuild(&site, &commit, since).await? {
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
                         plan::finish_step(&mut st, REBUILDING, StepResult::Succeeded, message, None, now);

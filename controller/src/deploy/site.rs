@@ -95,6 +95,11 @@ impl<'a> Site<'a> {
         Jobs::new(self.conn).terminate(&self.key(step)?, TERMINATE_GRACE).await
     }
 
+    /// Does a release run (any service container of the project running)?
+    pub async fn runs(&self) -> Result<bool, RemoteError> {
+        Ok(self.conn.project_containers(&self.project.name).await?.iter().any(|c| !c.one_off && c.is_running()))
+    }
+
     /// The migration revision the database is at, asked with `current` in a one-off container
     /// of the main checkout (`next: false`) or of the next revision's image (`next: true`).
     /// `None` when no migrations are declared or the database has no revision yet.
@@ -104,7 +109,10 @@ impl<'a> Site<'a> {
             return Ok(None);
         }
         let compose = if next { self.compose_next() } else { self.compose() };
-        let out = compose.run(&m.service, &m.current).await?;
+        let cmd = compose.run_command(&m.service, &m.current, &[])?;
+        // Never start or recreate the running release's dependencies just to ask.
+        let cmd = if self.runs().await? { super::steps::with_no_deps(cmd) } else { cmd };
+        let out = crate::remote::Exec::output(self.conn, &cmd).await?;
         if !out.success() {
             return Err(RemoteError::CommandFailed {
                 program: format!("{} (migration revision)", m.current.join(" ")),

@@ -55,14 +55,42 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     let build = next.command("build").arg(m.service.clone());
     let label = job_label(&site.key(MIGRATION_JOBS[1])?);
     let upgrade = next.run_command(&m.service, &m.upgrade, &[label])?;
+    // With a release running, the one-off container must not start or recreate its
+    // dependencies from the worktree's configuration (the database above all): it joins them.
+    let upgrade = if site.runs().await? { with_no_deps(upgrade) } else { upgrade };
     match sequence(site, &[(MIGRATION_JOBS[0], build), (MIGRATION_JOBS[1], upgrade)]).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", m.upgrade.join(" ")) }),
         other => Ok(other),
     }
 }
 
+/// `compose ... run --no-deps ...`: the same command without starting dependencies.
+pub fn with_no_deps(cmd: crate::remote::RemoteCommand) -> crate::remote::RemoteCommand {
+    let mut argv = cmd.arguments().to_vec();
+    // The subcommand, not a project or file named `run`.
+    let sub = (0..argv.len()).find(|&i| argv[i] == "run" && (i == 0 || !matches!(argv[i - 1].as_str(), "-p" | "-f")));
+    if let Some(i) = sub {
+        argv.insert(i + 1, "--no-deps".to_owned());
+    }
+    let mut out = crate::remote::RemoteCommand::new(cmd.program()).args(argv).label(cmd.display_label());
+    if let Some(dir) = cmd.working_dir() {
+        out = out.current_dir(dir);
+    }
+    if let Some(t) = cmd.timeout_override() {
+        out = out.timeout(t);
+    }
+    for (k, v) in cmd.environment() {
+        out = out.env(k.clone(), v.clone());
+    }
+    out
+}
+
 /// Rebuilding: the checkout moves to the commit, `.env` is written, then build and `up`.
-pub async fn rebuild(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteError> {
+pub async fn rebuild(
+    site: &Site<'_>,
+    commit: &str,
+    since: k8s_openapi::jiff::Timestamp,
+) -> Result<Progress, RemoteError> {
     let repo = Repo::new(site.conn, site.project.dir.clone())?;
     if repo.head().await?.as_deref() != Some(commit) {
         repo.checkout(commit).await?;
@@ -81,14 +109,30 @@ pub async fn rebuild(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
         // `up` also fails when a dependency is not healthy in time (`depends_on:
         // service_healthy`): the containers exist and verification, which quotes the failing
         // check, is the judge. A job that did not exit (terminated, interrupted) is a failure.
-        (JobProgress::Failed { what, tail }, crate::remote::JobState::Exited { .. }) => Ok(Progress::Done {
-            message: format!(
-                "built; {what} ({}), so verification decides",
-                tail.as_deref().and_then(|t| t.lines().rfind(|l| !l.trim().is_empty())).unwrap_or("no output").trim()
-            ),
-        }),
+        (JobProgress::Failed { what, tail }, crate::remote::JobState::Exited { .. })
+            if started_since(site, since).await? =>
+        {
+            Ok(Progress::Done {
+                message: format!(
+                    "built; {what} ({}), so verification decides",
+                    tail.as_deref()
+                        .and_then(|t| t.lines().rfind(|l| !l.trim().is_empty()))
+                        .unwrap_or("no output")
+                        .trim()
+                ),
+            })
+        }
         (JobProgress::Failed { what, tail }, _) => Ok(Progress::Failed { message: what, tail }),
     }
+}
+
+/// Did `up` (re)start any service container since `since`? A failed `up` that started none
+/// (a missing image, a pull error) changed nothing: the old release would pass verification.
+async fn started_since(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> Result<bool, RemoteError> {
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    Ok(containers.iter().filter(|c| !c.one_off).any(|c| {
+        c.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok()).is_some_and(|t| t >= since)
+    }))
 }
 
 /// The Environment's declared checks as the remote layer runs them.
@@ -159,4 +203,23 @@ pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress
         });
     }
     Ok(Progress::Running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::RemoteCommand;
+
+    #[test]
+    fn no_deps_goes_after_the_run_subcommand_only() {
+        let cmd = RemoteCommand::new("docker-compose")
+            .args(["-p", "run", "-f", "run", "run", "--rm", "-T", "backend", "alembic", "run"])
+            .current_dir("/srv/shop");
+        let out = with_no_deps(cmd);
+        assert_eq!(
+            out.arguments(),
+            ["-p", "run", "-f", "run", "run", "--no-deps", "--rm", "-T", "backend", "alembic", "run"]
+        );
+        assert_eq!(out.working_dir(), Some("/srv/shop"));
+    }
 }

@@ -23,12 +23,9 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
 
 async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
     let name = dr.name_any();
-    let key = crate::object_key(dr.as_ref());
-    let result = crate::guarded("DeployRequest", &name, reconcile_inner(dr, ctx.clone())).await;
-    if result.is_ok() {
-        ctx.backoff.succeeded(&key);
-    }
-    result
+    // The deploy path resets the backoff itself when a step makes progress (a retried step
+    // returns Ok too, and must keep backing off).
+    crate::guarded("DeployRequest", &name, reconcile_inner(dr, ctx.clone())).await
 }
 
 async fn reconcile_inner(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {

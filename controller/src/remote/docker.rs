@@ -94,7 +94,7 @@ pub(crate) fn observe(inspect: ContainerInspectResponse) -> ContainerObservation
         .and_then(|h| h.log.as_ref())
         .and_then(|log| log.last())
         .and_then(|r| r.output.clone())
-        .map(|o| error::truncate(o.trim(), 300));
+        .map(|o| o.trim().to_owned());
     let start_period = inspect
         .config
         .as_ref()
@@ -217,7 +217,13 @@ impl HostConnection {
         for summary in list {
             let Some(id) = summary.id else { continue };
             match docker.inspect_container(&id, None).await {
-                Ok(inspect) => out.push(observe(inspect)),
+                Ok(inspect) => {
+                    let mut o = observe(inspect);
+                    // Masked whole, then cut: a cut first could leave half a secret unmasked.
+                    o.last_health_output =
+                        o.last_health_output.map(|t| error::truncate(&self.redactor().redact(&t), 300));
+                    out.push(o);
+                }
                 // Removed between list and inspect (e.g. a finished `run --rm`).
                 Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => continue,
                 Err(e) => return Err(docker_err("inspect container", e)),
@@ -251,7 +257,7 @@ impl HostConnection {
                 text = error::tail(&text, lines, 512 * 1024);
             }
         }
-        Ok(self.redactor().redact(&error::tail(&text, lines, 64 * 1024)))
+        Ok(error::tail(&self.redactor().redact(&text), lines, 64 * 1024))
     }
 
     /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
@@ -298,7 +304,7 @@ impl HostConnection {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(ExecOutcome { exit_code, output: self.redactor().redact(&error::tail(&text, 20, 2048)) })
+            Ok(ExecOutcome { exit_code, output: error::tail(&self.redactor().redact(&text), 20, 2048) })
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,

@@ -282,6 +282,9 @@ pub async fn run_check(
                     container.ip_address().ok_or_else(|| format!("container {} has no IP address", container.name))?;
                 let socket = conn.forward_to_tcp(ip, *port).await.map_err(|e| e.to_string())?;
                 let (status, body) = http_get(&socket, &format!("{service}:{port}"), path).await?;
+                // Masked before judge_http cuts and quotes it: a quoted or cut secret no longer
+                // matches the redactor.
+                let body = conn.redactor().redact(&String::from_utf8_lossy(&body)).into_bytes();
                 judge_http(path, status, &body, *expect_status, expect_json.as_ref())
             }
             CheckKind::Tcp { port, .. } => {
