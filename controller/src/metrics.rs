@@ -5,6 +5,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -19,11 +20,30 @@ pub struct ErrorLabels {
     pub error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub namespace: String,
+    pub environment: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ControllerLabel, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabel, Histogram>,
+    deploys: Family<ResultLabel, Counter>,
+    phase_durations: Family<PhaseLabel, Histogram>,
+    queue_depth: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -41,7 +61,22 @@ impl Default for Metrics {
             errors.clone(),
         );
         registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", durations.clone());
-        Metrics { registry, reconciles, errors, durations }
+        let deploys = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "deploys",
+            "Deploys that ended, per result (Succeeded, UpToDate, Failed, Abandoned)",
+            deploys.clone(),
+        );
+        let phase_durations =
+            Family::<PhaseLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.5, 2.0, 14)));
+        registry.register(
+            "deploy_phase_duration_seconds",
+            "Time a deploy spent in each phase",
+            phase_durations.clone(),
+        );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register("queue_depth", "Requests waiting for an Environment's deploy lock", queue_depth.clone());
+        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth }
     }
 }
 
@@ -57,6 +92,22 @@ impl Metrics {
 
     pub fn error(&self, controller: &'static str, error: &'static str) {
         self.errors.get_or_create(&ErrorLabels { controller, error }).inc();
+    }
+
+    /// A deploy ended with `result`.
+    pub fn deploy_ended(&self, result: &'static str) {
+        self.deploys.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// A deploy spent `seconds` in `phase`.
+    pub fn phase_took(&self, phase: &'static str, seconds: f64) {
+        self.phase_durations.get_or_create(&PhaseLabel { phase }).observe(seconds.max(0.0));
+    }
+
+    /// `depth` requests wait for the lock of `namespace/environment`.
+    pub fn queue_depth(&self, namespace: &str, environment: &str, depth: usize) {
+        let labels = QueueLabels { namespace: namespace.to_owned(), environment: environment.to_owned() };
+        self.queue_depth.get_or_create(&labels).set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition.
@@ -92,5 +143,12 @@ mod tests {
         assert!(text.contains("slipway_reconciles_total{controller=\"deployrequest\"} 2"), "{text}");
         assert!(text.contains("slipway_reconcile_errors_total{controller=\"environment\",error=\"kube\"} 1"), "{text}");
         assert!(text.contains("slipway_reconcile_duration_seconds_count{controller=\"deployrequest\"} 2"), "{text}");
+        m.deploy_ended("Succeeded");
+        m.phase_took("Migrating", 3.0);
+        m.queue_depth("team", "staging", 2);
+        let text = m.render();
+        assert!(text.contains("slipway_deploys_total{result=\"Succeeded\"} 1"), "{text}");
+        assert!(text.contains("slipway_deploy_phase_duration_seconds_count{phase=\"Migrating\"} 1"), "{text}");
+        assert!(text.contains("slipway_queue_depth{namespace=\"team\",environment=\"staging\"} 2"), "{text}");
     }
 }

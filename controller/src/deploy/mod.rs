@@ -38,6 +38,8 @@ use steps::Progress;
 
 /// How often a running host job is polled.
 const POLL: Duration = Duration::from_secs(2);
+/// Host job run directories kept per project (a request leaves up to four).
+const RUNS_KEPT: usize = 40;
 /// A waiting request looks again this often (the Environment watch usually wakes it sooner).
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -64,11 +66,22 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
     let now = Timestamp::now();
 
     if old.phase.is_some_and(Phase::is_terminal) {
-        // Finished: it must not keep the lock (a crash between the last status write and the release).
-        if let Some(env) = &env {
-            lock::release(&envs, env, &me, None).await?;
+        // Finished but still holding the lock: the controller stopped between the final status
+        // write and the release. Release it, recording the release it made if the history lost it.
+        if let Some(env) = &env
+            && holds(env, &me)
+        {
+            let record = changed_host(&old).then(|| {
+                let result = if old.phase == Some(Phase::Succeeded) { "Succeeded" } else { "Failed" };
+                plan::release(&dr, &old, result, Default::default(), None)
+            });
+            release_lock(&envs, env, &me, record.as_ref()).await?;
         }
+        finalizer(&drs, &dr, false).await?;
         return Ok(Action::await_change());
+    }
+    if dr.metadata.deletion_timestamp.is_some() {
+        return abandon(&ctx, &dr, env.as_ref(), &envs, &drs, &old, now).await;
     }
     let Some(env) = env else {
         let decision = crate::deploy_request::decide(&dr, None, now);
@@ -103,6 +116,9 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         let ids: Vec<String> = queue.iter().map(|d| plan::request_id(d)).collect();
         match holder.as_deref() {
             None if ids.first() == Some(&me) => {
+                // Deleting a request that holds the lock must not abandon its host job half-way.
+                finalizer(&drs, &dr, true).await?;
+                ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
                 if lock::take(&envs, &env, &me, &ids[1..]).await? == Cas::Conflict {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
@@ -131,6 +147,7 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
                     ids.iter().filter(|i| Some(i.as_str()) != holder.as_deref()).cloned().collect();
                 let position = waiting.iter().position(|i| i == &me).map_or(waiting.len() + 1, |p| p + 1);
                 let _ = lock::publish_queue(&envs, &env, &waiting).await?;
+                ctx.metrics.queue_depth(&ns, &env.name_any(), waiting.len());
                 st.phase = Some(Phase::Queued);
                 st.queue_position = i32::try_from(position).ok();
                 let message = match &holder {
@@ -219,6 +236,7 @@ async fn advance(
                 if plan::step_elapsed(&st, PREFLIGHT, now) > deadline(deadlines.preflight_seconds) {
                     return Ok(None);
                 }
+                site.prune(RUNS_KEPT).await;
                 match preflight::run(&site, dr, envs).await {
                     Ok(facts) => {
                         st.commit = Some(facts.commit.clone());
@@ -463,9 +481,131 @@ async fn advance(
             return fail(ctx, dr, env, envs, drs, &old, st, reasons::PROGRESS_DEADLINE_EXCEEDED, message, None, now)
                 .await;
         }
-        Err(e) => return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await,
+        Err(e) => {
+            if !e.is_transient() {
+                // The request fails and passes the lock on: nothing it started may keep running.
+                stop_jobs(&site, phase).await;
+            }
+            return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await;
+        }
     };
     Ok(action)
+}
+
+/// The finalizer a request carries while it may hold its Environment's lock.
+pub const LOCK_FINALIZER: &str = "slipway.dev/deploy-lock";
+
+fn holds(env: &Environment, me: &str) -> bool {
+    env.status.as_ref().and_then(|s| s.active_deploy.as_deref()) == Some(me)
+}
+
+/// Did the request get past preflight (so the host changed)?
+fn changed_host(st: &DeployRequestStatus) -> bool {
+    st.steps.iter().any(|s| s.name == MIGRATING || s.name == REBUILDING || s.name == VERIFYING)
+}
+
+/// Adds (`on`) or removes the lock finalizer.
+async fn finalizer(drs: &Api<DeployRequest>, dr: &DeployRequest, on: bool) -> Result<()> {
+    let mut list: Vec<String> = dr.finalizers().to_vec();
+    let has = list.iter().any(|f| f == LOCK_FINALIZER);
+    if has == on {
+        return Ok(());
+    }
+    if on {
+        list.push(LOCK_FINALIZER.to_owned());
+    } else {
+        list.retain(|f| f != LOCK_FINALIZER);
+    }
+    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": dr.resource_version()}});
+    match drs.patch(&dr.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Changed meanwhile (or already gone): the next reconcile sees the new object.
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The host jobs a phase may have running.
+fn phase_jobs(phase: Phase) -> &'static [&'static str] {
+    match phase {
+        Phase::Migrating => &steps::MIGRATION_JOBS,
+        Phase::Rebuilding => &steps::REBUILD_JOBS,
+        _ => &[],
+    }
+}
+
+/// Stops what the phase's host jobs still run (best effort: the project's flock fences them anyway).
+async fn stop_jobs(site: &Site<'_>, phase: Phase) {
+    for job in phase_jobs(phase) {
+        if let Err(e) = site.stop(job).await {
+            tracing::warn!(job, error = %e, "could not stop a host job");
+        }
+    }
+}
+
+/// How long a deleted request that holds the lock tries to stop its host job before it gives up
+/// (its job stays fenced by the project's flock) and passes the lock on.
+const ABANDON_GRACE: i64 = 600;
+
+/// A deleted request: if it holds the lock, its running step is stopped, the outcome recorded as
+/// `Abandoned`, and the lock passed on; then its finalizer goes.
+async fn abandon(
+    ctx: &Context,
+    dr: &DeployRequest,
+    env: Option<&Environment>,
+    envs: &Api<Environment>,
+    drs: &Api<DeployRequest>,
+    old: &DeployRequestStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let me = plan::request_id(dr);
+    if let Some(env) = env
+        && holds(env, &me)
+    {
+        let phase = old.phase.unwrap_or(Phase::Preflight);
+        let deleted = dr.metadata.deletion_timestamp.as_ref().map_or(now.as_second(), |t| t.0.as_second());
+        if !phase_jobs(phase).is_empty() && now.as_second() - deleted < ABANDON_GRACE {
+            let mut secrets = SecretReader::new(ctx.client.clone(), &dr.namespace().unwrap_or_default());
+            let stopped: std::result::Result<(), RemoteError> = async {
+                let Ok(credentials) = environment::credentials(env, &mut secrets).await.map_err(to_remote)? else {
+                    return Ok(());
+                };
+                let port = environment::ssh_port(env).map_err(|p| RemoteError::Local { detail: p.message })?;
+                let conn = environment::connection(ctx, env, port, &credentials).await?;
+                let flavor = detect_flavor(conn.as_ref()).await?;
+                let site = Site {
+                    conn: conn.as_ref(),
+                    env,
+                    flavor,
+                    project: site::compose_project(env),
+                    uid: dr.metadata.uid.clone().unwrap_or_default(),
+                    env_values: &credentials.env_values,
+                };
+                for job in phase_jobs(phase) {
+                    site.stop(job).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = stopped
+                && e.is_transient()
+            {
+                return Ok(Action::requeue(ctx.backoff.failed(&crate::object_key(dr), Duration::from_secs(5))));
+            }
+        }
+        let record = changed_host(old).then(|| plan::release(dr, old, "Abandoned", Default::default(), None));
+        release_lock(envs, env, &me, record.as_ref()).await?;
+        ctx.metrics.deploy_ended("Abandoned");
+        ctx.event(
+            &dr.object_ref(&()),
+            EventType::Warning,
+            "Abandoned",
+            format!("deleted during {phase}: its host job was stopped and the lock passed on"),
+        )
+        .await;
+    }
+    finalizer(drs, dr, false).await?;
+    Ok(Action::await_change())
 }
 
 fn plan_step_name(phase: Phase) -> &'static str {
@@ -602,6 +742,28 @@ async fn release_record(
     Ok(plan::release(dr, st, result, images, Some(now.to_string())))
 }
 
+/// Metrics of what a status write records: steps that finished, a deploy that ended.
+fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
+    for step in &st.steps {
+        let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
+        let name = [PREFLIGHT, MIGRATING, REBUILDING, VERIFYING].into_iter().find(|n| *n == step.name);
+        let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+        if let (true, Some(name), Some(a), Some(b)) = (newly, name, parse(&step.started_at), parse(&step.finished_at)) {
+            ctx.metrics.phase_took(name, (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
+        }
+    }
+    let ended = st.phase.is_some_and(Phase::is_terminal) && !old.phase.is_some_and(Phase::is_terminal);
+    if ended {
+        let reason =
+            conditions::find(&st.conditions, slipway_crds::conditions::types::READY).map(|c| c.reason.as_str());
+        ctx.metrics.deploy_ended(match (st.phase, reason) {
+            (Some(Phase::Succeeded), Some(reasons::UP_TO_DATE)) => "UpToDate",
+            (Some(Phase::Succeeded), _) => "Succeeded",
+            _ => "Failed",
+        });
+    }
+}
+
 /// Writes the request's status when it changed, and an Event when Ready changed its reason.
 async fn write(
     ctx: &Context,
@@ -613,6 +775,7 @@ async fn write(
 ) -> Result<()> {
     if dr.status.as_ref() != Some(&st) {
         status::apply(drs, dr, &st).await?;
+        observe(ctx, old, &st);
         tracing::info!(deployrequest = %dr.name_any(), phase = st.phase.map(|p| p.as_str()).unwrap_or("-"), "status written");
     }
     if let Some(t) = Transition::between(&old.conditions, &st.conditions, type_) {

@@ -90,6 +90,18 @@ impl<'a> Site<'a> {
         Ok((progress, state))
     }
 
+    /// Was the job `step` of this request started (whatever became of it)?
+    pub async fn started(&self, step: &str) -> Result<bool, RemoteError> {
+        Ok(Jobs::new(self.conn).poll(&self.key(step)?).await? != JobState::NotFound)
+    }
+
+    /// Removes old run directories of the project (never a running job's).
+    pub async fn prune(&self, keep: usize) {
+        if let Err(e) = Jobs::new(self.conn).prune(&self.project.name, keep).await {
+            tracing::debug!(project = %self.project.name, error = %e, "pruning host job runs");
+        }
+    }
+
     /// Stops the job `step` (past its deadline) with everything it started.
     pub async fn stop(&self, step: &str) -> Result<JobState, RemoteError> {
         Jobs::new(self.conn).terminate(&self.key(step)?, TERMINATE_GRACE).await

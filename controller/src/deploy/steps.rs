@@ -47,10 +47,12 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     let Some(m) = &site.env.spec.migrations else {
         return Ok(Progress::Done { message: "no migrations declared".into() });
     };
-    // A resumed reconcile finds the worktree as it left it; preparing it again is idempotent and
-    // guards against a worktree moved by another request in between.
-    super::preflight::prepare_worktree(site, commit).await?;
-    write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
+    // Once: while the jobs run, the worktree and its .env stay as they started (a Secret rotated
+    // mid-deploy must not change files under a running build).
+    if !site.started(MIGRATION_JOBS[0]).await? {
+        super::preflight::prepare_worktree(site, commit).await?;
+        write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
+    }
     let next = site.compose_next();
     let build = next.command("build").arg(m.service.clone());
     let label = job_label(&site.key(MIGRATION_JOBS[1])?);
@@ -91,11 +93,13 @@ pub async fn rebuild(
     commit: &str,
     since: k8s_openapi::jiff::Timestamp,
 ) -> Result<Progress, RemoteError> {
-    let repo = Repo::new(site.conn, site.project.dir.clone())?;
-    if repo.head().await?.as_deref() != Some(commit) {
-        repo.checkout(commit).await?;
+    if !site.started(REBUILD_JOBS[0]).await? {
+        let repo = Repo::new(site.conn, site.project.dir.clone())?;
+        if repo.head().await?.as_deref() != Some(commit) {
+            repo.checkout(commit).await?;
+        }
+        write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;
     }
-    write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;
     let compose = site.compose();
     let build = compose.command("build");
     match sequence(site, &[(REBUILD_JOBS[0], build)]).await? {
