@@ -535,3 +535,44 @@ fn the_same_request_again_is_up_to_date_and_force_redeploys() {
     let environment = t.environment("again").unwrap().status;
     assert_eq!(environment.current.map(|c| c.ref_).as_deref(), Some("ticker-v1"));
 }
+
+// Deleting the request that holds the lock ------------------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn deleting_the_lock_holder_stops_its_host_job_records_abandoned_and_passes_the_lock_on() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-abandon").unwrap();
+    let site = t.site(2, "abandon").unwrap();
+    t.create_environment(&EnvironmentManifest::new("abandoned", App::Shop, &site)).unwrap();
+    t.deploy(&DeployRequestManifest::tag("doomed", "abandoned", "v1.4.0")).unwrap();
+
+    // Delete it while migration 0004 sleeps inside its host job.
+    t.wait_phase("doomed", "Migrating", DEPLOY_TIMEOUT).unwrap();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while migration_runs(&site).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "migration 0004 never started\n{}", t.describe("doomed"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let holder = t.cluster.jsonpath("environment/abandoned", "{.status.activeDeploy}").unwrap();
+    assert!(holder.starts_with("DeployRequest/doomed/"), "{holder}");
+    // The finalizer holds the object until its job is stopped and the lock passed on.
+    t.delete_deploy("doomed").unwrap();
+    let gone = t.cluster.kubectl(&["get", "dr", "doomed"]).unwrap();
+    assert!(!gone.status.success(), "the request outlived its deletion");
+
+    assert_eq!(t.cluster.jsonpath("environment/abandoned", "{.status.activeDeploy}").unwrap(), "");
+    assert_eq!(t.cluster.jsonpath("environment/abandoned", "{.status.history[0].result}").unwrap(), "Abandoned");
+    assert_eq!(t.cluster.jsonpath("environment/abandoned", "{.status.history[0].ref}").unwrap(), "v1.4.0");
+    // The migration was stopped, not left to finish: 0004 never committed.
+    std::thread::sleep(Duration::from_secs(10));
+    assert_ne!(site.psql("select version_num from alembic_version").unwrap_or_default(), "0004");
+    let described = t.cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
+    assert!(described.contains("Abandoned"), "no Abandoned event");
+
+    // The lock passed on: the next request deploys.
+    t.deploy(&DeployRequestManifest::tag("next", "abandoned", "v1.1.0")).unwrap();
+    let done = t.expect_outcome("next", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_all_steps_succeeded("next", &done, App::Shop);
+    assert_eq!(migration_runs(&site).as_deref(), Some("1"), "the stopped migration ran again");
+}
