@@ -49,6 +49,8 @@ pub mod reasons {
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     pub const INTERRUPTED: &str = "Interrupted";
+    /// The Environment was deleted while the request waited or ran.
+    pub const ENVIRONMENT_DELETED: &str = "EnvironmentDeleted";
     // Outcomes.
     pub const SUCCEEDED: &str = "Succeeded";
     pub const UP_TO_DATE: &str = "UpToDate";

@@ -84,6 +84,26 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         return abandon(&ctx, &dr, env.as_ref(), &envs, &drs, &old, now).await;
     }
     let Some(env) = env else {
+        if old.phase.is_some() {
+            // It waited for or ran on an Environment that is gone: that is final.
+            let mut st = old.clone();
+            st.phase = Some(Phase::Failed);
+            st.queue_position = None;
+            let message = format!(
+                "Environment {:?} was deleted while this request {}; create it again and a new DeployRequest",
+                dr.spec.environment,
+                if old.phase == Some(Phase::Queued) { "waited" } else { "ran" }
+            );
+            st.conditions = conditions::set(
+                &old.conditions,
+                &plan::conditions_for(Phase::Failed, reasons::ENVIRONMENT_DELETED, message),
+                dr.metadata.generation,
+                now,
+            );
+            write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
+            finalizer(&drs, &dr, false).await?;
+            return Ok(Action::await_change());
+        }
         let decision = crate::deploy_request::decide(&dr, None, now);
         write(&ctx, &drs, &dr, &old, decision.status, EventType::Warning).await?;
         return Ok(Action::await_change());
