@@ -26,7 +26,7 @@ source "$SLIPWAY_SANDBOX/env"
 source "$SLIPWAY_SANDBOX/hosts/host1/env"
 k() { "$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG" -n demo "$@"; }
 
-KUBECONFIG=$SLIPWAY_SANDBOX/controller.kubeconfig target/debug/slipway-controller \
+KUBECONFIG=$SLIPWAY_SANDBOX/controller.kubeconfig "${CARGO_TARGET_DIR:-target}/debug/slipway-controller" \
   --namespace demo --http-addr 127.0.0.1:18080 >"$SLIPWAY_SANDBOX/logs/controller.log" 2>&1 &
 controller_pid=$!
 # down.sh stops it (with its SSH master) whether or not this script is still running.
