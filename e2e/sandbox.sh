@@ -71,12 +71,18 @@ spec:
   policy: {requireIssue: true, autoRollback: false}
 YAML
 
+# The admission policy admits a DeployRequest only when slipway.dev/requested-by names the user
+# creating it: the admin kubeconfig's user here.
+me=$(k auth whoami -o jsonpath='{.status.userInfo.username}')
+
 # deploy NAME TAG ISSUE: applies a DeployRequest and prints its phases as they change.
 deploy() {
   k apply -f - >/dev/null <<YAML
 apiVersion: slipway.dev/v1alpha1
 kind: DeployRequest
-metadata: {name: $1}
+metadata:
+  name: $1
+  annotations: {slipway.dev/requested-by: "$me"}
 spec: {environment: staging, revision: {tag: $2}, issue: "$3"}
 YAML
   local last="" phase="" started=$SECONDS
