@@ -28,7 +28,8 @@ build_pid=$!
 wait "$build_pid"
 echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
 
-export SLIPWAY_CONTROLLER_BIN=$root/target/debug/slipway-controller
+# The binary cargo just built (CARGO_TARGET_DIR may put it outside the worktree).
+export SLIPWAY_CONTROLLER_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/slipway-controller
 set +e
 cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --include-ignored "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}

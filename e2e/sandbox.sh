@@ -26,7 +26,7 @@ source "$SLIPWAY_SANDBOX/env"
 source "$SLIPWAY_SANDBOX/hosts/host1/env"
 k() { "$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG" -n demo "$@"; }
 
-KUBECONFIG=$SLIPWAY_SANDBOX/controller.kubeconfig target/debug/slipway-controller \
+KUBECONFIG=$SLIPWAY_SANDBOX/controller.kubeconfig "${CARGO_TARGET_DIR:-target}/debug/slipway-controller" \
   --namespace demo --http-addr 127.0.0.1:18080 >"$SLIPWAY_SANDBOX/logs/controller.log" 2>&1 &
 controller_pid=$!
 # down.sh stops it (with its SSH master) whether or not this script is still running.
@@ -71,12 +71,18 @@ spec:
   policy: {requireIssue: true, autoRollback: false}
 YAML
 
+# The admission policy admits a DeployRequest only when slipway.dev/requested-by names the user
+# creating it: the admin kubeconfig's user here.
+me=$(k auth whoami -o jsonpath='{.status.userInfo.username}')
+
 # deploy NAME TAG ISSUE: applies a DeployRequest and prints its phases as they change.
 deploy() {
   k apply -f - >/dev/null <<YAML
 apiVersion: slipway.dev/v1alpha1
 kind: DeployRequest
-metadata: {name: $1}
+metadata:
+  name: $1
+  annotations: {slipway.dev/requested-by: "$me"}
 spec: {environment: staging, revision: {tag: $2}, issue: "$3"}
 YAML
   local last="" phase="" started=$SECONDS

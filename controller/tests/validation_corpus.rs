@@ -58,7 +58,6 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
         "argv" => vec![("validate::argv", |s| validate::argv("command", list(s)))],
         // Record-only fields never reach a host; they are held to the same shapes all the same.
         "issue" => vec![("issue", |s| validate::field(&patterns::ISSUE, "issue", text(s)))],
-        "approvedBy" => vec![("approvedBy", |s| validate::field(&patterns::APPROVED_BY, "approvedBy", text(s)))],
         "tier" => vec![("tier", |s| validate::field(&patterns::TIER, "tier", text(s)))],
         "promoteFrom" => vec![("promoteFrom", |s| validate::field(&patterns::PROMOTE_FROM, "promoteFrom", text(s)))],
         "environmentName" => {

@@ -5,8 +5,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::annotations;
 use crate::common::{Revision, conditions_schema};
-use crate::patterns::{APPROVED_BY, ENVIRONMENT_NAME, ISSUE};
+use crate::patterns::{ENVIRONMENT_NAME, ISSUE};
 
 /// A request to put one git revision on one Environment. Its spec cannot change once created.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -19,7 +20,7 @@ use crate::patterns::{APPROVED_BY, ENVIRONMENT_NAME, ISSUE};
     category = "slipway",
     namespaced,
     status = "DeployRequestStatus",
-    doc = "A request to put one git revision on one Environment, moved through preflight, migration, rebuild and verification.",
+    doc = "A request to put one git revision on one Environment, moved through preflight, migration, rebuild and verification. The annotation slipway.dev/requested-by (required) must be the creating user's name; slipway.dev/approved-by is admitted only from a user allowed the approve verb on deployrequests, naming that user.",
     printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
     printcolumn(name = "Revision", type_ = "string", json_path = ".status.revision"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
@@ -52,16 +53,28 @@ pub struct DeployRequestSpec {
     /// where the Environment's policy says `allowDirect`, and is recorded as untracked.
     #[serde(default)]
     pub mode: DeployMode,
-    /// Who approved this deploy, such as `alice` or `alice@example.org`. Required where the
-    /// Environment's policy says `requireApproval`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = APPROVED_BY.min_len, max = APPROVED_BY.max_len))]
-    #[x_kube(validation = APPROVED_BY.rule("approvedBy"))]
-    pub approved_by: Option<String>,
     /// Deploy even when the Environment already runs this commit with the same `.env` and
     /// compose configuration (otherwise such a request ends `UpToDate` without touching the host).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+}
+
+/// Who asked and who approved are annotations, admitted by the API server only from the user it
+/// authenticated (see [`crate::annotations`]).
+impl DeployRequest {
+    /// The user who created it (annotation `slipway.dev/requested-by`).
+    pub fn requested_by(&self) -> Option<&str> {
+        self.annotation(annotations::REQUESTED_BY)
+    }
+
+    /// The user who approved it (annotation `slipway.dev/approved-by`); an empty value is none.
+    pub fn approved_by(&self) -> Option<&str> {
+        self.annotation(annotations::APPROVED_BY)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
 }
 
 /// How a deploy relates to the tracked change process.

@@ -336,7 +336,8 @@ pub struct Policy {
     /// DeployRequests may use `mode: Direct` (emergency override, recorded as untracked).
     #[serde(default)]
     pub allow_direct: bool,
-    /// Every DeployRequest must name who approved it (`spec.approvedBy`).
+    /// Every DeployRequest must be approved: a user allowed the `approve` verb on deployrequests
+    /// annotates it with `slipway.dev/approved-by: <their user name>`. Until then it waits, Stalled.
     #[serde(default)]
     pub require_approval: bool,
     /// Tier whose Environment must already run the requested commit (promotion), such as `staging`.
@@ -420,7 +421,11 @@ pub struct Release {
     /// The issue the deploy named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issue: Option<String>,
-    /// Who approved it.
+    /// Who asked for it: the user the API server authenticated when the DeployRequest was
+    /// created (its `slipway.dev/requested-by` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Who approved it: the user who annotated the DeployRequest `slipway.dev/approved-by`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
     /// A `mode: Direct` deploy, outside the tracked change process.

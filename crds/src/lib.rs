@@ -6,6 +6,7 @@
 // kube-derive takes one `printcolumn(...)` per column, which this lint mistakes for repeats.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod annotations;
 pub mod common;
 pub mod conditions;
 pub mod corpus;

@@ -181,17 +181,6 @@ pub const ISSUE: Shape = Shape {
     forbidden: None,
 };
 
-/// Who approved a deploy: a user name or an email-like identity.
-pub const APPROVED_BY: Shape = Shape {
-    name: "approvedBy",
-    pattern: "^[A-Za-z0-9][A-Za-z0-9._@+:-]*$",
-    min_len: 1,
-    max_len: 253,
-    must_be: "a user name or email address such as alice or alice@example.org (letters, digits and \
-              . _ @ + : -, starting with a letter or digit)",
-    forbidden: None,
-};
-
 const TIER_PATTERN: &str = "^([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$";
 const TIER_MUST_BE: &str = "a tier label such as staging or production: letters, digits, . _ -, \
                             starting and ending with a letter or digit";
@@ -267,7 +256,6 @@ pub const ALL: &[&Shape] = &[
     &HOST_USER,
     &REPOSITORY_URL,
     &ISSUE,
-    &APPROVED_BY,
     &TIER,
     &PROMOTE_FROM,
     &ENVIRONMENT_NAME,
@@ -388,7 +376,6 @@ pub const FIELDS: &[Field] = &[
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/commit", FieldShape::One(&COMMIT)),
     field("DeployRequest", "/spec/issue", FieldShape::One(&ISSUE)),
-    field("DeployRequest", "/spec/approvedBy", FieldShape::One(&APPROVED_BY)),
     field("Rollback", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("Rollback", "/spec/to/tag", FieldShape::One(&REF_NAME)),
     field("Rollback", "/spec/to/release", FieldShape::One(&COMMIT)),

@@ -21,6 +21,8 @@ pub struct TestCluster {
     stopped_tmp: Vec<tempfile::TempDir>,
     /// How many controllers [`TestCluster::kill_controller`] killed (names their kept logs).
     kills: u32,
+    /// The admin kubeconfig's user name, once asked ([`TestCluster::user`]).
+    user: std::sync::OnceLock<String>,
 }
 
 struct Controller {
@@ -46,6 +48,7 @@ impl TestCluster {
             controller: None,
             stopped_tmp: Vec::new(),
             kills: 0,
+            user: std::sync::OnceLock::new(),
         };
         cluster.kubectl_ok(&["create", "namespace", &cluster.namespace])?;
         cluster.apply(&format!(
@@ -119,6 +122,50 @@ impl TestCluster {
             child.stdin.take().expect("piped").write_all(input.as_bytes())?;
         }
         Ok(child.wait_with_output()?)
+    }
+
+    /// The user the admin kubeconfig authenticates as (`kubectl auth whoami`): what the annotation
+    /// `slipway.dev/requested-by` must say on a DeployRequest this cluster's kubectl creates.
+    pub fn user(&self) -> anyhow::Result<String> {
+        if let Some(user) = self.user.get() {
+            return Ok(user.clone());
+        }
+        let user = self.kubectl_ok(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])?;
+        anyhow::ensure!(!user.is_empty(), "kubectl auth whoami printed no user name");
+        Ok(self.user.get_or_init(|| user).clone())
+    }
+
+    /// kubectl as `user` (`--as`: the admin kubeconfig may impersonate anyone), with `stdin`.
+    pub fn kubectl_as(&self, user: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let mut all = vec!["--as", user];
+        all.extend_from_slice(args);
+        self.kubectl_with_stdin(&all, stdin)
+    }
+
+    /// Lets `user` create, read and annotate DeployRequests in this namespace (and write their
+    /// status, to show that it carries no annotation) and, when `approver`, approve them (a
+    /// RoleBinding to the ClusterRole `slipway-approver`).
+    pub fn grant_deploy_requests(&self, user: &str, approver: bool) -> anyhow::Result<()> {
+        let ns = &self.namespace;
+        let binding = |name: &str, kind: &str, role: &str| {
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+                 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: {kind}, name: {role}}}\n\
+                 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: \"{user}\"}}]\n"
+            )
+        };
+        let mut yaml = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: deploy-requester, namespace: {ns}}}\n\
+             rules:\n  - apiGroups: [slipway.dev]\n    resources: [deployrequests, deployrequests/status]\n    \
+             verbs: [get, list, watch, create, patch, update]\n---\n{}",
+            binding(&format!("{user}-requests"), "Role", "deploy-requester")
+        );
+        if approver {
+            yaml.push_str("---\n");
+            yaml.push_str(&binding(&format!("{user}-approves"), "ClusterRole", "slipway-approver"));
+        }
+        self.apply(&yaml)?;
+        Ok(())
     }
 
     /// kubectl that must succeed; returns its stdout.

@@ -182,6 +182,10 @@ pub struct DeployRequestManifest {
     /// `mode: Direct` (else the default, `Change`, is left out).
     pub direct: bool,
     pub force: bool,
+    /// Annotation `slipway.dev/requested-by`; [`DeployTest::deploy`] fills in the user it
+    /// creates the request as when this is `None`.
+    pub requested_by: Option<String>,
+    /// Annotation `slipway.dev/approved-by`.
     pub approved_by: Option<String>,
 }
 
@@ -195,6 +199,7 @@ impl DeployRequestManifest {
             issue: Some("#7".to_owned()),
             direct: false,
             force: false,
+            requested_by: None,
             approved_by: None,
         }
     }
@@ -209,6 +214,10 @@ impl DeployRequestManifest {
 
     pub fn forced(self) -> Self {
         DeployRequestManifest { force: true, ..self }
+    }
+
+    pub fn requested_by(self, who: &str) -> Self {
+        DeployRequestManifest { requested_by: Some(who.to_owned()), ..self }
     }
 
     pub fn approved_by(self, who: &str) -> Self {
@@ -231,13 +240,17 @@ impl DeployRequestManifest {
         if self.force {
             spec["force"] = json!(true);
         }
+        let mut metadata = json!({"name": self.name});
+        if let Some(who) = &self.requested_by {
+            metadata["annotations"]["slipway.dev/requested-by"] = json!(who);
+        }
         if let Some(who) = &self.approved_by {
-            spec["approvedBy"] = json!(who);
+            metadata["annotations"]["slipway.dev/approved-by"] = json!(who);
         }
         json!({
             "apiVersion": "slipway.dev/v1alpha1",
             "kind": "DeployRequest",
-            "metadata": {"name": self.name},
+            "metadata": metadata,
             "spec": spec,
         })
     }
@@ -681,8 +694,13 @@ impl DeployTest {
         Ok(())
     }
 
-    /// Creates the DeployRequest.
+    /// Creates the DeployRequest, as requested by the admin kubeconfig's user unless it names
+    /// someone (the API server admits `slipway.dev/requested-by` only from that user).
     pub fn deploy(&self, request: &DeployRequestManifest) -> anyhow::Result<()> {
+        let mut request = request.clone();
+        if request.requested_by.is_none() {
+            request.requested_by = Some(self.cluster.user()?);
+        }
         self.cluster.apply(&request.to_json().to_string())?;
         Ok(())
     }
@@ -898,9 +916,13 @@ mod tests {
             request.to_json()["spec"],
             json!({"environment": "staging", "revision": {"tag": "v1.1.0"}, "mode": "Direct", "force": true})
         );
-        let request = DeployRequestManifest::tag("r", "staging", "v1.1.0").approved_by("alice");
+        let request = DeployRequestManifest::tag("r", "staging", "v1.1.0").requested_by("alice").approved_by("carol");
         assert_eq!(request.to_json()["spec"]["issue"], "#7");
-        assert_eq!(request.to_json()["spec"]["approvedBy"], "alice");
+        assert_eq!(
+            request.to_json()["metadata"],
+            json!({"name": "r", "annotations": {"slipway.dev/requested-by": "alice", "slipway.dev/approved-by": "carol"}})
+        );
         assert!(request.to_json()["spec"].get("mode").is_none());
+        assert_eq!(DeployRequestManifest::tag("r", "staging", "v1").to_json()["metadata"], json!({"name": "r"}));
     }
 }

@@ -184,14 +184,33 @@ fn gates_refuse_without_taking_the_lock_and_an_allowed_direct_deploy_is_untracke
     assert_eq!(current.ref_, "ticker-v2");
     assert_ne!(current.untracked, Some(true), "{current:#?}");
 
-    // approval: refused without `approvedBy`, and the refusal does not hold up the next request
+    // approval: an unapproved request waits (Stalled, phase unset) outside the queue and holds up
+    // nobody; the API server refuses an approval from a user without the `approve` verb, and an
+    // approver's lets the request run. Both annotations are recorded in the history.
     t.patch_environment("gated", &json!({"spec": {"policy": {"requireApproval": true}}})).unwrap();
     t.deploy(&DeployRequestManifest::tag("unapproved", "gated", "ticker-v3")).unwrap();
-    let refused = t.expect_outcome("unapproved", "ApprovalRequired", REFUSAL_TIMEOUT).unwrap();
-    assert_stalled("unapproved", &refused, "ApprovalRequired");
-    t.deploy(&DeployRequestManifest::tag("approved", "gated", "ticker-v3").approved_by("alice")).unwrap();
+    let waiting = t.expect_outcome("unapproved", "ApprovalRequired", REFUSAL_TIMEOUT).unwrap();
+    assert_stalled("unapproved", &waiting, "ApprovalRequired");
+    assert_eq!(waiting.phase(), "", "{waiting:#?}");
+    let admin = t.cluster.user().unwrap();
+    t.deploy(&DeployRequestManifest::tag("approved", "gated", "ticker-v1").approved_by(&admin)).unwrap();
     t.expect_outcome("approved", "Succeeded", DEPLOY_TIMEOUT).unwrap();
-    assert_eq!(t.cluster.jsonpath("environment/gated", "{.status.current.ref}").unwrap(), "ticker-v3");
+    assert_eq!(t.deploy_request("unapproved").unwrap().status.ready_reason(), "ApprovalRequired");
+    t.cluster.grant_deploy_requests("alice", false).unwrap();
+    let out = t
+        .cluster
+        .kubectl_as("alice", &["annotate", "deployrequest", "unapproved", "slipway.dev/approved-by=alice"], None)
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refusal.contains("user alice may not approve DeployRequests"), "{refusal}");
+    t.cluster
+        .kubectl_ok(&["annotate", "deployrequest", "unapproved", &format!("slipway.dev/approved-by={admin}")])
+        .unwrap();
+    t.cluster.wait_ready_reason("deployrequest/unapproved", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let current = t.environment("gated").unwrap().status.current.unwrap();
+    assert_eq!(current.ref_, "ticker-v3");
+    assert_eq!(t.cluster.jsonpath("environment/gated", "{.status.current.approvedBy}").unwrap(), admin);
+    assert_eq!(t.cluster.jsonpath("environment/gated", "{.status.current.requestedBy}").unwrap(), admin);
 
     // a refusal is final: allowing Direct later did not revive the refused request
     assert_eq!(t.deploy_request("direct").unwrap().status.ready_reason(), "DirectNotAllowed");

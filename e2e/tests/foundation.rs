@@ -17,9 +17,12 @@ spec:
   knownHostsSecretRef: {name: shop-ssh, key: known_hosts}
 "#;
 
-fn deploy_request(name: &str, revision: &str) -> String {
+/// A DeployRequest as the admin kubeconfig's user asks for it (the API server admits
+/// `slipway.dev/requested-by` only with the name of the user creating the request).
+fn deploy_request(cluster: &TestCluster, name: &str, revision: &str) -> String {
+    let user = cluster.user().unwrap();
     format!(
-        "apiVersion: slipway.dev/v1alpha1\nkind: DeployRequest\nmetadata: {{name: {name}}}\nspec:\n  environment: staging\n  revision: {revision}\n"
+        "apiVersion: slipway.dev/v1alpha1\nkind: DeployRequest\nmetadata:\n  name: {name}\n  annotations: {{slipway.dev/requested-by: \"{user}\"}}\nspec:\n  environment: staging\n  revision: {revision}\n"
     )
 }
 
@@ -57,7 +60,7 @@ fn invalid_deploy_requests_are_refused_with_what_to_fix() {
         ("{commit: abc12}", "commit must be 7 to 64 hexadecimal characters"),
     ];
     for (i, (revision, message)) in cases.iter().enumerate() {
-        let err = cluster.refused(&deploy_request(&format!("bad-{i}"), revision)).unwrap();
+        let err = cluster.refused(&deploy_request(&cluster, &format!("bad-{i}"), revision)).unwrap();
         assert!(err.contains(message), "revision {revision}: expected {message:?} in:\n{err}");
         assert!(err.contains("DeployRequest"), "the error does not name the kind: {err}");
     }
@@ -91,7 +94,7 @@ fn invalid_environments_are_refused_with_what_to_fix() {
 fn deploy_request_spec_is_immutable() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "immutable").unwrap();
-    cluster.apply(&deploy_request("shop-1", "{tag: v1.0.0}")).unwrap();
+    cluster.apply(&deploy_request(&cluster, "shop-1", "{tag: v1.0.0}")).unwrap();
     let out = cluster
         .kubectl(&[
             "patch",
@@ -114,7 +117,7 @@ fn deploy_request_waits_for_its_environment_then_runs() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "envwatch").unwrap();
     cluster.start_controller().unwrap();
-    cluster.apply(&deploy_request("shop-45", "{tag: v1.2.3}")).unwrap();
+    cluster.apply(&deploy_request(&cluster, "shop-45", "{tag: v1.2.3}")).unwrap();
 
     cluster.wait_ready_reason("deployrequest/shop-45", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
     let message = cluster.condition("dr/shop-45", "Ready", "message").unwrap();
@@ -151,7 +154,7 @@ fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
     let mut cluster = TestCluster::new(&sandbox, "columns").unwrap();
     cluster.start_controller().unwrap();
     cluster.apply(ENVIRONMENT).unwrap();
-    cluster.apply(&deploy_request("shop-7", "{commit: 4f1c2ab}")).unwrap();
+    cluster.apply(&deploy_request(&cluster, "shop-7", "{commit: 4f1c2ab}")).unwrap();
     cluster.wait("dr/shop-7", "jsonpath={.status.phase}=Failed", Duration::from_secs(30)).unwrap();
 
     let table = cluster.kubectl_ok(&["get", "dr"]).unwrap();
@@ -208,7 +211,7 @@ fn controller_logs_json_on_request_and_stops_cleanly_on_sigterm() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "shutdown").unwrap();
     cluster.start_controller_with(&["--log-format", "json"]).unwrap();
-    cluster.apply(&deploy_request("shop-9", "{branch: main}")).unwrap();
+    cluster.apply(&deploy_request(&cluster, "shop-9", "{branch: main}")).unwrap();
     cluster.wait_ready_reason("dr/shop-9", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
     let status =
         cluster.stop_controller(Duration::from_secs(10)).expect("controller did not stop within 10 s of SIGTERM");
@@ -228,9 +231,14 @@ fn the_documented_examples_are_accepted_by_the_api_server() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "examples").unwrap();
     let examples = slipway_e2e::cluster::repo_root().join("manifests/examples");
-    for file in ["environment.yaml", "deployrequest.yaml", "rollback.yaml", "rbac.yaml"] {
+    for file in ["environment.yaml", "deployrequest.yaml", "rollback.yaml", "rbac.yaml", "approver.yaml"] {
         let path = examples.join(file);
-        let out = cluster.kubectl(&["apply", "--dry-run=server", "-f", path.to_str().unwrap()]).unwrap();
+        // As the user the example DeployRequest names as its requester (the admission policy
+        // admits it from that user only), with an administrator's rights for the rest.
+        let as_alice = ["--as", "alice", "--as-group", "system:masters"];
+        let out = cluster
+            .kubectl(&[&as_alice[..], &["apply", "--dry-run=server", "-f", path.to_str().unwrap()]].concat())
+            .unwrap();
         assert!(out.status.success(), "{file} refused: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -16,6 +16,10 @@ use slipway_e2e::require_sandbox;
 /// kubectl calls in flight at once.
 const THREADS: usize = 4;
 
+/// Who submits the objects (impersonated, with an administrator's rights): the DeployRequests
+/// name this user in `slipway.dev/requested-by`, as the admission policy requires.
+const AS: [&str; 4] = ["--as", "slipway-corpus", "--as-group", "system:masters"];
+
 /// A valid object of `kind` whose `spec.health.checks` are an http, a tcp and an exec check, as
 /// the pointers of `FIELDS` expect.
 fn base(kind: &str) -> Value {
@@ -44,12 +48,15 @@ fn base(kind: &str) -> Value {
             "environment": "production",
             "revision": {"tag": "v1.0.0"},
             "issue": "#45",
-            "approvedBy": "alice@example.org",
         }),
         "Rollback" => json!({"environment": "production", "to": {"previous": true}, "reason": "5xx after v1.2.3"}),
         other => panic!("no base object for {other}"),
     };
-    json!({"apiVersion": "slipway.dev/v1alpha1", "kind": kind, "metadata": {"name": "base"}, "spec": spec})
+    let mut metadata = json!({"name": "base"});
+    if kind == "DeployRequest" {
+        metadata["annotations"] = json!({"slipway.dev/requested-by": AS[1]});
+    }
+    json!({"apiVersion": "slipway.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec})
 }
 
 /// Objects that must set exactly one of their fields: emptied before one is set.
@@ -97,7 +104,8 @@ enum Verdict {
 
 /// `kubectl apply --dry-run=server` of one object.
 fn dry_run_one(cluster: &TestCluster, obj: &Value) -> Verdict {
-    let out = cluster.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&obj.to_string())).unwrap();
+    let args = [&AS[..], &["apply", "--dry-run=server", "-f", "-"]].concat();
+    let out = cluster.kubectl_with_stdin(&args, Some(&obj.to_string())).unwrap();
     if out.status.success() {
         Verdict::Accepted
     } else {
@@ -109,7 +117,8 @@ fn dry_run_one(cluster: &TestCluster, obj: &Value) -> Verdict {
 /// output does not tell is submitted again on its own.
 fn dry_run(cluster: &TestCluster, objects: &[(String, Value)]) -> Vec<Verdict> {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": objects.iter().map(|(_, o)| o).collect::<Vec<_>>()});
-    let out = cluster.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&list.to_string())).unwrap();
+    let args = [&AS[..], &["apply", "--dry-run=server", "-f", "-"]].concat();
+    let out = cluster.kubectl_with_stdin(&args, Some(&list.to_string())).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     objects

@@ -114,25 +114,40 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
     st.observed_generation = dr.metadata.generation;
     st.untracked = dr.spec.mode == DeployMode::Direct;
 
-    if let Err(problem) = plan::gates(&dr, &env) {
-        // A refused request never joins the queue. The spec cannot change, so an issue or mode
-        // refusal is final; approval could be given by a new request only, too.
-        st.phase = Some(Phase::Failed);
+    let holder = env.status.as_ref().and_then(|s| s.active_deploy.clone());
+    // Gates are judged until the request holds the lock. Once it does, its host jobs may be
+    // running: a policy change or a withdrawn approval must not abandon them half-way.
+    if holder.as_deref() != Some(me.as_str())
+        && let Err(gate) = plan::gates(&dr, &env)
+    {
+        // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
-        st.conditions = conditions::set(
-            &old.conditions,
-            &plan::conditions_for(Phase::Failed, problem.reason, problem.message),
-            dr.metadata.generation,
-            now,
-        );
+        let decided = match gate {
+            // The spec cannot change, so an issue or mode refusal is final.
+            plan::Gate::Refused(problem) => {
+                st.phase = Some(Phase::Failed);
+                plan::conditions_for(Phase::Failed, problem.reason, problem.message)
+            }
+            // An approver's annotation lets it pass: it waits, Stalled, until the watch wakes it.
+            plan::Gate::Awaiting(problem) => {
+                st.phase = None;
+                crate::references::stalled(&problem)
+            }
+        };
+        st.conditions = conditions::set(&old.conditions, &decided, dr.metadata.generation, now);
+        let queued = env.status.as_ref().map(|s| s.queue.as_slice()).unwrap_or_default();
+        if queued.contains(&me) {
+            let rest: Vec<String> = queued.iter().filter(|i| **i != me).cloned().collect();
+            // A conflict is harmless: the next waiting request publishes the queue again.
+            let _ = lock::publish_queue(&envs, &env, &rest).await?;
+        }
         write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
         return Ok(Action::await_change());
     }
 
-    let holder = env.status.as_ref().and_then(|s| s.active_deploy.clone());
     if holder.as_deref() != Some(me.as_str()) {
         let all = drs.list(&ListParams::default()).await?.items;
-        let queue = plan::queue(&env.name_any(), &all);
+        let queue = plan::queue(&env.name_any(), &all, &me);
         let ids: Vec<String> = queue.iter().map(|d| plan::request_id(d)).collect();
         match holder.as_deref() {
             None if ids.first() == Some(&me) => {

@@ -34,38 +34,59 @@ pub fn parse_holder(id: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
+/// Why a gate holds a request back.
+#[derive(Debug)]
+pub enum Gate {
+    /// It can never pass (its spec is immutable): the request ends Failed.
+    Refused(Problem),
+    /// It may pass later without a new request (an approver annotates it): the request waits
+    /// outside the queue, Stalled, with its phase unset, and the watch wakes it when that happens.
+    Awaiting(Problem),
+}
+
+impl Gate {
+    pub fn problem(&self) -> &Problem {
+        match self {
+            Gate::Refused(p) | Gate::Awaiting(p) => p,
+        }
+    }
+}
+
 /// The gates that depend only on the objects, checked before a request joins the queue.
 /// `promoted_from` answers whether the named Environment's history shows `commit` Succeeded; the
 /// promotion gate can only be judged once the commit is known, so it is checked at preflight.
-pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Problem> {
+pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
     let policy = &env.spec.policy;
     let env_name = env.name_any();
     if dr.spec.mode == DeployMode::Direct && !policy.allow_direct {
-        return Err(Problem {
+        return Err(Gate::Refused(Problem {
             reason: reasons::DIRECT_NOT_ALLOWED,
             message: format!(
                 "mode: Direct is not allowed on Environment {env_name:?} (policy.allowDirect is false): create a \
                  DeployRequest with mode: Change and an issue, or set policy.allowDirect for emergencies"
             ),
-        });
+        }));
     }
     if policy.require_issue && dr.spec.mode != DeployMode::Direct && dr.spec.issue.is_none() {
-        return Err(Problem {
+        return Err(Gate::Refused(Problem {
             reason: reasons::ISSUE_REQUIRED,
             message: format!(
                 "Environment {env_name:?} requires an issue (policy.requireIssue): create a new DeployRequest \
                  with spec.issue, such as \"#45\""
             ),
-        });
+        }));
     }
-    if policy.require_approval && dr.spec.approved_by.is_none() {
-        return Err(Problem {
+    if policy.require_approval && dr.approved_by().is_none() {
+        return Err(Gate::Awaiting(Problem {
             reason: reasons::APPROVAL_REQUIRED,
             message: format!(
-                "Environment {env_name:?} requires approval (policy.requireApproval): create a new DeployRequest \
-                 with spec.approvedBy naming who approved it"
+                "Environment {env_name:?} requires approval (policy.requireApproval): an approver (a user allowed \
+                 the `approve` verb on deployrequests) must annotate it: kubectl annotate deployrequest {name} \
+                 {key}=<their user name>",
+                name = dr.name_any(),
+                key = slipway_crds::annotations::APPROVED_BY,
             ),
-        });
+        }));
     }
     Ok(())
 }
@@ -88,7 +109,8 @@ pub fn release(
         started_at: st.steps.first().and_then(|s| s.started_at.clone()),
         result: Some(result.to_owned()),
         issue: dr.spec.issue.clone(),
-        approved_by: dr.spec.approved_by.clone(),
+        requested_by: dr.requested_by().map(str::to_owned),
+        approved_by: dr.approved_by().map(str::to_owned),
         untracked: st.untracked,
         env_hash: st.env_hash.clone(),
         config_hash: None,
@@ -105,7 +127,7 @@ pub fn promoted(source: &Environment, commit: &str) -> bool {
         })
 }
 
-/// Still to run: not finished and not refused by a gate.
+/// Still to run: not finished and not held back by a gate (Stalled).
 pub fn is_waiting(dr: &DeployRequest) -> bool {
     let status = dr.status.as_ref();
     let phase = status.and_then(|s| s.phase);
@@ -118,10 +140,12 @@ pub fn is_waiting(dr: &DeployRequest) -> bool {
     !refused && dr.metadata.deletion_timestamp.is_none()
 }
 
-/// The requests waiting for `env_name`, oldest first (creation time, then name).
-pub fn queue<'a>(env_name: &str, requests: &'a [DeployRequest]) -> Vec<&'a DeployRequest> {
+/// The requests waiting for `env_name`, oldest first (creation time, then name). `me` (a request
+/// id) counts as waiting whatever its stored status says: it has just passed its gates, and a
+/// Stalled condition from before its approval is only about to be overwritten.
+pub fn queue<'a>(env_name: &str, requests: &'a [DeployRequest], me: &str) -> Vec<&'a DeployRequest> {
     let mut waiting: Vec<&DeployRequest> =
-        requests.iter().filter(|d| d.spec.environment == env_name && is_waiting(d)).collect();
+        requests.iter().filter(|d| d.spec.environment == env_name && (is_waiting(d) || request_id(d) == me)).collect();
     waiting.sort_by(|a, b| {
         let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -233,7 +257,6 @@ mod tests {
                 revision: Revision { tag: Some("v1.0.0".into()), ..Default::default() },
                 issue: issue.map(str::to_owned),
                 mode,
-                approved_by: None,
                 force: false,
             },
         );
@@ -256,11 +279,44 @@ mod tests {
             (&direct_ok, request("a", 0, None, DeployMode::Change), Some(reasons::ISSUE_REQUIRED)),
         ];
         for (env, dr, want) in cases {
-            assert_eq!(gates(&dr, env).err().map(|p| p.reason), want, "{:?}", dr.spec);
+            let gate = gates(&dr, env).err();
+            assert_eq!(gate.as_ref().map(|g| g.problem().reason), want, "{:?}", dr.spec);
+            // Only a missing approval can be made good on the same request.
+            let waits = matches!(gate, Some(Gate::Awaiting(_)));
+            assert_eq!(waits, want == Some(reasons::APPROVAL_REQUIRED), "{:?}", dr.spec);
         }
-        let mut approved = request("a", 0, Some("#1"), DeployMode::Change);
-        approved.spec.approved_by = Some("alice".into());
-        assert!(gates(&approved, &strict).is_ok());
+    }
+
+    #[test]
+    fn approval_is_an_annotation_and_its_absence_waits() {
+        let strict = env(serde_json::json!({"requireIssue": true, "requireApproval": true}));
+        let mut dr = request("shop-45", 0, Some("#1"), DeployMode::Change);
+        let Err(Gate::Awaiting(problem)) = gates(&dr, &strict) else { panic!("an unapproved request waits") };
+        assert_eq!(problem.reason, reasons::APPROVAL_REQUIRED);
+        assert!(
+            problem
+                .message
+                .contains("kubectl annotate deployrequest shop-45 slipway.dev/approved-by=<their user name>"),
+            "{}",
+            problem.message
+        );
+        let annotate = |dr: &mut DeployRequest, key: &str, value: &str| {
+            dr.metadata.annotations.get_or_insert_default().insert(key.into(), value.into());
+        };
+        annotate(&mut dr, "slipway.dev/approved-by", "");
+        assert!(matches!(gates(&dr, &strict), Err(Gate::Awaiting(_))), "an empty approval is none");
+        annotate(&mut dr, "slipway.dev/approved-by", "carol");
+        assert!(gates(&dr, &strict).is_ok());
+        // Issue and mode refusals are final: the spec that caused them cannot change.
+        let no_issue = request("b", 0, None, DeployMode::Change);
+        assert!(matches!(gates(&no_issue, &strict), Err(Gate::Refused(_))));
+
+        annotate(&mut dr, "slipway.dev/requested-by", "alice");
+        let st = DeployRequestStatus { commit: Some("abc".into()), ..Default::default() };
+        let release = release(&dr, &st, "Succeeded", Default::default(), None);
+        assert_eq!(release.requested_by.as_deref(), Some("alice"));
+        assert_eq!(release.approved_by.as_deref(), Some("carol"));
+        assert_eq!(release.deployed_by.as_deref(), Some("DeployRequest/shop-45/uid-shop-45"));
     }
 
     #[test]
@@ -285,8 +341,13 @@ mod tests {
             done,
             refused,
         ];
-        let names: Vec<String> = queue("staging", &all).iter().map(|d| d.name_any()).collect();
+        let names: Vec<String> = queue("staging", &all, "").iter().map(|d| d.name_any()).collect();
         assert_eq!(names, ["c", "z", "b", "a"]);
+        // A request that just passed its gates (approved) counts as waiting before its Stalled
+        // condition is overwritten.
+        let me = request_id(&all[5]);
+        let names: Vec<String> = queue("staging", &all, &me).iter().map(|d| d.name_any()).collect();
+        assert_eq!(names, ["refused", "c", "z", "b", "a"]);
     }
 
     #[test]

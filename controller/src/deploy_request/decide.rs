@@ -58,7 +58,6 @@ mod tests {
                 revision: Revision { tag: Some("v1.2.3".into()), ..Default::default() },
                 issue: Some("#45".into()),
                 mode: Default::default(),
-                approved_by: None,
                 force: false,
             },
         );
