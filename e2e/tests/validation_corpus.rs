@@ -175,6 +175,7 @@ fn check_field(cluster: &TestCluster, index: usize, field: &Field) -> Vec<String
 }
 
 #[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn the_api_server_accepts_and_refuses_the_corpus() {
     let sandbox = require_sandbox!();
     let cluster = TestCluster::new(&sandbox, "corpus").unwrap();
