@@ -340,7 +340,8 @@ pub struct Policy {
     /// annotates it with `slipway.dev/approved-by: <their user name>`. Until then it waits, Stalled.
     #[serde(default)]
     pub require_approval: bool,
-    /// Tier whose Environment must already run the requested commit (promotion), such as `staging`.
+    /// Name of the Environment (same namespace) whose history must show the requested commit
+    /// deployed successfully before this one takes it (promotion), such as `staging`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = PROMOTE_FROM.min_len, max = PROMOTE_FROM.max_len))]
     #[x_kube(validation = PROMOTE_FROM.rule("promoteFrom"))]
@@ -434,7 +435,4 @@ pub struct Release {
     /// sha256 of the rendered `.env` (never the values), to tell a changed Secret from a re-sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_hash: Option<String>,
-    /// sha256 of the compose configuration of the release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_hash: Option<String>,
 }

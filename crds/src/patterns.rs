@@ -192,10 +192,11 @@ pub const TIER: Shape =
 /// The tier a promotion comes from: a non-empty [`TIER`].
 pub const PROMOTE_FROM: Shape = Shape {
     name: "promoteFrom",
-    pattern: TIER_PATTERN,
+    pattern: "^[a-z0-9]([a-z0-9-]*[a-z0-9])?([.][a-z0-9]([a-z0-9-]*[a-z0-9])?)*$",
     min_len: 1,
-    max_len: 63,
-    must_be: TIER_MUST_BE,
+    max_len: 253,
+    must_be: "the name of an Environment in the same namespace, such as staging: lowercase letters, \
+              digits, - and .",
     forbidden: None,
 };
 

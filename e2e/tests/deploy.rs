@@ -595,3 +595,36 @@ fn deleting_the_lock_holder_stops_its_host_job_records_abandoned_and_passes_the_
     assert_all_steps_succeeded("next", &done, App::Shop);
     assert_eq!(migration_runs(&site).as_deref(), Some("1"), "the stopped migration ran again");
 }
+
+// 2. Promotion ------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn production_takes_only_a_commit_that_succeeded_on_the_environment_it_promotes_from() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-promote").unwrap();
+    let staging_site = t.site(1, "promo-stg").unwrap();
+    let production_site = t.site(2, "promo-prd").unwrap();
+    t.create_environment(&EnvironmentManifest::new("staging", App::Ticker, &staging_site)).unwrap();
+    let mut production = EnvironmentManifest::new("production", App::Ticker, &production_site);
+    production.gates.promote_from = Some("staging".to_owned());
+    t.create_environment(&production).unwrap();
+
+    // Never deployed to staging: refused at preflight, under the lock, which it then releases.
+    t.deploy(&DeployRequestManifest::tag("too-early", "production", "ticker-v2")).unwrap();
+    let refused = t.expect_outcome("too-early", "NotPromoted", DEPLOY_TIMEOUT).unwrap();
+    assert_stalled("too-early", &refused, "NotPromoted");
+    assert!(refused.ready_message().contains("\"staging\""), "{}", refused.ready_message());
+    assert!(!refused.ran("Rebuilding"), "{refused:#?}");
+    let environment = t.environment("production").unwrap().status;
+    assert!(environment.active_deploy.is_none() && environment.current.is_none(), "{environment:#?}");
+    assert!(production_site.container_ids().unwrap().is_empty(), "the refused request started containers");
+
+    // Once staging runs it, production takes the very same commit.
+    t.deploy(&DeployRequestManifest::tag("on-staging", "staging", "ticker-v2")).unwrap();
+    t.expect_outcome("on-staging", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    t.deploy(&DeployRequestManifest::tag("promoted", "production", "ticker-v2")).unwrap();
+    let done = t.expect_outcome("promoted", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(done.commit.as_deref(), Some(staging_site.commit_of("ticker-v2").unwrap().as_str()));
+    assert_eq!(production_site.head().unwrap(), staging_site.commit_of("ticker-v2").unwrap());
+}

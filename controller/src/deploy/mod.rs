@@ -581,6 +581,8 @@ async fn stop_jobs(site: &Site<'_>, phase: Phase) {
 /// How long a deleted request that holds the lock tries to stop its host job before it gives up
 /// (its job stays fenced by the project's flock) and passes the lock on.
 const ABANDON_GRACE: i64 = 600;
+/// TERM-to-KILL grace of an abandoned request's host job.
+const ABANDON_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A deleted request: if it holds the lock, its running step is stopped, the outcome recorded as
 /// `Abandoned`, and the lock passed on; then its finalizer goes.
@@ -616,8 +618,10 @@ async fn abandon(
                     uid: dr.metadata.uid.clone().unwrap_or_default(),
                     env_values: &credentials.env_values,
                 };
+                // A short grace: the step is being abandoned, and a one-off container's process
+                // (PID 1 of its container) ignores TERM anyway; what it did not commit rolls back.
                 for job in phase_jobs(phase) {
-                    site.stop(job).await?;
+                    site.stop_within(job, ABANDON_STOP_GRACE).await?;
                 }
                 Ok(())
             }

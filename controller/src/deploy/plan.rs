@@ -113,7 +113,6 @@ pub fn release(
         approved_by: dr.approved_by().map(str::to_owned),
         untracked: st.untracked,
         env_hash: st.env_hash.clone(),
-        config_hash: None,
     }
 }
 

@@ -104,7 +104,12 @@ impl<'a> Site<'a> {
 
     /// Stops the job `step` (past its deadline) with everything it started.
     pub async fn stop(&self, step: &str) -> Result<JobState, RemoteError> {
-        Jobs::new(self.conn).terminate(&self.key(step)?, TERMINATE_GRACE).await
+        self.stop_within(step, TERMINATE_GRACE).await
+    }
+
+    /// [`Site::stop`] with its own grace between TERM and KILL.
+    pub async fn stop_within(&self, step: &str, grace: Duration) -> Result<JobState, RemoteError> {
+        Jobs::new(self.conn).terminate(&self.key(step)?, grace).await
     }
 
     /// Does a release run (any service container of the project running)?
