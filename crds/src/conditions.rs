@@ -12,6 +12,12 @@ pub mod types {
     pub const REACHABLE: &str = "Reachable";
     /// The Environment's stack passed its health checks.
     pub const HEALTHY: &str = "Healthy";
+    /// One per deploy step: True once it succeeded (or was skipped), False when it failed,
+    /// Unknown while it runs.
+    pub const PREFLIGHT_PASSED: &str = "PreflightPassed";
+    pub const MIGRATED: &str = "Migrated";
+    pub const REBUILT: &str = "Rebuilt";
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// CamelCase reasons.
@@ -49,6 +55,10 @@ pub mod reasons {
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     pub const INTERRUPTED: &str = "Interrupted";
+    // Step conditions.
+    pub const STEP_RUNNING: &str = "Running";
+    pub const STEP_FAILED: &str = "Failed";
+    pub const STEP_SKIPPED: &str = "Skipped";
     /// The Environment was deleted while the request waited or ran.
     pub const ENVIRONMENT_DELETED: &str = "EnvironmentDeleted";
     // Outcomes.

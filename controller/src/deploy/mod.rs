@@ -145,6 +145,29 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         return Ok(Action::await_change());
     }
 
+    // Promotion, judged on the object level before the queue (by ref name or commit prefix); the
+    // exact commit is checked again at preflight. A refused request never holds up the queue.
+    if holder.as_deref() != Some(me.as_str())
+        && let Some(source) = env.spec.policy.promote_from.as_deref()
+        && !plan::promoted_ref(envs.get_opt(source).await?.as_ref(), &dr.spec.revision)
+    {
+        st.phase = Some(Phase::Failed);
+        st.queue_position = None;
+        let message = format!(
+            "{} has not been deployed successfully to Environment {source:?} (policy.promoteFrom): deploy it \
+             there first, then create a new DeployRequest here",
+            dr.spec.revision.display()
+        );
+        st.conditions = conditions::set(
+            &old.conditions,
+            &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
+            dr.metadata.generation,
+            now,
+        );
+        write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
+        return Ok(Action::await_change());
+    }
+
     if holder.as_deref() != Some(me.as_str()) {
         let all = drs.list(&ListParams::default()).await?.items;
         let queue = plan::queue(&env.name_any(), &all, &me);
@@ -812,6 +835,9 @@ async fn write(
     st: DeployRequestStatus,
     type_: EventType,
 ) -> Result<()> {
+    let mut st = st;
+    let steps = plan::step_conditions(&st);
+    st.conditions = conditions::set(&st.conditions, &steps, dr.metadata.generation, Timestamp::now());
     if dr.status.as_ref() != Some(&st) {
         status::apply(drs, dr, &st).await?;
         observe(ctx, old, &st);

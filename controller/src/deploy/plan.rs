@@ -206,6 +206,50 @@ pub fn conditions_for(phase: Phase, reason: &'static str, message: String) -> Ve
     }
 }
 
+/// One condition per step recorded in `st.steps` (kstatus tools read the kstatus ones; people
+/// and `kubectl wait --for=condition=Migrated` read these).
+pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
+    use slipway_crds::conditions::types;
+    st.steps
+        .iter()
+        .filter_map(|step| {
+            let type_ = match step.name.as_str() {
+                PREFLIGHT => types::PREFLIGHT_PASSED,
+                MIGRATING => types::MIGRATED,
+                REBUILDING => types::REBUILT,
+                VERIFYING => types::VERIFIED,
+                _ => return None,
+            };
+            let message = step.message.clone().unwrap_or_default();
+            Some(match step.result {
+                Some(StepResult::Succeeded) => Decided::new(type_, Status::True, reasons::SUCCEEDED, message),
+                Some(StepResult::Skipped) => Decided::new(type_, Status::True, reasons::STEP_SKIPPED, message),
+                Some(StepResult::Failed) => Decided::new(type_, Status::False, reasons::STEP_FAILED, message),
+                None => {
+                    Decided::new(type_, Status::Unknown, reasons::STEP_RUNNING, format!("{} is running", step.name))
+                }
+            })
+        })
+        .collect()
+}
+
+/// Was `rev` (by ref name, or by commit prefix) deployed successfully on `source`? Checked before
+/// a request joins the queue; preflight checks the exact resolved commit again under the lock.
+pub fn promoted_ref(source: Option<&Environment>, rev: &slipway_crds::Revision) -> bool {
+    let Some(status) = source.and_then(|e| e.status.as_ref()) else { return false };
+    let succeeded = status
+        .current
+        .iter()
+        .chain(status.history.iter())
+        .filter(|r| r.result.as_deref().is_none_or(|x| x == "Succeeded"));
+    let mut releases = succeeded;
+    match (&rev.commit, rev.name()) {
+        (Some(commit), _) => releases.any(|r| r.commit.starts_with(&commit.to_ascii_lowercase())),
+        (None, Some(name)) => releases.any(|r| r.ref_ == name),
+        _ => false,
+    }
+}
+
 /// The reason shown while `phase` runs.
 pub fn progress_reason(phase: Phase) -> &'static str {
     match phase {
@@ -347,6 +391,47 @@ mod tests {
         let me = request_id(&all[5]);
         let names: Vec<String> = queue("staging", &all, &me).iter().map(|d| d.name_any()).collect();
         assert_eq!(names, ["refused", "c", "z", "b", "a"]);
+    }
+
+    #[test]
+    fn promotion_before_the_queue_matches_the_ref_or_the_commit_prefix() {
+        let mut staging = env(serde_json::json!({}));
+        let tag = |t: &str| Revision { tag: Some(t.into()), ..Default::default() };
+        let commit = |c: &str| Revision { commit: Some(c.into()), ..Default::default() };
+        assert!(!promoted_ref(None, &tag("v1")), "no source Environment: not promoted");
+        assert!(!promoted_ref(Some(&staging), &tag("v1")));
+        staging.status = Some(slipway_crds::EnvironmentStatus {
+            history: vec![
+                Release {
+                    ref_: "v1".into(),
+                    commit: "abcdef123".into(),
+                    result: Some("Succeeded".into()),
+                    ..Default::default()
+                },
+                Release {
+                    ref_: "v2".into(),
+                    commit: "bad".into(),
+                    result: Some("Failed".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        assert!(promoted_ref(Some(&staging), &tag("v1")));
+        assert!(!promoted_ref(Some(&staging), &tag("v2")), "a failed release does not promote");
+        assert!(promoted_ref(Some(&staging), &commit("ABCDEF1")));
+        assert!(!promoted_ref(Some(&staging), &commit("fedcba1")));
+    }
+
+    #[test]
+    fn one_condition_per_recorded_step() {
+        let t = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut s = DeployRequestStatus::default();
+        finish_step(&mut s, PREFLIGHT, StepResult::Succeeded, "ok", None, t);
+        finish_step(&mut s, MIGRATING, StepResult::Failed, "alembic failed", None, t);
+        start_step(&mut s, REBUILDING, t);
+        let got: Vec<(&str, Status)> = step_conditions(&s).iter().map(|d| (d.type_, d.status)).collect();
+        assert_eq!(got, [("PreflightPassed", Status::True), ("Migrated", Status::False), ("Rebuilt", Status::Unknown)]);
     }
 
     #[test]
