@@ -175,7 +175,9 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         match holder.as_deref() {
             None if ids.first() == Some(&me) => {
                 // Deleting a request that holds the lock must not abandon its host job half-way.
-                finalizer(&drs, &dr, true).await?;
+                if finalizer(&drs, &dr, true).await? == Cas::Conflict {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
                 if lock::take(&envs, &env, &me, &ids[1..]).await? == Cas::Conflict {
                     return Ok(Action::requeue(Duration::from_secs(1)));
@@ -287,7 +289,7 @@ async fn advance(
     let phase = st.phase.unwrap_or(Phase::Preflight);
     let deadline = |secs: i32| i64::from(secs.max(1));
     let deadlines = &env.spec.deadlines;
-    let result: std::result::Result<Option<Action>, RemoteError> = async {
+    let result: std::result::Result<Option<Action>, StepError> = async {
         match phase {
             Phase::Queued | Phase::Preflight => {
                 plan::start_step(&mut st, PREFLIGHT, now);
@@ -322,8 +324,8 @@ async fn advance(
                                 dr.metadata.generation,
                                 now,
                             );
-                            write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await.map_err(to_remote)?;
-                            lock::release(envs, env, &me, None).await.map_err(to_remote)?;
+                            write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await?;
+                            lock::release(envs, env, &me, None).await?;
                             return Ok(Some(Action::await_change()));
                         }
                         enter(&mut st, Phase::Migrating, MIGRATING, now);
@@ -355,10 +357,9 @@ async fn advance(
                             None,
                             now,
                         )
-                        .await
-                        .map_err(to_remote)?,
+                        .await?,
                     )),
-                    Err(Refusal::Remote(e)) => Err(e),
+                    Err(Refusal::Remote(e)) => Err(e.into()),
                 }
             }
             Phase::Migrating => {
@@ -420,8 +421,7 @@ async fn advance(
                             tail,
                             now,
                         )
-                        .await
-                        .map_err(to_remote)?,
+                        .await?,
                     )),
                 }
             }
@@ -470,8 +470,7 @@ async fn advance(
                             tail,
                             now,
                         )
-                        .await
-                        .map_err(to_remote)?,
+                        .await?,
                     )),
                 }
             }
@@ -497,8 +496,8 @@ async fn advance(
                             dr.metadata.generation,
                             now,
                         );
-                        write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await.map_err(to_remote)?;
-                        release_lock(envs, env, &me, Some(&release)).await.map_err(to_remote)?;
+                        write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await?;
+                        release_lock(envs, env, &me, Some(&release)).await?;
                         Ok(Some(Action::await_change()))
                     }
                     Progress::Failed { message, tail } => Ok(Some(
@@ -515,8 +514,7 @@ async fn advance(
                             tail,
                             now,
                         )
-                        .await
-                        .map_err(to_remote)?,
+                        .await?,
                     )),
                 }
             }
@@ -539,7 +537,10 @@ async fn advance(
             return fail(ctx, dr, env, envs, drs, &old, st, reasons::PROGRESS_DEADLINE_EXCEEDED, message, None, now)
                 .await;
         }
-        Err(e) => {
+        // The Kubernetes API failed (a status write timed out, a 5xx): retried with backoff by
+        // the error policy, never taken for the step's failure.
+        Err(StepError::Kube(e)) => return Err(e),
+        Err(StepError::Remote(e)) => {
             if !e.is_transient() {
                 // The request fails and passes the lock on: nothing it started may keep running.
                 stop_jobs(&site, phase).await;
@@ -562,12 +563,12 @@ fn changed_host(st: &DeployRequestStatus) -> bool {
     st.steps.iter().any(|s| s.name == MIGRATING || s.name == REBUILDING || s.name == VERIFYING)
 }
 
-/// Adds (`on`) or removes the lock finalizer.
-async fn finalizer(drs: &Api<DeployRequest>, dr: &DeployRequest, on: bool) -> Result<()> {
+/// Adds (`on`) or removes the lock finalizer; `Conflict` when the object changed since it was read.
+async fn finalizer(drs: &Api<DeployRequest>, dr: &DeployRequest, on: bool) -> Result<Cas> {
     let mut list: Vec<String> = dr.finalizers().to_vec();
     let has = list.iter().any(|f| f == LOCK_FINALIZER);
     if has == on {
-        return Ok(());
+        return Ok(Cas::Done);
     }
     if on {
         list.push(LOCK_FINALIZER.to_owned());
@@ -576,9 +577,9 @@ async fn finalizer(drs: &Api<DeployRequest>, dr: &DeployRequest, on: bool) -> Re
     }
     let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": dr.resource_version()}});
     match drs.patch(&dr.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        // Changed meanwhile (or already gone): the next reconcile sees the new object.
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(()),
+        Ok(_) => Ok(Cas::Done),
+        // Changed meanwhile (approval withdrawn, deletion begun) or gone: decide again.
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Cas::Conflict),
         Err(e) => Err(e.into()),
     }
 }
@@ -626,8 +627,10 @@ async fn abandon(
         let deleted = dr.metadata.deletion_timestamp.as_ref().map_or(now.as_second(), |t| t.0.as_second());
         if !phase_jobs(phase).is_empty() && now.as_second() - deleted < ABANDON_GRACE {
             let mut secrets = SecretReader::new(ctx.client.clone(), &dr.namespace().unwrap_or_default());
+            // An API error here is retried (the finalizer keeps the object), never a skipped stop.
+            let credentials = environment::credentials(env, &mut secrets).await?;
             let stopped: std::result::Result<(), RemoteError> = async {
-                let Ok(credentials) = environment::credentials(env, &mut secrets).await.map_err(to_remote)? else {
+                let Ok(credentials) = credentials else {
                     return Ok(());
                 };
                 let port = environment::ssh_port(env).map_err(|p| RemoteError::Local { detail: p.message })?;
@@ -656,7 +659,10 @@ async fn abandon(
             }
         }
         let record = changed_host(old).then(|| plan::release(dr, old, "Abandoned", Default::default(), None));
-        release_lock(envs, env, &me, record.as_ref()).await?;
+        if release_lock(envs, env, &me, record.as_ref()).await? == Cas::Conflict {
+            // Keep the finalizer: the object must not go while it still holds the lock.
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
         ctx.metrics.deploy_ended("Abandoned");
         ctx.event(
             &dr.object_ref(&()),
@@ -679,8 +685,23 @@ fn plan_step_name(phase: Phase) -> &'static str {
     }
 }
 
-fn to_remote(e: crate::error::Error) -> RemoteError {
-    RemoteError::Local { detail: e.to_string() }
+/// What can stop a step: the host (judged: transient or a failure of the request) or the
+/// Kubernetes API (always retried).
+enum StepError {
+    Remote(RemoteError),
+    Kube(crate::error::Error),
+}
+
+impl From<RemoteError> for StepError {
+    fn from(e: RemoteError) -> Self {
+        StepError::Remote(e)
+    }
+}
+
+impl From<crate::error::Error> for StepError {
+    fn from(e: crate::error::Error) -> Self {
+        StepError::Kube(e)
+    }
 }
 
 fn enter(st: &mut DeployRequestStatus, phase: Phase, step: &str, now: Timestamp) {
@@ -698,14 +719,14 @@ async fn progressing(
     phase: Phase,
     message: String,
     now: Timestamp,
-) -> std::result::Result<Action, RemoteError> {
+) -> Result<Action> {
     st.conditions = conditions::set(
         &old.conditions,
         &plan::conditions_for(phase, plan::progress_reason(phase), message),
         dr.metadata.generation,
         now,
     );
-    write(ctx, drs, dr, old, st, EventType::Normal).await.map_err(to_remote)?;
+    write(ctx, drs, dr, old, st, EventType::Normal).await?;
     Ok(Action::requeue(Duration::ZERO))
 }
 
@@ -773,19 +794,19 @@ async fn fail(
 }
 
 /// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
-async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<()> {
+/// `Conflict` when it stayed contended: the next reconcile of this (terminal) request releases it.
+async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<Cas> {
     let mut current = env.clone();
     for _ in 0..5 {
         if lock::release(envs, &current, me, record).await? == Cas::Done {
-            return Ok(());
+            return Ok(Cas::Done);
         }
         match envs.get_opt(&current.name_any()).await? {
             Some(e) => current = e,
-            None => return Ok(()),
+            None => return Ok(Cas::Done),
         }
     }
-    // Still contended: the next reconcile of this (terminal) request releases it.
-    Ok(())
+    Ok(Cas::Conflict)
 }
 
 async fn release_record(

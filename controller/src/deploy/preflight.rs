@@ -160,7 +160,21 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
     let current = env.status.as_ref().and_then(|s| s.current.clone());
     let containers = site.conn.project_containers(&site.project.name).await?;
     let running = containers.iter().any(|c| !c.one_off && c.is_running());
-    let migration_before = if running { site.migration_revision(false).await? } else { None };
+    // Asked of the running release's code, which knows the revision it migrated to. Without a
+    // recorded release (a first deploy, or one abandoned half-way) the main checkout may have
+    // no `.env`: ask with the next revision's code, and an answer it cannot give is "unknown".
+    let migration_before = match (running, &current) {
+        (false, _) => None,
+        (true, Some(_)) => site.migration_revision(false).await?,
+        (true, None) => match site.migration_revision(true).await {
+            Ok(revision) => revision,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(project = %site.project.name, error = %e, "migration revision before the deploy is unknown");
+                None
+            }
+        },
+    };
     let healthy = running && health::container_problems(&containers, &config.long_running_services()).is_empty();
     let up_to_date = !dr.spec.force
         && healthy
