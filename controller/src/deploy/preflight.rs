@@ -135,7 +135,9 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
     }
 
     // The next revision in the private worktree, with its .env: its compose file is validated
-    // as compose itself reads it.
+    // as compose itself reads it. Never under a job that still runs (a request deleted or
+    // failed while its step ran passes the lock on before its job has ended).
+    site.ensure_idle().await?;
     prepare_worktree(site, &commit).await?;
     write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
     let config = match site.compose_next().config().await {

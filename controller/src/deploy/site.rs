@@ -16,6 +16,10 @@ use crate::remote::{
 /// How long a terminated job's processes get between TERM and KILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 
+/// Exit 0 when no host job holds the project's lock (`$1`), 1 when one does. Constant; the
+/// project arrives as a positional parameter.
+const IDLE_PROBE: &str = r#"d=$HOME/.slipway/$1; [ -e "$d/lock" ] || exit 0; exec flock -n "$d/lock" true"#;
+
 pub struct Site<'a> {
     pub conn: &'a HostConnection,
     pub env: &'a Environment,
@@ -88,6 +92,25 @@ impl<'a> Site<'a> {
             },
         };
         Ok((progress, state))
+    }
+
+    /// `HostBusy` while any host job of the project holds its lock: files a running job uses
+    /// (the worktree, the checkout, `.env`) are changed only when none runs.
+    pub async fn ensure_idle(&self) -> Result<(), RemoteError> {
+        let probe = RemoteCommand::new("sh")
+            .args(["-c", IDLE_PROBE, "slipway-idle"])
+            .arg(self.project.name.clone())
+            .label("host job lock probe");
+        let out = crate::remote::Exec::output(self.conn, &probe).await?;
+        match out.exit_code() {
+            Some(0) => Ok(()),
+            Some(1) => Err(RemoteError::HostBusy {
+                host: self.conn.host().to_owned(),
+                project: self.project.name.clone(),
+                holder: "a host job (another request's step still running)".to_owned(),
+            }),
+            _ => out.into_checked("host job lock probe").map(|_| ()),
+        }
     }
 
     /// Was the job `step` of this request started (whatever became of it)?

@@ -50,6 +50,7 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     // Once: while the jobs run, the worktree and its .env stay as they started (a Secret rotated
     // mid-deploy must not change files under a running build).
     if !site.started(MIGRATION_JOBS[0]).await? {
+        site.ensure_idle().await?;
         super::preflight::prepare_worktree(site, commit).await?;
         write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
     }
@@ -94,6 +95,7 @@ pub async fn rebuild(
     since: k8s_openapi::jiff::Timestamp,
 ) -> Result<Progress, RemoteError> {
     if !site.started(REBUILD_JOBS[0]).await? {
+        site.ensure_idle().await?;
         let repo = Repo::new(site.conn, site.project.dir.clone())?;
         if repo.head().await?.as_deref() != Some(commit) {
             repo.checkout(commit).await?;
