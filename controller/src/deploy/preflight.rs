@@ -150,7 +150,8 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
         return Err(stalled(
             reasons::MISSING_HEALTHCHECK,
             format!(
-                "services {} at {} have no healthcheck: add one to each long-running service",
+                "services {} at {} have no healthcheck: add one to each long-running service, or label a \
+                 service that runs to completion slipway.dev/one-shot: \"true\" (it must then exit 0)",
                 unchecked.join(", "),
                 dr.spec.revision.display()
             ),

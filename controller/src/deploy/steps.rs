@@ -181,7 +181,10 @@ pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress
         .collect();
     let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
     let check_timeout = Duration::from_secs(10);
+    let (one_shots_running, one_shot_problems) = health::one_shot_problems(&containers, &config.one_shot_services());
     let mut failed = problems.clone();
+    failed.extend(one_shot_problems.iter().map(|p| redactor.redact(p)));
+    failed.extend(one_shots_running);
     let checks = declared_checks(site.env);
     for check in &checks {
         let outcome = health::run_check(site.conn, check, &containers, check_timeout).await;

@@ -76,7 +76,12 @@ pub struct ServiceConfig {
     pub healthcheck: Option<HealthcheckConfig>,
     pub profiles: Vec<String>,
     pub restart: Option<String>,
+    /// Labelled `slipway.dev/one-shot: "true"`: runs to completion (exit 0) instead of serving.
+    pub one_shot: bool,
 }
+
+/// Label that marks a compose service as one-shot: it needs no healthcheck and must exit 0.
+pub const ONE_SHOT_LABEL: &str = "slipway.dev/one-shot";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthcheckConfig {
@@ -92,9 +97,9 @@ impl ServiceConfig {
         self.healthcheck.as_ref().is_some_and(|h| !h.disabled)
     }
 
-    /// Started by a plain `up` (services behind a profile are not).
+    /// Started by a plain `up` (services behind a profile are not) and meant to keep running.
     pub fn is_long_running(&self) -> bool {
-        self.profiles.is_empty()
+        self.profiles.is_empty() && !self.one_shot
     }
 }
 
@@ -107,6 +112,11 @@ pub struct ComposeConfig {
 impl ComposeConfig {
     pub fn long_running_services(&self) -> Vec<String> {
         self.services.values().filter(|s| s.is_long_running()).map(|s| s.name.clone()).collect()
+    }
+
+    /// Services started by `up` that run to completion (labelled one-shot).
+    pub fn one_shot_services(&self) -> Vec<String> {
+        self.services.values().filter(|s| s.profiles.is_empty() && s.one_shot).map(|s| s.name.clone()).collect()
     }
 
     /// Long-running services whose compose definition has no (enabled) healthcheck.
@@ -180,6 +190,18 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
     }
 }
 
+/// The value of label `key` in a service's `labels` (a mapping, or a list of `key=value`).
+fn label(labels: Option<&Value>, key: &str) -> Option<String> {
+    match labels? {
+        Value::Object(map) => map.get(key).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|i| i.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_owned())),
+        _ => None,
+    }
+}
+
 /// Extract the services from `compose config` output (v2 JSON or v1 YAML, both as a JSON value).
 pub fn parse_compose_config(doc: &Value) -> Result<ComposeConfig, String> {
     let services = doc
@@ -211,6 +233,7 @@ pub fn parse_compose_config(doc: &Value) -> Result<ComposeConfig, String> {
                 healthcheck,
                 profiles: string_list(svc.get("profiles")),
                 restart: svc.get("restart").and_then(Value::as_str).map(str::to_owned),
+                one_shot: label(svc.get("labels"), ONE_SHOT_LABEL).is_some_and(|v| v == "true"),
             },
         );
     }
@@ -464,6 +487,20 @@ version: '3.8'
         assert!(c.services["db"].healthcheck.as_ref().unwrap().disabled);
         assert_eq!(c.services["frontend"].restart.as_deref(), Some("always"));
         assert_eq!(c.services_without_healthcheck(), ["db", "frontend"]);
+    }
+
+    #[test]
+    fn one_shot_services_need_no_healthcheck_and_are_not_long_running() {
+        let doc = serde_json::json!({"services": {
+            "web": {"image": "x", "healthcheck": {"test": ["CMD", "true"]}},
+            "seed": {"image": "x", "labels": {"slipway.dev/one-shot": "true"}},
+            "seed2": {"image": "x", "labels": ["a=b", "slipway.dev/one-shot=true"]},
+            "lying": {"image": "x", "labels": {"slipway.dev/one-shot": "yes"}}
+        }});
+        let c = parse_compose_config(&doc).unwrap();
+        assert_eq!(c.one_shot_services(), ["seed", "seed2"]);
+        assert_eq!(c.long_running_services(), ["lying", "web"]);
+        assert_eq!(c.services_without_healthcheck(), ["lying"]);
     }
 
     #[test]

@@ -188,6 +188,28 @@ pub fn container_problems(containers: &[ContainerObservation], expected_services
     problems
 }
 
+/// One-shot services (labelled `slipway.dev/one-shot: "true"`): (still running, problems). A
+/// one-shot service passes once its container exited 0; exited otherwise, or no container, is a problem.
+pub fn one_shot_problems(containers: &[ContainerObservation], services: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut running, mut problems) = (Vec::new(), Vec::new());
+    for s in services {
+        let container = containers.iter().filter(|c| !c.one_off && c.service.as_deref() == Some(s.as_str())).last();
+        match container {
+            None => problems.push(format!("one-shot service {s} has no container")),
+            Some(c) if c.is_running() || c.state == "created" || c.state == "restarting" => {
+                running.push(format!("one-shot service {s} is still {}", c.state))
+            }
+            Some(c) if c.state == "exited" && c.exit_code == Some(0) => {}
+            Some(c) => problems.push(format!(
+                "one-shot service {s} is {} with exit code {}",
+                c.state,
+                c.exit_code.map_or("unknown".to_owned(), |x| x.to_string())
+            )),
+        }
+    }
+    (running, problems)
+}
+
 /// How long after the start verification may go on: the policy timeout, or longer while a
 /// container is still `starting` and its healthcheck start period has not run out — but never
 /// more than twice the policy timeout, whatever start period a compose file declares.
@@ -461,6 +483,23 @@ mod tests {
         let mut with_oneoff = all_good.clone();
         with_oneoff.push(oneoff);
         assert!(container_problems(&with_oneoff, &expected).is_empty());
+    }
+
+    #[test]
+    fn one_shot_services_must_exit_zero() {
+        let mut done = container("seed", "exited", None);
+        done.exit_code = Some(0);
+        let mut failed = container("bad", "exited", None);
+        failed.exit_code = Some(3);
+        let busy = container("slow", "running", None);
+        let all = [done, failed, busy];
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (running, problems) = one_shot_problems(&all, &names(&["seed", "bad", "slow", "gone"]));
+        assert_eq!(running, ["one-shot service slow is still running"]);
+        assert_eq!(
+            problems,
+            ["one-shot service bad is exited with exit code 3", "one-shot service gone has no container"]
+        );
     }
 
     #[test]
