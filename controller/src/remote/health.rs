@@ -193,7 +193,7 @@ pub fn container_problems(containers: &[ContainerObservation], expected_services
 pub fn one_shot_problems(containers: &[ContainerObservation], services: &[String]) -> (Vec<String>, Vec<String>) {
     let (mut running, mut problems) = (Vec::new(), Vec::new());
     for s in services {
-        let container = containers.iter().filter(|c| !c.one_off && c.service.as_deref() == Some(s.as_str())).last();
+        let container = containers.iter().rfind(|c| !c.one_off && c.service.as_deref() == Some(s.as_str()));
         match container {
             None => problems.push(format!("one-shot service {s} has no container")),
             Some(c) if c.is_running() || c.state == "created" || c.state == "restarting" => {
