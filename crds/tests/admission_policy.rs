@@ -46,7 +46,11 @@ fn the_chart_ships_the_same_policy_and_the_approver_role() {
     let plain = repo_file("manifests/install/admission-policy.yaml");
     let chart = repo_file("charts/slipway/templates/admission-policy.yaml");
     let labels = "    {{- include \"slipway.labels\" . | nindent 4 }}";
-    assert_eq!(chart, plain.replace("    app.kubernetes.io/name: slipway", labels), "the chart's policy differs");
+    let expected = plain.replace("    app.kubernetes.io/name: slipway", labels).replace(
+        "system:serviceaccount:slipway-system:slipway",
+        "system:serviceaccount:{{ .Values.namespace }}:slipway",
+    );
+    assert_eq!(chart, expected, "the chart's policy differs");
     for rbac in ["manifests/install/rbac.yaml", "charts/slipway/templates/rbac.yaml"] {
         let text = repo_file(rbac);
         assert!(text.contains("name: slipway-approver"), "{rbac} lacks the ClusterRole slipway-approver");

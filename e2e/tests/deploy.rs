@@ -575,6 +575,14 @@ fn deleting_the_lock_holder_stops_its_host_job_records_abandoned_and_passes_the_
     }
     let holder = t.cluster.jsonpath("environment/abandoned", "{.status.activeDeploy}").unwrap();
     assert!(holder.starts_with("DeployRequest/doomed/"), "{holder}");
+    // Nobody but the controller may strip the finalizer of a running request (that would skip
+    // stopping its job): the API server refuses, naming the way to do it.
+    let strip = t
+        .cluster
+        .kubectl(&["patch", "dr", "doomed", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#])
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&strip.stderr);
+    assert!(!strip.status.success() && refusal.contains("only the Slipway controller removes"), "{refusal}");
     // The finalizer holds the object until its job is stopped and the lock passed on.
     t.delete_deploy("doomed").unwrap();
     let gone = t.cluster.kubectl(&["get", "dr", "doomed"]).unwrap();
