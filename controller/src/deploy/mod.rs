@@ -140,6 +140,7 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
             let rest: Vec<String> = queued.iter().filter(|i| **i != me).cloned().collect();
             // A conflict is harmless: the next waiting request publishes the queue again.
             let _ = lock::publish_queue(&envs, &env, &rest).await?;
+            ctx.metrics.queue_depth(&ns, &env.name_any(), rest.len());
         }
         write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
         return Ok(Action::await_change());
