@@ -26,6 +26,13 @@ pub fn require_sandbox(test: &str) -> PathBuf {
     }
 }
 
+/// The median of timing samples (benchmarks print medians, never assert them).
+pub fn median(mut samples: Vec<std::time::Duration>) -> std::time::Duration {
+    samples.sort();
+    let n = samples.len();
+    if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2 }
+}
+
 /// Reads a shell-style `KEY=value` file as written by the sandbox scripts.
 pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;

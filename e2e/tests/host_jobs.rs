@@ -315,12 +315,6 @@ async fn a_second_job_of_the_project_gets_host_busy_while_the_first_holds_the_lo
         .await;
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let n = samples.len();
-    if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2 }
-}
-
 #[tokio::test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn job_start_and_first_poll_cost_versus_a_plain_command() {
@@ -355,7 +349,8 @@ async fn job_start_and_first_poll_cost_versus_a_plain_command() {
             }
             let removed = jobs.prune(&project.name, 2).await.unwrap();
             assert_eq!(removed.len(), RUNS - 2);
-            let (m_plain, m_job, m_poll) = (median(plain), median(job), median(polls));
+            let (m_plain, m_job, m_poll) =
+                (slipway_e2e::median(plain), slipway_e2e::median(job), slipway_e2e::median(polls));
             format!(
                 "host_jobs benchmark ({RUNS} runs each on {}): plain `true` over the master median {:.2} ms, \
                  job start + first poll median {:.2} ms (poll alone {:.2} ms), ratio {:.1}x",

@@ -1,18 +1,12 @@
 //! Benchmark: one trivial command over the reused SSH master versus a fresh `ssh` per command,
 //! in the same run. Prints the medians and their ratio; e2e/run-tests.sh shows them at the end of its run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use slipway_controller::remote::RemoteCommand;
 use slipway_e2e::hosts::TestHost;
 
 const RUNS: usize = 30;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    let n = samples.len();
-    if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2 }
-}
 
 #[tokio::test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
@@ -40,7 +34,7 @@ async fn ssh_master_reuse_versus_fresh_connection_per_command() {
         assert!(out.status.success(), "fresh ssh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    let (m_reused, m_fresh) = (median(reused), median(fresh));
+    let (m_reused, m_fresh) = (slipway_e2e::median(reused), slipway_e2e::median(fresh));
     let ratio = m_fresh.as_secs_f64() / m_reused.as_secs_f64();
     let line = format!(
         "ssh_mux benchmark ({RUNS} runs each, `true` on {}): reused master median {:.2} ms, fresh ssh median {:.2} ms, ratio {:.1}x",

@@ -384,32 +384,15 @@ async fn advance(
                         .await?,
                     ));
                 }
-                if plan::step_elapsed(&st, MIGRATING, now) > deadline(deadlines.migration_seconds) {
-                    for job in steps::MIGRATION_JOBS {
-                        site.stop(job).await?;
-                    }
+                if past_deadline(&site, &st, Phase::Migrating, deadline(deadlines.migration_seconds), now).await? {
                     return Ok(None);
                 }
                 match steps::migrate(&site, &commit).await? {
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
-                        let now = Timestamp::now();
                         st.migration_after = site.migration_revision(true).await?;
-                        plan::finish_step(&mut st, MIGRATING, StepResult::Succeeded, message, None, now);
-                        enter(&mut st, Phase::Rebuilding, REBUILDING, now);
-                        Ok(Some(
-                            progressing(
-                                ctx,
-                                dr,
-                                drs,
-                                &old,
-                                st.clone(),
-                                Phase::Rebuilding,
-                                "Building and starting the new release".into(),
-                                now,
-                            )
-                            .await?,
-                        ))
+                        let next = Next { ctx, dr, drs, old: &old };
+                        Ok(Some(next.step(st.clone(), MIGRATING, message, Phase::Rebuilding).await?))
                     }
                     Progress::Failed { message, tail } => Ok(Some(
                         fail(
@@ -431,10 +414,7 @@ async fn advance(
             }
             Phase::Rebuilding => {
                 let commit = st.commit.clone().unwrap_or_default();
-                if plan::step_elapsed(&st, REBUILDING, now) > deadline(deadlines.rebuild_seconds) {
-                    for job in steps::REBUILD_JOBS {
-                        site.stop(job).await?;
-                    }
+                if past_deadline(&site, &st, Phase::Rebuilding, deadline(deadlines.rebuild_seconds), now).await? {
                     return Ok(None);
                 }
                 let since = plan::step(&st, REBUILDING)
@@ -444,22 +424,8 @@ async fn advance(
                 match steps::rebuild(&site, &commit, since).await? {
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
-                        let now = Timestamp::now();
-                        plan::finish_step(&mut st, REBUILDING, StepResult::Succeeded, message, None, now);
-                        enter(&mut st, Phase::Verifying, VERIFYING, now);
-                        Ok(Some(
-                            progressing(
-                                ctx,
-                                dr,
-                                drs,
-                                &old,
-                                st.clone(),
-                                Phase::Verifying,
-                                "Verifying the new release's health".into(),
-                                now,
-                            )
-                            .await?,
-                        ))
+                        let next = Next { ctx, dr, drs, old: &old };
+                        Ok(Some(next.step(st.clone(), REBUILDING, message, Phase::Verifying).await?))
                     }
                     Progress::Failed { message, tail } => Ok(Some(
                         fail(
@@ -680,6 +646,48 @@ async fn abandon(
     }
     finalizer(drs, dr, false).await?;
     Ok(Action::await_change())
+}
+
+/// Past the step's deadline (`secs` since it started): its host jobs are stopped and the caller
+/// fails the request with `ProgressDeadlineExceeded`.
+async fn past_deadline(
+    site: &Site<'_>,
+    st: &DeployRequestStatus,
+    phase: Phase,
+    secs: i64,
+    now: Timestamp,
+) -> std::result::Result<bool, RemoteError> {
+    if plan::step_elapsed(st, plan_step_name(phase), now) <= secs {
+        return Ok(false);
+    }
+    for job in phase_jobs(phase) {
+        site.stop(job).await?;
+    }
+    Ok(true)
+}
+
+/// What a request needs to move from a finished step to the next.
+struct Next<'a> {
+    ctx: &'a Context,
+    dr: &'a DeployRequest,
+    drs: &'a Api<DeployRequest>,
+    old: &'a DeployRequestStatus,
+}
+
+impl Next<'_> {
+    /// Records `finished` as Succeeded with `message` and enters `phase`, writing status.
+    async fn step(&self, mut st: DeployRequestStatus, finished: &str, message: String, phase: Phase) -> Result<Action> {
+        // Steps end when their work ended, not when the reconcile began.
+        let now = Timestamp::now();
+        plan::finish_step(&mut st, finished, StepResult::Succeeded, message, None, now);
+        enter(&mut st, phase, plan_step_name(phase), now);
+        let doing = match phase {
+            Phase::Rebuilding => "Building and starting the new release",
+            Phase::Verifying => "Verifying the new release's health",
+            _ => "Migrating the database",
+        };
+        progressing(self.ctx, self.dr, self.drs, self.old, st, phase, doing.to_owned(), now).await
+    }
 }
 
 fn plan_step_name(phase: Phase) -> &'static str {
