@@ -117,11 +117,13 @@ pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<O
 }
 
 /// Runs the controller of `K` until `shutdown`: each object is reconciled when it changes and
-/// whenever the Environment it names appears or changes (a watch relation, not polling).
+/// whenever the Environment it names appears or changes (a watch relation, not polling);
+/// `configure` adds further relations.
 pub async fn run_naming_environment<K, F>(
     ctx: std::sync::Arc<context::Context>,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    configure: impl FnOnce(kube::runtime::Controller<K>) -> kube::runtime::Controller<K>,
     reconcile: impl FnMut(std::sync::Arc<K>, std::sync::Arc<context::Context>) -> F,
     error_policy: impl Fn(
         std::sync::Arc<K>,
@@ -141,7 +143,7 @@ pub async fn run_naming_environment<K, F>(
     use kube::runtime::{Controller, watcher};
     let controller = Controller::new(scope.api::<K>(&ctx.client), watcher::Config::default());
     let store = controller.store();
-    controller
+    configure(controller)
         .watches(scope.api::<Environment>(&ctx.client), watcher::Config::default(), move |env| naming(&store, &env))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

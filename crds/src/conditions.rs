@@ -18,6 +18,8 @@ pub mod types {
     pub const MIGRATED: &str = "Migrated";
     pub const REBUILT: &str = "Rebuilt";
     pub const VERIFIED: &str = "Verified";
+    /// A Rollback's database downgrade.
+    pub const DOWNGRADED: &str = "Downgraded";
 }
 
 /// CamelCase reasons.
@@ -37,9 +39,18 @@ pub mod reasons {
     pub const DIRECT_NOT_ALLOWED: &str = "DirectNotAllowed";
     pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
     pub const NOT_PROMOTED: &str = "NotPromoted";
+    /// The commit failed on this Environment and was rolled back (`spec.overrideQuarantine`).
+    pub const QUARANTINED: &str = "Quarantined";
+    /// A Rollback's target is not in the Environment's history.
+    pub const RELEASE_NOT_IN_HISTORY: &str = "ReleaseNotInHistory";
+    /// A Rollback would need a database downgrade it cannot do (`spec.migrations: Skip`).
+    pub const NO_DOWNGRADE_PATH: &str = "NoDowngradePath";
     // Steps in progress.
     pub const PREFLIGHT: &str = "Preflight";
     pub const MIGRATING: &str = "Migrating";
+    pub const DOWNGRADING: &str = "Downgrading";
+    /// A failed DeployRequest waits for the Rollback that undoes it.
+    pub const ROLLING_BACK: &str = "RollingBack";
     pub const REBUILDING: &str = "Rebuilding";
     pub const VERIFYING: &str = "Verifying";
     pub const HOST_BUSY: &str = "HostBusy";
@@ -51,6 +62,7 @@ pub mod reasons {
     pub const MISSING_HEALTHCHECK: &str = "MissingHealthcheck";
     // Step failures.
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
+    pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
     pub const REBUILD_FAILED: &str = "RebuildFailed";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -64,6 +76,10 @@ pub mod reasons {
     // Outcomes.
     pub const SUCCEEDED: &str = "Succeeded";
     pub const UP_TO_DATE: &str = "UpToDate";
+    /// A DeployRequest that failed and was rolled back: it never reports success.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// The automatic rollback of a failed DeployRequest failed too: a person is needed.
+    pub const ROLLBACK_FAILED: &str = "RollbackFailed";
     pub const QUEUED: &str = "Queued";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const REACHABLE: &str = "Reachable";

@@ -57,6 +57,11 @@ pub struct DeployRequestSpec {
     /// compose configuration (otherwise such a request ends `UpToDate` without touching the host).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Deploy a commit the Environment quarantined (it failed there and was rolled back):
+    /// without it such a request is refused `Quarantined`, so a GitOps repository still naming a
+    /// bad tag does not redeploy it in a loop.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub override_quarantine: bool,
 }
 
 /// Who asked and who approved are annotations, admitted by the API server only from the user it
@@ -87,12 +92,14 @@ pub enum DeployMode {
     Direct,
 }
 
-/// Where a DeployRequest is in its life.
+/// Where a DeployRequest or Rollback is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
     Queued,
     Preflight,
     Migrating,
+    /// A Rollback's database downgrade.
+    Downgrading,
     Rebuilding,
     Verifying,
     Succeeded,
@@ -112,6 +119,7 @@ impl Phase {
             Phase::Queued => "Queued",
             Phase::Preflight => "Preflight",
             Phase::Migrating => "Migrating",
+            Phase::Downgrading => "Downgrading",
             Phase::Rebuilding => "Rebuilding",
             Phase::Verifying => "Verifying",
             Phase::Succeeded => "Succeeded",
@@ -128,7 +136,8 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// Observed state of a DeployRequest.
+/// Observed state of a DeployRequest (and of a Rollback: `revision` is then its target, `commit`
+/// the commit it returns to, `previousCommit` the one it leaves).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployRequestStatus {
@@ -169,6 +178,13 @@ pub struct DeployRequestStatus {
     /// sha256 of the `.env` rendered for this deploy (never the values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_hash: Option<String>,
+    /// A Rollback: the database migration revision it downgrades to (recorded with its target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_target: Option<String>,
+    /// A DeployRequest rolled back automatically: the name of the Rollback (same namespace) that
+    /// undid it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// One step of a deploy.

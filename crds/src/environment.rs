@@ -30,6 +30,7 @@ use crate::patterns::{
     printcolumn(name = "Current", type_ = "string", json_path = ".status.current.ref"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Quarantined", type_ = "string", priority = "1", json_path = ".status.quarantined[*].ref"),
     printcolumn(
         name = "Message",
         type_ = "string",
@@ -75,6 +76,15 @@ pub struct EnvironmentSpec {
     /// and its host job is stopped. Verification is bounded by `health.timeoutSeconds`.
     #[serde(default)]
     pub deadlines: Deadlines,
+    /// How many releases `status.history` keeps (newest first); Rollback targets are resolved
+    /// from it.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 50))]
+    pub history_limit: i32,
+}
+
+fn default_history_limit() -> i32 {
+    10
 }
 
 /// Step deadlines of a deploy, in seconds.
@@ -93,6 +103,10 @@ pub struct Deadlines {
     #[serde(default = "default_step_seconds")]
     #[schemars(range(min = 10, max = 86400))]
     pub rebuild_seconds: i32,
+    /// A Rollback's database downgrade.
+    #[serde(default = "default_step_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub downgrade_seconds: i32,
 }
 
 impl Default for Deadlines {
@@ -101,6 +115,7 @@ impl Default for Deadlines {
             preflight_seconds: default_preflight_seconds(),
             migration_seconds: default_step_seconds(),
             rebuild_seconds: default_step_seconds(),
+            downgrade_seconds: default_step_seconds(),
         }
     }
 }
@@ -387,9 +402,33 @@ pub struct EnvironmentStatus {
     /// DeployRequests waiting for the lock, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queue: Vec<String>,
-    /// The last releases, newest first.
+    /// The last releases, newest first (`spec.historyLimit` of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Release>,
+    /// Commits that failed here and were rolled back: a DeployRequest for one is refused
+    /// `Quarantined` unless it sets `spec.overrideQuarantine`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A commit kept out of an Environment after it failed there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantined {
+    /// Full commit id.
+    pub commit: String,
+    /// The ref that was asked for (`v1.2.3`).
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    /// The DeployRequest that failed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_in: Option<String>,
+    /// Why, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 /// One release that ran on the host.
@@ -416,7 +455,7 @@ pub struct Release {
     /// When the deploy that made it started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    /// `Succeeded`, `Failed` or `Abandoned`.
+    /// `Succeeded`, `Failed`, `RolledBack` (failed, then undone by a Rollback) or `Abandoned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     /// The issue the deploy named.
@@ -435,4 +474,7 @@ pub struct Release {
     /// sha256 of the rendered `.env` (never the values), to tell a changed Secret from a re-sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_hash: Option<String>,
+    /// A Rollback's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

@@ -19,9 +19,9 @@ pub use common::{Revision, SecretKeyRef, SecretRef};
 pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult};
 pub use environment::{
     Compose, Deadlines, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health, HealthCheck, Host,
-    HttpCheck, Migrations, Policy, Release, Repository, TcpCheck,
+    HttpCheck, Migrations, Policy, Quarantined, Release, Repository, TcpCheck,
 };
-pub use rollback::{Rollback, RollbackPhase, RollbackSpec, RollbackStatus, RollbackTarget};
+pub use rollback::{Rollback, RollbackMigrations, RollbackSpec, RollbackStatus, RollbackTarget};
 
 /// API group of every Slipway resource.
 pub const GROUP: &str = "slipway.dev";

@@ -214,7 +214,7 @@ pub const ENVIRONMENT_NAME: Shape = Shape {
 pub const REASON: Shape = Shape {
     name: "reason",
     pattern: "^[^[:cntrl:]]*$",
-    min_len: 0,
+    min_len: 1,
     max_len: 1024,
     must_be: "one line of text, without control characters such as newlines or tabs",
     forbidden: None,

@@ -1,12 +1,9 @@
 //! `Rollback`: put an Environment back on an earlier good release, database included.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::conditions_schema;
-use crate::deploy_request::Step;
 use crate::patterns::{COMMIT, ENVIRONMENT_NAME, REASON, REF_NAME};
 
 /// A request to put an Environment back on its previous (or a named) release.
@@ -22,7 +19,7 @@ use crate::patterns::{COMMIT, ENVIRONMENT_NAME, REASON, REF_NAME};
     status = "RollbackStatus",
     doc = "A request to put an Environment back on an earlier release, downgrading its database first.",
     printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environment"),
-    printcolumn(name = "Target", type_ = "string", json_path = ".status.target"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".status.revision"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -43,11 +40,23 @@ pub struct RollbackSpec {
     pub environment: String,
     /// The release to return to: exactly one of previous, tag or release.
     pub to: RollbackTarget,
-    /// Why, for the record: one line of text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = REASON.max_len))]
+    /// Why, for the record: one line of text (shown in events and in the Environment's history).
+    #[schemars(length(min = REASON.min_len, max = REASON.max_len))]
     #[x_kube(validation = REASON.rule("reason"))]
-    pub reason: Option<String>,
+    pub reason: String,
+    /// `Downgrade` (default): the database is downgraded first to the migration revision
+    /// recorded with the target, with the code running now; refused with `NoDowngradePath` when
+    /// that cannot be done. `Skip`: the database is left as it is (the target's code must cope).
+    #[serde(default)]
+    pub migrations: RollbackMigrations,
+}
+
+/// What a Rollback does with the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RollbackMigrations {
+    #[default]
+    Downgrade,
+    Skip,
 }
 
 /// The release to return to.
@@ -73,41 +82,6 @@ pub struct RollbackTarget {
     pub release: Option<String>,
 }
 
-/// Where a Rollback is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum RollbackPhase {
-    Queued,
-    Downgrading,
-    Rebuilding,
-    Verifying,
-    Succeeded,
-    Failed,
-}
-
-/// Observed state of a Rollback.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RollbackStatus {
-    /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Current phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<RollbackPhase>,
-    /// The release being returned to, as people write it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// Ready, Reconciling, Stalled.
-    #[serde(default)]
-    #[schemars(schema_with = "conditions_schema")]
-    pub conditions: Vec<Condition>,
-    /// Commit the host ran before the rollback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_commit: Option<String>,
-    /// Commit the host runs after the rollback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to_commit: Option<String>,
-    /// Steps run so far, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<Step>,
-}
+/// Observed state of a Rollback: the same shape as a DeployRequest's (`revision` is the target as
+/// people write it, `commit` the commit it returns to, `previousCommit` the commit it leaves).
+pub type RollbackStatus = crate::deploy_request::DeployRequestStatus;

@@ -16,6 +16,8 @@ const UNSHAPED: &[&str] = &[
     "Environment/spec/envSecretRef/name",
     "Environment/spec/health/checks/0/http/expectJson/*",
     "DeployRequest/spec/mode",
+    // An enum: the schema admits only its values.
+    "Rollback/spec/migrations",
 ];
 
 fn spec_schema(kind: &str) -> Value {

@@ -9,6 +9,7 @@
 #   v1.2.0  + e2e/fixtures/shop-releases/v1.2.0/    (annotated tag)
 #   v1.3.0  + e2e/fixtures/shop-releases/v1.3.0/    (annotated tag)
 #   v1.4.0  v1.1.0 + e2e/fixtures/shop-releases/v1.4.0/ (annotated tag; a side line off v1.1.0)
+#   v1.5.0  v1.2.0 + e2e/fixtures/shop-releases/v1.5.0/ (annotated tag; a side line off v1.2.0)
 #   ticker-v1  e2e/fixtures/shop-releases/ticker-v1/    (annotated tag; a root commit: not the
 #   ticker-v2  + e2e/fixtures/shop-releases/ticker-v2/  shop but the one-service app of the
 #   ticker-v3  + e2e/fixtures/shop-releases/ticker-v3/  queue, gate and re-deploy tests)
@@ -24,10 +25,11 @@ set -euo pipefail
 DEST=${1:?usage: $0 DEST_BARE_REPO}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FIXTURES=$(cd "$HERE/../fixtures" && pwd)
-RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0 v1.4.0 ticker-v1 ticker-v2 ticker-v3)
+RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0 v1.4.0 v1.5.0 ticker-v1 ticker-v2 ticker-v3)
 declare -A PARENT=(
     [v1.0.0]=none
     [v1.4.0]=v1.1.0
+    [v1.5.0]=v1.2.0
     [ticker-v1]=none
 )
 declare -A DATE=(
@@ -36,6 +38,7 @@ declare -A DATE=(
     [v1.2.0]="2025-03-03T10:00:00+00:00"
     [v1.3.0]="2025-04-07T10:00:00+00:00"
     [v1.4.0]="2025-05-05T10:00:00+00:00"
+    [v1.5.0]="2025-07-07T10:00:00+00:00"
     [ticker-v1]="2025-06-02T10:00:00+00:00"
     [ticker-v2]="2025-06-02T11:00:00+00:00"
     [ticker-v3]="2025-06-02T12:00:00+00:00"
@@ -46,6 +49,7 @@ declare -A MESSAGE=(
     [v1.2.0]="Shop 1.2.0: health endpoint reports unhealthy"
     [v1.3.0]="Shop 1.3.0: stock levels (migration 0003)"
     [v1.4.0]="Shop 1.4.0: a slow migration that counts its runs (0004, after 0002)"
+    [v1.5.0]="Shop 1.5.0: item colors (0005, after 0002) and the unhealthy /health of 1.2.0"
     [ticker-v1]="Ticker 1.0.0: one service, healthy after one healthcheck interval"
     [ticker-v2]="Ticker 2.0.0"
     [ticker-v3]="Ticker 3.0.0"

@@ -6,12 +6,10 @@
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use slipway_crds::{Environment, Release};
+use slipway_crds::{Environment, Quarantined, Release};
 
 use crate::context::{DEPLOY_MANAGER, STATUS_WRITE_TIMEOUT};
 use crate::error::{Error, Result};
-
-use super::plan::HISTORY_LIMIT;
 
 /// Did a compare-and-swap land?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,21 +59,53 @@ pub async fn release(
     holder: &str,
     release: Option<&Release>,
 ) -> Result<Cas> {
-    let status = env.status.clone().unwrap_or_default();
-    if status.active_deploy.as_deref() != Some(holder) {
+    if env.status.as_ref().and_then(|s| s.active_deploy.as_deref()) != Some(holder) {
         return Ok(Cas::Done);
     }
-    let mut patch = json!({"activeDeploy": Value::Null});
+    let mut patch = recording(env, release)?;
+    patch["activeDeploy"] = Value::Null;
+    swap(api, env, patch).await
+}
+
+/// Hands the lock held by `from` straight to `to` (a failed deploy to the Rollback that undoes
+/// it: no other request can slip in between), recording `release` and quarantining a commit.
+pub async fn hand_over(
+    api: &Api<Environment>,
+    env: &Environment,
+    from: &str,
+    to: &str,
+    release: Option<&Release>,
+    quarantine: Option<&Quarantined>,
+) -> Result<Cas> {
+    let status = env.status.clone().unwrap_or_default();
+    if status.active_deploy.as_deref() != Some(from) {
+        return Ok(Cas::Conflict);
+    }
+    let mut patch = recording(env, release)?;
+    patch["activeDeploy"] = Value::from(to);
+    if let Some(q) = quarantine {
+        let mut list: Vec<Quarantined> = status.quarantined.into_iter().filter(|o| o.commit != q.commit).collect();
+        list.push(q.clone());
+        patch["quarantined"] = serde_json::to_value(&list).map_err(|e| Error::Serialize(e.to_string()))?;
+    }
+    swap(api, env, patch).await
+}
+
+/// The status fields recording `release`: the history (bounded by `spec.historyLimit`) and,
+/// when it succeeded, `current`.
+fn recording(env: &Environment, release: Option<&Release>) -> Result<Value> {
+    let status = env.status.clone().unwrap_or_default();
+    let mut patch = json!({});
     if let Some(r) = release {
         let mut history = vec![r.clone()];
         history.extend(status.history.into_iter().filter(|h| h.deployed_by != r.deployed_by));
-        history.truncate(HISTORY_LIMIT);
+        history.truncate(usize::try_from(env.spec.history_limit).unwrap_or(10).max(1));
         patch["history"] = serde_json::to_value(&history).map_err(|e| Error::Serialize(e.to_string()))?;
         if r.result.as_deref() == Some("Succeeded") {
             patch["current"] = replacing(status.current.as_ref(), r)?;
         }
     }
-    swap(api, env, patch).await
+    Ok(patch)
 }
 
 /// A merge patch that makes an object field exactly `new`: a merge patch merges objects, so a

@@ -1,14 +1,17 @@
-//! Shared by DeployRequest (and, next, Rollback): the queue and lock, the steps and the step
-//! record. [`plan`] decides, [`lock`] swaps the Environment's lock, [`preflight`] and [`steps`]
-//! act on the host through [`site::Site`]; this module runs one reconcile of a request.
+//! Shared by DeployRequest and Rollback ([`request::Req`]): the queue and lock, the steps and the
+//! step record. [`plan`] decides, [`lock`] swaps the Environment's lock, [`preflight`] and
+//! [`steps`] act on the host through [`site::Site`], [`auto`] rolls a failed deploy back; this
+//! module runs one reconcile of a request.
 //!
 //! Every step's result is written to status before the next begins, and every step that changes
 //! the host is a host job keyed by the request's UID: a controller killed at any instant resumes
 //! from status and the host jobs, never repeating a finished step.
 
+pub mod auto;
 pub mod lock;
 pub mod plan;
 pub mod preflight;
+pub mod request;
 pub mod site;
 pub mod steps;
 
@@ -16,23 +19,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use slipway_crds::conditions::reasons;
-use slipway_crds::{DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Release, StepResult};
+use slipway_crds::{DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Release, Rollback, StepResult};
 
 use crate::conditions::{self, Decided};
 use crate::context::Context;
 use crate::error::Result;
 use crate::remote::{RemoteError, detect_flavor};
 use crate::secrets::SecretReader;
-use crate::{Transition, environment, status};
+use crate::{Transition, environment};
 
 use lock::Cas;
-use plan::{MIGRATING, PREFLIGHT, REBUILDING, VERIFYING};
+use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, VERIFYING};
 use preflight::Refusal;
+pub use request::Req;
 use site::Site;
 use steps::Progress;
 
@@ -44,26 +47,44 @@ const RUNS_KEPT: usize = 40;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// One reconcile of a DeployRequest.
-pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = cached.namespace().unwrap_or_default();
+pub async fn reconcile_deploy(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile(Req::Deploy(Arc::unwrap_or_clone(cached)), ctx).await
+}
+
+/// One reconcile of a Rollback.
+pub async fn reconcile_rollback(cached: Arc<Rollback>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile(Req::Rollback(Arc::unwrap_or_clone(cached)), ctx).await
+}
+
+/// What every decision of one reconcile needs: the request as read, its status before, and the
+/// Environments of its namespace.
+pub(crate) struct Run<'a> {
+    ctx: &'a Context,
+    req: &'a Req,
+    envs: &'a Api<Environment>,
+    old: &'a DeployRequestStatus,
+}
+
+async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
+    let ns = cached.namespace();
     let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
-    let drs: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    let dr = if cached.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_terminal) {
+    let req = if cached.phase().is_some_and(Phase::is_terminal) {
         // A finished request never changes again: the cached copy is as good as a fresh one.
         cached
     } else {
         // Decide from the object as it is now, not as the watch cache last saw it: a status
         // write that has not reached the cache yet must never be undone (a finished request set
         // back to Queued would deploy again; a finished step would run twice).
-        match drs.get_opt(&cached.name_any()).await? {
-            Some(fresh) if fresh.metadata.uid == cached.metadata.uid => Arc::new(fresh),
-            _ => return Ok(Action::await_change()),
+        match cached.fresh(&ctx.client).await? {
+            Some(fresh) => fresh,
+            None => return Ok(Action::await_change()),
         }
     };
-    let me = plan::request_id(&dr);
-    let old = dr.status.clone().unwrap_or_default();
-    let env = envs.get_opt(&dr.spec.environment).await?;
+    let me = req.id();
+    let old = req.status().cloned().unwrap_or_default();
+    let env = envs.get_opt(req.environment()).await?;
     let now = Timestamp::now();
+    let run = Run { ctx: &ctx, req: &req, envs: &envs, old: &old };
 
     if old.phase.is_some_and(Phase::is_terminal) {
         // Finished but still holding the lock: the controller stopped between the final status
@@ -73,57 +94,57 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         {
             let record = changed_host(&old).then(|| {
                 let result = if old.phase == Some(Phase::Succeeded) { "Succeeded" } else { "Failed" };
-                plan::release(&dr, &old, result, Default::default(), None)
+                plan::release(&req, env, &old, result, Default::default(), None)
             });
             release_lock(&envs, env, &me, record.as_ref()).await?;
         }
-        finalizer(&drs, &dr, false).await?;
+        run.finalizer(false).await?;
         return Ok(Action::await_change());
     }
-    if dr.metadata.deletion_timestamp.is_some() {
-        return abandon(&ctx, &dr, env.as_ref(), &envs, &drs, &old, now).await;
+    if req.deleting() {
+        return abandon(&run, env.as_ref(), now).await;
     }
     let Some(env) = env else {
-        if old.phase.is_some() {
+        let mut st = old.clone();
+        let decided = if old.phase.is_some() {
             // It waited for or ran on an Environment that is gone: that is final.
-            let mut st = old.clone();
             st.phase = Some(Phase::Failed);
             st.queue_position = None;
             let message = format!(
-                "Environment {:?} was deleted while this request {}; create it again and a new DeployRequest",
-                dr.spec.environment,
-                if old.phase == Some(Phase::Queued) { "waited" } else { "ran" }
+                "Environment {:?} was deleted while this request {}; create it again and a new {}",
+                req.environment(),
+                if old.phase == Some(Phase::Queued) { "waited" } else { "ran" },
+                req.kind()
             );
-            st.conditions = conditions::set(
-                &old.conditions,
-                &plan::conditions_for(Phase::Failed, reasons::ENVIRONMENT_DELETED, message),
-                dr.metadata.generation,
-                now,
-            );
-            write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
-            finalizer(&drs, &dr, false).await?;
-            return Ok(Action::await_change());
+            plan::conditions_for(Phase::Failed, reasons::ENVIRONMENT_DELETED, message)
+        } else {
+            crate::references::stalled(&crate::references::environment_not_found(req.kind(), req.environment(), &ns))
+        };
+        st.conditions = conditions::set(&old.conditions, &decided, req.generation(), now);
+        run.write(st, EventType::Warning).await?;
+        if old.phase.is_some() {
+            run.finalizer(false).await?;
         }
-        let decision = crate::deploy_request::decide(&dr, None, now);
-        write(&ctx, &drs, &dr, &old, decision.status, EventType::Warning).await?;
         return Ok(Action::await_change());
     };
+    if old.phase == Some(Phase::RollingBack) {
+        return auto::follow(&run, &env, now).await;
+    }
 
     let mut st = old.clone();
-    st.revision = Some(dr.spec.revision.display());
-    st.observed_generation = dr.metadata.generation;
-    st.untracked = dr.spec.mode == DeployMode::Direct;
+    st.revision = Some(req.revision_display());
+    st.observed_generation = req.generation();
+    st.untracked = req.as_deploy().is_some_and(|d| d.spec.mode == DeployMode::Direct);
 
     let holder = env.status.as_ref().and_then(|s| s.active_deploy.clone());
+    let holding = holder.as_deref() == Some(me.as_str());
     // Gates are judged until the request holds the lock. Once it does, its host jobs may be
     // running: a policy change or a withdrawn approval must not abandon them half-way.
-    if holder.as_deref() != Some(me.as_str())
-        && let Err(gate) = plan::gates(&dr, &env)
-    {
+    if !holding && let Err(gate) = plan::gates(&req, &env) {
         // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
         let decided = match gate {
-            // The spec cannot change, so an issue or mode refusal is final.
+            // The spec cannot change, so a refusal is final.
             plan::Gate::Refused(problem) => {
                 st.phase = Some(Phase::Failed);
                 plan::conditions_for(Phase::Failed, problem.reason, problem.message)
@@ -134,7 +155,7 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
                 crate::references::stalled(&problem)
             }
         };
-        st.conditions = conditions::set(&old.conditions, &decided, dr.metadata.generation, now);
+        st.conditions = conditions::set(&old.conditions, &decided, req.generation(), now);
         let queued = env.status.as_ref().map(|s| s.queue.as_slice()).unwrap_or_default();
         if queued.contains(&me) {
             let rest: Vec<String> = queued.iter().filter(|i| **i != me).cloned().collect();
@@ -142,13 +163,14 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
             let _ = lock::publish_queue(&envs, &env, &rest).await?;
             ctx.metrics.queue_depth(&ns, &env.name_any(), rest.len());
         }
-        write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
+        run.write(st, EventType::Warning).await?;
         return Ok(Action::await_change());
     }
 
     // Promotion, judged on the object level before the queue (by ref name or commit prefix); the
     // exact commit is checked again at preflight. A refused request never holds up the queue.
-    if holder.as_deref() != Some(me.as_str())
+    if !holding
+        && let Some(dr) = req.as_deploy()
         && let Some(source) = env.spec.policy.promote_from.as_deref()
         && !plan::promoted_ref(envs.get_opt(source).await?.as_ref(), &dr.spec.revision)
     {
@@ -162,113 +184,112 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         st.conditions = conditions::set(
             &old.conditions,
             &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
-            dr.metadata.generation,
+            req.generation(),
             now,
         );
-        write(&ctx, &drs, &dr, &old, st, EventType::Warning).await?;
+        run.write(st, EventType::Warning).await?;
         return Ok(Action::await_change());
     }
 
-    if holder.as_deref() != Some(me.as_str()) {
-        let all = drs.list(&ListParams::default()).await?.items;
-        let queue = plan::queue(&env.name_any(), &all, &me);
-        let ids: Vec<String> = queue.iter().map(|d| plan::request_id(d)).collect();
-        match holder.as_deref() {
-            None if ids.first() == Some(&me) => {
-                // Deleting a request that holds the lock must not abandon its host job half-way.
-                if finalizer(&drs, &dr, true).await? == Cas::Conflict {
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
-                ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
-                if lock::take(&envs, &env, &me, &ids[1..]).await? == Cas::Conflict {
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
-                tracing::info!(deployrequest = %dr.name_any(), environment = %env.name_any(), "took the deploy lock");
-                st.queue_position = None;
-                st.phase = Some(Phase::Preflight);
-                plan::start_step(&mut st, PREFLIGHT, now);
-                let message = format!("Checking {} for Environment {:?}", dr.spec.revision.display(), env.name_any());
-                st.conditions = conditions::set(
-                    &old.conditions,
-                    &plan::conditions_for(Phase::Preflight, reasons::PREFLIGHT, message),
-                    dr.metadata.generation,
-                    now,
-                );
-                write(&ctx, &drs, &dr, &old, st, EventType::Normal).await?;
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            Some(h) if holder_finished(h, &all) => {
-                // The holder is gone or finished without releasing (deleted, or a crash): free it.
-                // Its host jobs are fenced by the project's flock, so nothing can overlap anyway.
-                let _ = lock::release(&envs, &env, h, None).await?;
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            _ => {
-                let waiting: Vec<String> =
-                    ids.iter().filter(|i| Some(i.as_str()) != holder.as_deref()).cloned().collect();
-                let position = waiting.iter().position(|i| i == &me).map_or(waiting.len() + 1, |p| p + 1);
-                let _ = lock::publish_queue(&envs, &env, &waiting).await?;
-                ctx.metrics.queue_depth(&ns, &env.name_any(), waiting.len());
-                st.phase = Some(Phase::Queued);
-                st.queue_position = i32::try_from(position).ok();
-                let message = match &holder {
-                    Some(h) => format!(
-                        "Queued for Environment {:?} (position {position}): {} holds its deploy lock",
-                        env.name_any(),
-                        plan::parse_holder(h).map_or(h.as_str(), |p| p.1)
-                    ),
-                    None => format!("Queued for Environment {:?} (position {position})", env.name_any()),
-                };
-                st.conditions = conditions::set(
-                    &old.conditions,
-                    &plan::conditions_for(Phase::Queued, reasons::QUEUED, message),
-                    dr.metadata.generation,
-                    now,
-                );
-                write(&ctx, &drs, &dr, &old, st, EventType::Normal).await?;
-                return Ok(Action::requeue(WAIT));
-            }
-        }
+    if !holding {
+        return wait_or_take(&run, &env, holder, st, now).await;
     }
-    advance(&ctx, &dr, &env, &envs, &drs, old, st, now).await
+    advance(&run, &env, st, now).await
 }
 
-/// Did the request named by lock holder `id` finish or disappear?
-fn holder_finished(id: &str, all: &[DeployRequest]) -> bool {
-    let Some((kind, _, uid)) = plan::parse_holder(id) else { return true };
-    if kind != "DeployRequest" {
-        return false;
-    }
-    all.iter()
-        .find(|d| d.metadata.uid.as_deref() == Some(uid))
-        .is_none_or(|d| d.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_terminal))
-}
-
-/// The request holds the lock: take its next step.
-#[allow(clippy::too_many_arguments)]
-async fn advance(
-    ctx: &Context,
-    dr: &DeployRequest,
+/// The request passed its gates and does not hold the lock: it takes the free lock when it is
+/// first in line, frees a lock its holder can no longer release, or waits its turn.
+async fn wait_or_take(
+    run: &Run<'_>,
     env: &Environment,
-    envs: &Api<Environment>,
-    drs: &Api<DeployRequest>,
-    old: DeployRequestStatus,
+    holder: Option<String>,
     mut st: DeployRequestStatus,
     now: Timestamp,
 ) -> Result<Action> {
-    let me = plan::request_id(dr);
-    let key = crate::object_key(dr);
-    let mut secrets = SecretReader::new(ctx.client.clone(), &dr.namespace().unwrap_or_default());
+    let (ctx, req, envs) = (run.ctx, run.req, run.envs);
+    let (me, ns) = (req.id(), req.namespace());
+    let all = Req::list(&ctx.client, &ns).await?;
+    let queue = plan::queue(&env.name_any(), &all, &me);
+    let ids: Vec<String> = queue.iter().map(|d| d.id()).collect();
+    match holder.as_deref() {
+        None if ids.first() == Some(&me) => {
+            // Deleting a request that holds the lock must not abandon its host job half-way.
+            if run.finalizer(true).await? == Cas::Conflict {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
+            if lock::take(envs, env, &me, &ids[1..]).await? == Cas::Conflict {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            tracing::info!(kind = req.kind(), name = %req.name(), environment = %env.name_any(), "took the deploy lock");
+            st.queue_position = None;
+            st.phase = Some(Phase::Preflight);
+            plan::start_step(&mut st, PREFLIGHT, now);
+            let message = format!("Checking {} for Environment {:?}", req.describe(), env.name_any());
+            st.conditions = conditions::set(
+                &run.old.conditions,
+                &plan::conditions_for(Phase::Preflight, reasons::PREFLIGHT, message),
+                req.generation(),
+                now,
+            );
+            run.write(st, EventType::Normal).await?;
+            Ok(Action::requeue(Duration::ZERO))
+        }
+        Some(h) if holder_finished(h, &all) => {
+            // The holder is gone or finished without releasing (deleted, or a crash): free it.
+            // Its host jobs are fenced by the project's flock, so nothing can overlap anyway.
+            let _ = lock::release(envs, env, h, None).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        _ => {
+            let waiting: Vec<String> = ids.iter().filter(|i| Some(i.as_str()) != holder.as_deref()).cloned().collect();
+            let position = waiting.iter().position(|i| i == &me).map_or(waiting.len() + 1, |p| p + 1);
+            let _ = lock::publish_queue(envs, env, &waiting).await?;
+            ctx.metrics.queue_depth(&ns, &env.name_any(), waiting.len());
+            st.phase = Some(Phase::Queued);
+            st.queue_position = i32::try_from(position).ok();
+            let message = match &holder {
+                Some(h) => format!(
+                    "Queued for Environment {:?} (position {position}): {} holds its deploy lock",
+                    env.name_any(),
+                    plan::parse_holder(h).map_or(h.clone(), |p| format!("{} {}", p.0, p.1))
+                ),
+                None => format!("Queued for Environment {:?} (position {position})", env.name_any()),
+            };
+            st.conditions = conditions::set(
+                &run.old.conditions,
+                &plan::conditions_for(Phase::Queued, reasons::QUEUED, message),
+                req.generation(),
+                now,
+            );
+            run.write(st, EventType::Normal).await?;
+            Ok(Action::requeue(WAIT))
+        }
+    }
+}
+
+/// Did the request named by lock holder `id` finish or disappear?
+fn holder_finished(id: &str, all: &[Req]) -> bool {
+    let Some((_, _, uid)) = plan::parse_holder(id) else { return true };
+    all.iter().find(|d| d.uid() == uid).is_none_or(|d| d.phase().is_some_and(Phase::is_terminal))
+}
+
+/// The request holds the lock: take its next step.
+async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, now: Timestamp) -> Result<Action> {
+    let (ctx, req) = (run.ctx, run.req);
+    let me = req.id();
+    let key = req.key();
+    let mut secrets = SecretReader::new(ctx.client.clone(), &req.namespace());
     let credentials = match environment::credentials(env, &mut secrets).await? {
         Ok(c) => c,
         Err(problems) => {
             let p = problems.into_iter().next().expect("at least one problem");
-            return fail(ctx, dr, env, envs, drs, &old, st, p.reason, p.message, None, now).await;
+            return run.fail(env, st, p.reason, p.message, None, now).await;
         }
     };
     let port = match environment::ssh_port(env) {
         Ok(p) => p,
-        Err(p) => return fail(ctx, dr, env, envs, drs, &old, st, p.reason, p.message, None, now).await,
+        Err(p) => return run.fail(env, st, p.reason, p.message, None, now).await,
     };
     let redactor = credentials.redactor.clone();
     let connected = match environment::connection(ctx, env, port, &credentials).await {
@@ -277,14 +298,14 @@ async fn advance(
     };
     let (conn, flavor) = match connected {
         Ok(c) => c,
-        Err(e) => return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await,
+        Err(e) => return run.remote_error(env, st, e, &redactor, now).await,
     };
     let site = Site {
         conn: conn.as_ref(),
         env,
         flavor,
         project: site::compose_project(env),
-        uid: dr.metadata.uid.clone().unwrap_or_default(),
+        uid: req.uid(),
         env_values: &credentials.env_values,
     };
     let phase = st.phase.unwrap_or(Phase::Preflight);
@@ -298,20 +319,21 @@ async fn advance(
                     return Ok(None);
                 }
                 site.prune(RUNS_KEPT).await;
-                match preflight::run(&site, dr, envs).await {
+                match preflight::run(&site, req, run.envs).await {
                     Ok(facts) => {
                         // Steps end when their work ended, not when the reconcile began.
                         let now = Timestamp::now();
                         st.commit = Some(facts.commit.clone());
                         st.previous_commit = facts.previous_commit.clone();
                         st.migration_before = facts.migration_before.clone();
+                        st.migration_target = facts.migration_target.clone();
                         st.env_hash = Some(facts.env_hash.clone());
-                        let short = &facts.commit[..12.min(facts.commit.len())];
+                        let short = plan::short(&facts.commit).to_owned();
                         plan::finish_step(
                             &mut st,
                             PREFLIGHT,
                             StepResult::Succeeded,
-                            format!("{} is commit {short}", dr.spec.revision.display()),
+                            format!("{} is commit {short}", req.revision_display()),
                             None,
                             now,
                         );
@@ -322,46 +344,25 @@ async fn advance(
                                 env.name_any()
                             );
                             st.conditions = conditions::set(
-                                &old.conditions,
+                                &run.old.conditions,
                                 &plan::conditions_for(Phase::Succeeded, reasons::UP_TO_DATE, message),
-                                dr.metadata.generation,
+                                req.generation(),
                                 now,
                             );
-                            write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await?;
-                            lock::release(envs, env, &me, None).await?;
+                            run.write(st.clone(), EventType::Normal).await?;
+                            lock::release(run.envs, env, &me, None).await?;
                             return Ok(Some(Action::await_change()));
                         }
-                        enter(&mut st, Phase::Migrating, MIGRATING, now);
-                        Ok(Some(
-                            progressing(
-                                ctx,
-                                dr,
-                                drs,
-                                &old,
-                                st.clone(),
-                                Phase::Migrating,
-                                format!("Migrating the database with commit {short}"),
-                                now,
-                            )
-                            .await?,
-                        ))
+                        let (next, doing) = match req {
+                            Req::Deploy(_) => (Phase::Migrating, format!("Migrating the database with commit {short}")),
+                            Req::Rollback(_) => (Phase::Downgrading, "Downgrading the database".to_owned()),
+                        };
+                        enter(&mut st, next, plan_step_name(next), now);
+                        Ok(Some(run.progressing(st.clone(), next, doing, now).await?))
                     }
-                    Err(Refusal::Stalled(p)) => Ok(Some(
-                        fail(
-                            ctx,
-                            dr,
-                            env,
-                            envs,
-                            drs,
-                            &old,
-                            st.clone(),
-                            p.reason,
-                            redactor.redact(&p.message),
-                            None,
-                            now,
-                        )
-                        .await?,
-                    )),
+                    Err(Refusal::Stalled(p)) => {
+                        Ok(Some(run.fail(env, st.clone(), p.reason, redactor.redact(&p.message), None, now).await?))
+                    }
                     Err(Refusal::Remote(e)) => Err(e.into()),
                 }
             }
@@ -371,11 +372,7 @@ async fn advance(
                     plan::finish_step(&mut st, MIGRATING, StepResult::Skipped, "no migrations declared", None, now);
                     enter(&mut st, Phase::Rebuilding, REBUILDING, now);
                     return Ok(Some(
-                        progressing(
-                            ctx,
-                            dr,
-                            drs,
-                            &old,
+                        run.progressing(
                             st.clone(),
                             Phase::Rebuilding,
                             "Building and starting the new release".into(),
@@ -391,20 +388,65 @@ async fn advance(
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
                         st.migration_after = site.migration_revision(true).await?;
-                        let next = Next { ctx, dr, drs, old: &old };
-                        Ok(Some(next.step(st.clone(), MIGRATING, message, Phase::Rebuilding).await?))
+                        Ok(Some(run.step(st.clone(), MIGRATING, message, Phase::Rebuilding).await?))
                     }
                     Progress::Failed { message, tail } => Ok(Some(
-                        fail(
-                            ctx,
-                            dr,
+                        run.fail(
                             env,
-                            envs,
-                            drs,
-                            &old,
                             st.clone(),
                             reasons::MIGRATION_FAILED,
                             format!("migration failed: {message}; the running release was not touched"),
+                            tail,
+                            now,
+                        )
+                        .await?,
+                    )),
+                }
+            }
+            Phase::Downgrading => {
+                let Some(target) = st.migration_target.clone() else {
+                    let why = match req.as_rollback().map(|r| r.spec.migrations) {
+                        Some(slipway_crds::RollbackMigrations::Skip) => {
+                            "migrations: Skip: the database was left as it is"
+                        }
+                        _ => "the database is already at the target's revision",
+                    };
+                    plan::finish_step(&mut st, DOWNGRADING, StepResult::Skipped, why, None, now);
+                    enter(&mut st, Phase::Rebuilding, REBUILDING, now);
+                    return Ok(Some(
+                        run.progressing(
+                            st.clone(),
+                            Phase::Rebuilding,
+                            "Building and starting the target release".into(),
+                            now,
+                        )
+                        .await?,
+                    ));
+                };
+                if past_deadline(&site, &st, Phase::Downgrading, deadline(deadlines.downgrade_seconds), now).await? {
+                    return Ok(None);
+                }
+                match steps::downgrade(&site, &target).await? {
+                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Done { message } => {
+                        st.migration_after = site.migration_revision(false).await?;
+                        if st.migration_after.as_deref() != Some(target.as_str()) {
+                            let message = format!(
+                                "{message}, but the database is now at revision {} instead of {target}",
+                                st.migration_after.as_deref().unwrap_or("(none)")
+                            );
+                            return Ok(Some(
+                                run.fail(env, st.clone(), reasons::DOWNGRADE_FAILED, message, None, now).await?,
+                            ));
+                        }
+                        Ok(Some(run.step(st.clone(), DOWNGRADING, message, Phase::Rebuilding).await?))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        run.fail(
+                            env,
+                            st.clone(),
+                            reasons::DOWNGRADE_FAILED,
+                            format!("downgrade failed: {message}; the running release was not touched"),
                             tail,
                             now,
                         )
@@ -424,17 +466,11 @@ async fn advance(
                 match steps::rebuild(&site, &commit, since).await? {
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
-                        let next = Next { ctx, dr, drs, old: &old };
-                        Ok(Some(next.step(st.clone(), REBUILDING, message, Phase::Verifying).await?))
+                        Ok(Some(run.step(st.clone(), REBUILDING, message, Phase::Verifying).await?))
                     }
                     Progress::Failed { message, tail } => Ok(Some(
-                        fail(
-                            ctx,
-                            dr,
+                        run.fail(
                             env,
-                            envs,
-                            drs,
-                            &old,
                             st.clone(),
                             reasons::REBUILD_FAILED,
                             format!("rebuild failed: {message}"),
@@ -454,40 +490,35 @@ async fn advance(
                     Progress::Done { message } => {
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
-                        let release = release_record(&site, dr, &st, "Succeeded", now).await?;
+                        let release = release_record(&site, req, &st, "Succeeded", now).await?;
                         st.phase = Some(Phase::Succeeded);
-                        let short = st.commit.as_deref().map_or("", |c| &c[..12.min(c.len())]).to_owned();
-                        let message = format!(
-                            "{} (commit {short}) runs on Environment {:?}, verified healthy",
-                            dr.spec.revision.display(),
-                            env.name_any()
-                        );
+                        let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
+                        let message = match req {
+                            Req::Deploy(dr) => format!(
+                                "{} (commit {short}) runs on Environment {:?}, verified healthy",
+                                dr.spec.revision.display(),
+                                env.name_any()
+                            ),
+                            Req::Rollback(_) => format!(
+                                "Environment {:?} is back on {} (commit {short}), database at {}, verified healthy",
+                                env.name_any(),
+                                release.ref_,
+                                release.migration.as_deref().unwrap_or("(no revision)")
+                            ),
+                        };
                         st.conditions = conditions::set(
-                            &old.conditions,
+                            &run.old.conditions,
                             &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
-                            dr.metadata.generation,
+                            req.generation(),
                             now,
                         );
-                        write(ctx, drs, dr, &old, st.clone(), EventType::Normal).await?;
-                        release_lock(envs, env, &me, Some(&release)).await?;
+                        run.write(st.clone(), EventType::Normal).await?;
+                        release_lock(run.envs, env, &me, Some(&release)).await?;
                         Ok(Some(Action::await_change()))
                     }
-                    Progress::Failed { message, tail } => Ok(Some(
-                        fail(
-                            ctx,
-                            dr,
-                            env,
-                            envs,
-                            drs,
-                            &old,
-                            st.clone(),
-                            reasons::VERIFICATION_FAILED,
-                            message,
-                            tail,
-                            now,
-                        )
-                        .await?,
-                    )),
+                    Progress::Failed { message, tail } => {
+                        Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
+                    }
                 }
             }
             Phase::Succeeded | Phase::Failed | Phase::RollingBack | Phase::RolledBack => {
@@ -506,8 +537,7 @@ async fn advance(
             let step = st.phase.map_or("step", plan_step_name);
             let message =
                 format!("{step} did not finish within its deadline (spec.deadlines); its host job was stopped");
-            return fail(ctx, dr, env, envs, drs, &old, st, reasons::PROGRESS_DEADLINE_EXCEEDED, message, None, now)
-                .await;
+            return run.fail(env, st, reasons::PROGRESS_DEADLINE_EXCEEDED, message, None, now).await;
         }
         // The Kubernetes API failed (a status write timed out, a 5xx): retried with backoff by
         // the error policy, never taken for the step's failure.
@@ -517,7 +547,7 @@ async fn advance(
                 // The request fails and passes the lock on: nothing it started may keep running.
                 stop_jobs(&site, phase).await;
             }
-            return remote_error(ctx, dr, env, envs, drs, &old, st, e, &redactor, now).await;
+            return run.remote_error(env, st, e, &redactor, now).await;
         }
     };
     Ok(action)
@@ -532,34 +562,14 @@ fn holds(env: &Environment, me: &str) -> bool {
 
 /// Did the request get past preflight (so the host changed)?
 fn changed_host(st: &DeployRequestStatus) -> bool {
-    st.steps.iter().any(|s| s.name == MIGRATING || s.name == REBUILDING || s.name == VERIFYING)
-}
-
-/// Adds (`on`) or removes the lock finalizer; `Conflict` when the object changed since it was read.
-async fn finalizer(drs: &Api<DeployRequest>, dr: &DeployRequest, on: bool) -> Result<Cas> {
-    let mut list: Vec<String> = dr.finalizers().to_vec();
-    let has = list.iter().any(|f| f == LOCK_FINALIZER);
-    if has == on {
-        return Ok(Cas::Done);
-    }
-    if on {
-        list.push(LOCK_FINALIZER.to_owned());
-    } else {
-        list.retain(|f| f != LOCK_FINALIZER);
-    }
-    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": dr.resource_version()}});
-    match drs.patch(&dr.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Cas::Done),
-        // Changed meanwhile (approval withdrawn, deletion begun) or gone: decide again.
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(Cas::Conflict),
-        Err(e) => Err(e.into()),
-    }
+    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].contains(&s.name.as_str()))
 }
 
 /// The host jobs a phase may have running.
 fn phase_jobs(phase: Phase) -> &'static [&'static str] {
     match phase {
         Phase::Migrating => &steps::MIGRATION_JOBS,
+        Phase::Downgrading => &steps::DOWNGRADE_JOBS,
         Phase::Rebuilding => &steps::REBUILD_JOBS,
         _ => &[],
     }
@@ -582,23 +592,16 @@ const ABANDON_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// A deleted request: if it holds the lock, its running step is stopped, the outcome recorded as
 /// `Abandoned`, and the lock passed on; then its finalizer goes.
-async fn abandon(
-    ctx: &Context,
-    dr: &DeployRequest,
-    env: Option<&Environment>,
-    envs: &Api<Environment>,
-    drs: &Api<DeployRequest>,
-    old: &DeployRequestStatus,
-    now: Timestamp,
-) -> Result<Action> {
-    let me = plan::request_id(dr);
+async fn abandon(run: &Run<'_>, env: Option<&Environment>, now: Timestamp) -> Result<Action> {
+    let (ctx, req, old) = (run.ctx, run.req, run.old);
+    let me = req.id();
     if let Some(env) = env
         && holds(env, &me)
     {
         let phase = old.phase.unwrap_or(Phase::Preflight);
-        let deleted = dr.metadata.deletion_timestamp.as_ref().map_or(now.as_second(), |t| t.0.as_second());
+        let deleted = req.meta().deletion_timestamp.as_ref().map_or(now.as_second(), |t| t.0.as_second());
         if !phase_jobs(phase).is_empty() && now.as_second() - deleted < ABANDON_GRACE {
-            let mut secrets = SecretReader::new(ctx.client.clone(), &dr.namespace().unwrap_or_default());
+            let mut secrets = SecretReader::new(ctx.client.clone(), &req.namespace());
             // An API error here is retried (the finalizer keeps the object), never a skipped stop.
             let credentials = environment::credentials(env, &mut secrets).await?;
             let stopped: std::result::Result<(), RemoteError> = async {
@@ -613,7 +616,7 @@ async fn abandon(
                     env,
                     flavor,
                     project: site::compose_project(env),
-                    uid: dr.metadata.uid.clone().unwrap_or_default(),
+                    uid: req.uid(),
                     env_values: &credentials.env_values,
                 };
                 // A short grace: the step is being abandoned, and a one-off container's process
@@ -627,24 +630,24 @@ async fn abandon(
             if let Err(e) = stopped
                 && e.is_transient()
             {
-                return Ok(Action::requeue(ctx.backoff.failed(&crate::object_key(dr), Duration::from_secs(5))));
+                return Ok(Action::requeue(ctx.backoff.failed(&req.key(), Duration::from_secs(5))));
             }
         }
-        let record = changed_host(old).then(|| plan::release(dr, old, "Abandoned", Default::default(), None));
-        if release_lock(envs, env, &me, record.as_ref()).await? == Cas::Conflict {
+        let record = changed_host(old).then(|| plan::release(req, env, old, "Abandoned", Default::default(), None));
+        if release_lock(run.envs, env, &me, record.as_ref()).await? == Cas::Conflict {
             // Keep the finalizer: the object must not go while it still holds the lock.
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         ctx.metrics.deploy_ended("Abandoned");
         ctx.event(
-            &dr.object_ref(&()),
+            &req.object_ref(),
             EventType::Warning,
             "Abandoned",
             format!("deleted during {phase}: its host job was stopped and the lock passed on"),
         )
         .await;
     }
-    finalizer(drs, dr, false).await?;
+    run.finalizer(false).await?;
     Ok(Action::await_change())
 }
 
@@ -666,33 +669,10 @@ async fn past_deadline(
     Ok(true)
 }
 
-/// What a request needs to move from a finished step to the next.
-struct Next<'a> {
-    ctx: &'a Context,
-    dr: &'a DeployRequest,
-    drs: &'a Api<DeployRequest>,
-    old: &'a DeployRequestStatus,
-}
-
-impl Next<'_> {
-    /// Records `finished` as Succeeded with `message` and enters `phase`, writing status.
-    async fn step(&self, mut st: DeployRequestStatus, finished: &str, message: String, phase: Phase) -> Result<Action> {
-        // Steps end when their work ended, not when the reconcile began.
-        let now = Timestamp::now();
-        plan::finish_step(&mut st, finished, StepResult::Succeeded, message, None, now);
-        enter(&mut st, phase, plan_step_name(phase), now);
-        let doing = match phase {
-            Phase::Rebuilding => "Building and starting the new release",
-            Phase::Verifying => "Verifying the new release's health",
-            _ => "Migrating the database",
-        };
-        progressing(self.ctx, self.dr, self.drs, self.old, st, phase, doing.to_owned(), now).await
-    }
-}
-
 fn plan_step_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Migrating => MIGRATING,
+        Phase::Downgrading => DOWNGRADING,
         Phase::Rebuilding => REBUILDING,
         Phase::Verifying => VERIFYING,
         _ => PREFLIGHT,
@@ -723,88 +703,128 @@ fn enter(st: &mut DeployRequestStatus, phase: Phase, step: &str, now: Timestamp)
     plan::start_step(st, step, now);
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn progressing(
-    ctx: &Context,
-    dr: &DeployRequest,
-    drs: &Api<DeployRequest>,
-    old: &DeployRequestStatus,
-    mut st: DeployRequestStatus,
-    phase: Phase,
-    message: String,
-    now: Timestamp,
-) -> Result<Action> {
-    st.conditions = conditions::set(
-        &old.conditions,
-        &plan::conditions_for(phase, plan::progress_reason(phase), message),
-        dr.metadata.generation,
-        now,
-    );
-    write(ctx, drs, dr, old, st, EventType::Normal).await?;
-    Ok(Action::requeue(Duration::ZERO))
-}
-
-/// A remote failure during a step: transient ones (host unreachable, busy) are retried with
-/// backoff and leave the step where it was; others fail the request.
-#[allow(clippy::too_many_arguments)]
-async fn remote_error(
-    ctx: &Context,
-    dr: &DeployRequest,
-    env: &Environment,
-    envs: &Api<Environment>,
-    drs: &Api<DeployRequest>,
-    old: &DeployRequestStatus,
-    mut st: DeployRequestStatus,
-    e: RemoteError,
-    redactor: &crate::remote::Redactor,
-    now: Timestamp,
-) -> Result<Action> {
-    let message = redactor.redact(&e.to_string());
-    if e.is_transient() {
-        let phase = st.phase.unwrap_or(Phase::Preflight);
-        let decided: Vec<Decided> =
-            crate::references::progressing(e.reason(), format!("{}: {message}; retrying", phase));
-        st.conditions = conditions::set(&old.conditions, &decided, dr.metadata.generation, now);
-        write(ctx, drs, dr, old, st, EventType::Warning).await?;
-        tracing::info!(deployrequest = %dr.name_any(), reason = e.reason(), error = %message, "deploy step will be retried");
-        return Ok(Action::requeue(ctx.backoff.failed(&crate::object_key(dr), Duration::from_secs(5))));
+impl Run<'_> {
+    /// Adds (`on`) or removes the lock finalizer; `Conflict` when the object changed since it was read.
+    async fn finalizer(&self, on: bool) -> Result<Cas> {
+        let mut list: Vec<String> = self.req.finalizers().to_vec();
+        let has = list.iter().any(|f| f == LOCK_FINALIZER);
+        if has == on {
+            return Ok(Cas::Done);
+        }
+        if on {
+            list.push(LOCK_FINALIZER.to_owned());
+        } else {
+            list.retain(|f| f != LOCK_FINALIZER);
+        }
+        // Changed meanwhile (approval withdrawn, deletion begun) or gone: decide again.
+        self.req.patch_metadata(&self.ctx.client, serde_json::json!({ "finalizers": list })).await
     }
-    fail(ctx, dr, env, envs, drs, old, st, e.reason(), message, None, now).await
-}
 
-/// Ends the request `Failed` with `reason`, records it in the Environment's history when the
-/// host was changed, and passes the lock on.
-#[allow(clippy::too_many_arguments)]
-async fn fail(
-    ctx: &Context,
-    dr: &DeployRequest,
-    env: &Environment,
-    envs: &Api<Environment>,
-    drs: &Api<DeployRequest>,
-    old: &DeployRequestStatus,
-    mut st: DeployRequestStatus,
-    reason: &'static str,
-    message: String,
-    tail: Option<String>,
-    now: Timestamp,
-) -> Result<Action> {
-    let me = plan::request_id(dr);
-    let phase = st.phase.unwrap_or(Phase::Preflight);
-    let step = plan_step_name(phase);
-    plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
-    let changed_host = matches!(phase, Phase::Migrating | Phase::Rebuilding | Phase::Verifying);
-    st.phase = Some(Phase::Failed);
-    st.queue_position = None;
-    st.conditions = conditions::set(
-        &old.conditions,
-        &plan::conditions_for(Phase::Failed, reason, message),
-        dr.metadata.generation,
-        now,
-    );
-    let record = changed_host.then(|| plan::release(dr, &st, "Failed", Default::default(), None));
-    write(ctx, drs, dr, old, st, EventType::Warning).await?;
-    release_lock(envs, env, &me, record.as_ref()).await?;
-    Ok(Action::await_change())
+    /// Records `finished` as Succeeded with `message` and enters `phase`, writing status.
+    async fn step(&self, mut st: DeployRequestStatus, finished: &str, message: String, phase: Phase) -> Result<Action> {
+        // Steps end when their work ended, not when the reconcile began.
+        let now = Timestamp::now();
+        plan::finish_step(&mut st, finished, StepResult::Succeeded, message, None, now);
+        enter(&mut st, phase, plan_step_name(phase), now);
+        let doing = match (phase, self.req) {
+            (Phase::Rebuilding, Req::Deploy(_)) => "Building and starting the new release",
+            (Phase::Rebuilding, Req::Rollback(_)) => "Building and starting the target release",
+            (Phase::Verifying, _) => "Verifying the release's health",
+            _ => "Migrating the database",
+        };
+        self.progressing(st, phase, doing.to_owned(), now).await
+    }
+
+    async fn progressing(
+        &self,
+        mut st: DeployRequestStatus,
+        phase: Phase,
+        message: String,
+        now: Timestamp,
+    ) -> Result<Action> {
+        st.conditions = conditions::set(
+            &self.old.conditions,
+            &plan::conditions_for(phase, plan::progress_reason(phase), message),
+            self.req.generation(),
+            now,
+        );
+        self.write(st, EventType::Normal).await?;
+        Ok(Action::requeue(Duration::ZERO))
+    }
+
+    /// A remote failure during a step: transient ones (host unreachable, busy) are retried with
+    /// backoff and leave the step where it was; others fail the request.
+    async fn remote_error(
+        &self,
+        env: &Environment,
+        mut st: DeployRequestStatus,
+        e: RemoteError,
+        redactor: &crate::remote::Redactor,
+        now: Timestamp,
+    ) -> Result<Action> {
+        let message = redactor.redact(&e.to_string());
+        if e.is_transient() {
+            let phase = st.phase.unwrap_or(Phase::Preflight);
+            let decided: Vec<Decided> =
+                crate::references::progressing(e.reason(), format!("{}: {message}; retrying", phase));
+            st.conditions = conditions::set(&self.old.conditions, &decided, self.req.generation(), now);
+            self.write(st, EventType::Warning).await?;
+            tracing::info!(kind = self.req.kind(), name = %self.req.name(), reason = e.reason(), error = %message, "deploy step will be retried");
+            return Ok(Action::requeue(self.ctx.backoff.failed(&self.req.key(), Duration::from_secs(5))));
+        }
+        self.fail(env, st, e.reason(), message, None, now).await
+    }
+
+    /// Ends the request `Failed` with `reason`, records it in the Environment's history when the
+    /// host was changed, and passes the lock on; or, where the Environment rolls failed deploys
+    /// back, hands the lock to the Rollback that undoes it ([`auto`]).
+    async fn fail(
+        &self,
+        env: &Environment,
+        mut st: DeployRequestStatus,
+        reason: &'static str,
+        message: String,
+        tail: Option<String>,
+        now: Timestamp,
+    ) -> Result<Action> {
+        let me = self.req.id();
+        let phase = st.phase.unwrap_or(Phase::Preflight);
+        let step = plan_step_name(phase);
+        plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+        st.queue_position = None;
+        if auto::wanted(self.req, env, &st, phase) {
+            return auto::begin(self, st, reason, message, now).await;
+        }
+        let changed_host =
+            matches!(phase, Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Verifying);
+        st.phase = Some(Phase::Failed);
+        st.conditions = conditions::set(
+            &self.old.conditions,
+            &plan::conditions_for(Phase::Failed, reason, message),
+            self.req.generation(),
+            now,
+        );
+        let record = changed_host.then(|| plan::release(self.req, env, &st, "Failed", Default::default(), None));
+        self.write(st, EventType::Warning).await?;
+        release_lock(self.envs, env, &me, record.as_ref()).await?;
+        Ok(Action::await_change())
+    }
+
+    /// Writes the request's status when it changed, and an Event when Ready changed its reason.
+    async fn write(&self, st: DeployRequestStatus, type_: EventType) -> Result<()> {
+        let mut st = st;
+        let steps = plan::step_conditions(&st);
+        st.conditions = conditions::set(&st.conditions, &steps, self.req.generation(), Timestamp::now());
+        if self.req.status() != Some(&st) {
+            self.req.apply_status(&self.ctx.client, &st).await?;
+            observe(self.ctx, self.old, &st);
+            tracing::info!(kind = self.req.kind(), name = %self.req.name(), phase = st.phase.map(|p| p.as_str()).unwrap_or("-"), "status written");
+        }
+        if let Some(t) = Transition::between(&self.old.conditions, &st.conditions, type_) {
+            self.ctx.event(&self.req.object_ref(), t.type_, &t.reason, t.note).await;
+        }
+        Ok(())
+    }
 }
 
 /// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
@@ -825,7 +845,7 @@ async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, reco
 
 async fn release_record(
     site: &Site<'_>,
-    dr: &DeployRequest,
+    req: &Req,
     st: &DeployRequestStatus,
     result: &str,
     now: Timestamp,
@@ -836,14 +856,14 @@ async fn release_record(
         .filter(|c| !c.one_off)
         .filter_map(|c| Some((c.service.clone()?, c.image_id.clone())))
         .collect();
-    Ok(plan::release(dr, st, result, images, Some(now.to_string())))
+    Ok(plan::release(req, site.env, st, result, images, Some(now.to_string())))
 }
 
 /// Metrics of what a status write records: steps that finished, a deploy that ended.
 fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
     for step in &st.steps {
         let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
-        let name = [PREFLIGHT, MIGRATING, REBUILDING, VERIFYING].into_iter().find(|n| *n == step.name);
+        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].into_iter().find(|n| *n == step.name);
         let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
         if let (true, Some(name), Some(a), Some(b)) = (newly, name, parse(&step.started_at), parse(&step.finished_at)) {
             ctx.metrics.phase_took(name, (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);
@@ -856,30 +876,8 @@ fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
         ctx.metrics.deploy_ended(match (st.phase, reason) {
             (Some(Phase::Succeeded), Some(reasons::UP_TO_DATE)) => "UpToDate",
             (Some(Phase::Succeeded), _) => "Succeeded",
+            (Some(Phase::RolledBack), _) => "RolledBack",
             _ => "Failed",
         });
     }
-}
-
-/// Writes the request's status when it changed, and an Event when Ready changed its reason.
-async fn write(
-    ctx: &Context,
-    drs: &Api<DeployRequest>,
-    dr: &DeployRequest,
-    old: &DeployRequestStatus,
-    st: DeployRequestStatus,
-    type_: EventType,
-) -> Result<()> {
-    let mut st = st;
-    let steps = plan::step_conditions(&st);
-    st.conditions = conditions::set(&st.conditions, &steps, dr.metadata.generation, Timestamp::now());
-    if dr.status.as_ref() != Some(&st) {
-        status::apply(drs, dr, &st).await?;
-        observe(ctx, old, &st);
-        tracing::info!(deployrequest = %dr.name_any(), phase = st.phase.map(|p| p.as_str()).unwrap_or("-"), "status written");
-    }
-    if let Some(t) = Transition::between(&old.conditions, &st.conditions, type_) {
-        ctx.event(&dr.object_ref(&()), t.type_, &t.reason, t.note).await;
-    }
-    Ok(())
 }

@@ -4,28 +4,27 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use slipway_crds::conditions::reasons;
-use slipway_crds::{DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Step, StepResult};
+use slipway_crds::{
+    DeployMode, DeployRequest, DeployRequestStatus, Environment, Phase, Release, Rollback, RollbackMigrations, Step,
+    StepResult,
+};
 
 use crate::conditions::{Decided, Status};
 use crate::references::{self, Problem};
 
+use super::request::Req;
+
 /// Step names as they appear in `status.steps`.
 pub const PREFLIGHT: &str = "Preflight";
 pub const MIGRATING: &str = "Migrating";
+pub const DOWNGRADING: &str = "Downgrading";
 pub const REBUILDING: &str = "Rebuilding";
 pub const VERIFYING: &str = "Verifying";
-
-/// Most history entries an Environment keeps.
-pub const HISTORY_LIMIT: usize = 20;
 
 /// How a lock holder or queue entry names a request: kind, name and UID (a request re-created
 /// under the same name is another request).
 pub fn holder_id(kind: &str, name: &str, uid: &str) -> String {
     format!("{kind}/{name}/{uid}")
-}
-
-pub fn request_id(dr: &DeployRequest) -> String {
-    holder_id("DeployRequest", &dr.name_any(), dr.metadata.uid.as_deref().unwrap_or_default())
 }
 
 /// (kind, name, uid) of a holder id.
@@ -52,10 +51,20 @@ impl Gate {
     }
 }
 
-/// The gates that depend only on the objects, checked before a request joins the queue.
-/// `promoted_from` answers whether the named Environment's history shows `commit` Succeeded; the
-/// promotion gate can only be judged once the commit is known, so it is checked at preflight.
-pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
+/// The gates that depend only on the objects, checked before a request joins the queue (and,
+/// where they depend on the resolved commit or the live database, again at preflight).
+pub fn gates(req: &Req, env: &Environment) -> Result<(), Gate> {
+    match req {
+        Req::Deploy(dr) => deploy_gates(dr, env),
+        Req::Rollback(rb) => {
+            let target = rollback_target(rb, env).map_err(Gate::Refused)?;
+            let current = env.status.as_ref().and_then(|s| s.current.as_ref()).and_then(|r| r.migration.as_deref());
+            downgrade_path(rb, env, current, target).map(|_| ()).map_err(Gate::Refused)
+        }
+    }
+}
+
+fn deploy_gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
     let policy = &env.spec.policy;
     let env_name = env.name_any();
     if dr.spec.mode == DeployMode::Direct && !policy.allow_direct {
@@ -88,31 +97,159 @@ pub fn gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
             ),
         }));
     }
+    if !dr.spec.override_quarantine
+        && let Some(q) = quarantined_ref(env, &dr.spec.revision)
+    {
+        return Err(Gate::Refused(quarantine_problem(dr, env, q)));
+    }
     Ok(())
 }
 
-/// The release a request made (or failed to make), for the Environment's history.
+/// The quarantine entry matching `rev` by ref name or commit prefix (before the commit is known).
+fn quarantined_ref<'a>(env: &'a Environment, rev: &slipway_crds::Revision) -> Option<&'a slipway_crds::Quarantined> {
+    let list = env.status.as_ref().map(|s| s.quarantined.as_slice()).unwrap_or_default();
+    list.iter().find(|q| match (&rev.commit, &rev.tag) {
+        (Some(commit), _) => q.commit.starts_with(&commit.to_ascii_lowercase()),
+        (None, Some(tag)) => q.ref_ == *tag,
+        // A branch moves: only its resolved commit can be judged (at preflight).
+        _ => false,
+    })
+}
+
+/// The quarantine entry of exactly `commit`.
+pub fn quarantined<'a>(env: &'a Environment, commit: &str) -> Option<&'a slipway_crds::Quarantined> {
+    env.status.as_ref()?.quarantined.iter().find(|q| q.commit == commit)
+}
+
+pub fn quarantine_problem(dr: &DeployRequest, env: &Environment, q: &slipway_crds::Quarantined) -> Problem {
+    Problem {
+        reason: reasons::QUARANTINED,
+        message: format!(
+            "{} (commit {}) is quarantined on Environment {:?}: it failed there{} and was rolled back. Fix it in \
+             a new release, or create a new DeployRequest with spec.overrideQuarantine: true",
+            dr.spec.revision.display(),
+            short(&q.commit),
+            env.name_any(),
+            q.failed_in.as_deref().and_then(parse_holder).map(|(_, name, _)| format!(" in {name}")).unwrap_or_default()
+        ),
+    }
+}
+
+/// The first 12 characters of a commit id.
+pub fn short(commit: &str) -> &str {
+    &commit[..12.min(commit.len())]
+}
+
+/// The release a Rollback returns to, from the Environment's history: `previous` is the newest
+/// release that Succeeded, is not quarantined and has another commit than the running one.
+pub fn rollback_target<'a>(rb: &Rollback, env: &'a Environment) -> Result<&'a Release, Problem> {
+    let status = env.status.as_ref();
+    let history = status.map(|s| s.history.as_slice()).unwrap_or_default();
+    let running = status.and_then(|s| s.current.as_ref()).map(|r| r.commit.as_str());
+    let mut good = history.iter().filter(|r| r.result.as_deref().is_none_or(|x| x == "Succeeded"));
+    let to = &rb.spec.to;
+    let found = match (&to.tag, &to.release) {
+        (Some(tag), _) => good.find(|r| r.ref_ == *tag),
+        (_, Some(commit)) => good.find(|r| r.commit.starts_with(&commit.to_ascii_lowercase())),
+        _ => good.find(|r| Some(r.commit.as_str()) != running && quarantined(env, &r.commit).is_none()),
+    };
+    found.ok_or_else(|| {
+        let listed: Vec<String> = history
+            .iter()
+            .map(|r| format!("{} ({}, {})", r.ref_, short(&r.commit), r.result.as_deref().unwrap_or("?")))
+            .collect();
+        Problem {
+            reason: reasons::RELEASE_NOT_IN_HISTORY,
+            message: format!(
+                "no release that Succeeded matches {} in the history of Environment {:?}{}: create a new Rollback \
+                 naming one of them",
+                super::request::target_display(to),
+                env.name_any(),
+                if listed.is_empty() {
+                    " (the history is empty)".to_owned()
+                } else {
+                    format!("; it holds {}", listed.join(", "))
+                }
+            ),
+        }
+    })
+}
+
+/// Whether a Rollback from database revision `current` to `target` downgrades (`Some(revision)`),
+/// leaves the database (`None`: equal revisions, or `migrations: Skip`), or cannot
+/// (`NoDowngradePath`, before anything changed).
+pub fn downgrade_path(
+    rb: &Rollback,
+    env: &Environment,
+    current: Option<&str>,
+    target: &Release,
+) -> Result<Option<String>, Problem> {
+    if rb.spec.migrations == RollbackMigrations::Skip || current == target.migration.as_deref() {
+        return Ok(None);
+    }
+    let declared = env.spec.migrations.as_ref().is_some_and(|m| !m.downgrade.is_empty());
+    match (&target.migration, declared) {
+        (Some(revision), true) => Ok(Some(revision.clone())),
+        (revision, _) => Err(Problem {
+            reason: reasons::NO_DOWNGRADE_PATH,
+            message: format!(
+                "the database is at revision {} and {} ({}) was recorded at {}, but {}: nothing was changed. Declare \
+                 spec.migrations.downgrade on Environment {:?}, or create a new Rollback with migrations: Skip if \
+                 the older code works with the newer schema",
+                current.unwrap_or("(none)"),
+                target.ref_,
+                short(&target.commit),
+                revision.as_deref().unwrap_or("no revision"),
+                if declared {
+                    "that release has no recorded revision to downgrade to"
+                } else {
+                    "the Environment declares no downgrade command"
+                },
+                env.name_any(),
+            ),
+        }),
+    }
+}
+
+/// The release a request made (or failed to make), for the Environment's history. A Rollback's
+/// release carries the ref its target was recorded with.
 pub fn release(
-    dr: &DeployRequest,
+    req: &Req,
+    env: &Environment,
     st: &DeployRequestStatus,
     result: &str,
     images: std::collections::BTreeMap<String, String>,
     deployed_at: Option<String>,
-) -> slipway_crds::Release {
-    slipway_crds::Release {
-        ref_: dr.spec.revision.name().unwrap_or_default().to_owned(),
-        commit: st.commit.clone().unwrap_or_default(),
+) -> Release {
+    let commit = st.commit.clone().unwrap_or_default();
+    let (ref_, issue, approved_by, reason) = match req {
+        Req::Deploy(dr) => (
+            dr.spec.revision.name().unwrap_or_default().to_owned(),
+            dr.spec.issue.clone(),
+            dr.approved_by().map(str::to_owned),
+            None,
+        ),
+        Req::Rollback(rb) => {
+            let history = env.status.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
+            let ref_ = history.iter().find(|r| !commit.is_empty() && r.commit == commit).map(|r| r.ref_.clone());
+            (ref_.unwrap_or_else(|| short(&commit).to_owned()), None, None, Some(rb.spec.reason.clone()))
+        }
+    };
+    Release {
+        ref_,
+        commit,
         migration: st.migration_after.clone().or_else(|| st.migration_before.clone()),
         images,
-        deployed_by: Some(request_id(dr)),
+        deployed_by: Some(req.id()),
         deployed_at,
         started_at: st.steps.first().and_then(|s| s.started_at.clone()),
         result: Some(result.to_owned()),
-        issue: dr.spec.issue.clone(),
-        requested_by: dr.requested_by().map(str::to_owned),
-        approved_by: dr.approved_by().map(str::to_owned),
+        issue,
+        requested_by: req.requested_by().map(str::to_owned),
+        approved_by,
         untracked: st.untracked,
         env_hash: st.env_hash.clone(),
+        reason,
     }
 }
 
@@ -126,30 +263,26 @@ pub fn promoted(source: &Environment, commit: &str) -> bool {
         })
 }
 
-/// Still to run: not finished and not held back by a gate (Stalled).
-pub fn is_waiting(dr: &DeployRequest) -> bool {
-    let status = dr.status.as_ref();
+/// Still to run: not finished, not following its rollback, and not held back by a gate (Stalled).
+pub fn is_waiting(req: &Req) -> bool {
+    let status = req.status();
     let phase = status.and_then(|s| s.phase);
-    if phase.is_some_and(Phase::is_terminal) {
+    if phase.is_some_and(|p| p.is_terminal() || p == Phase::RollingBack) {
         return false;
     }
     let refused = status
         .and_then(|s| crate::conditions::find(&s.conditions, slipway_crds::conditions::types::STALLED))
         .is_some_and(|c| c.status == "True");
-    !refused && dr.metadata.deletion_timestamp.is_none()
+    !refused && !req.deleting()
 }
 
 /// The requests waiting for `env_name`, oldest first (creation time, then name). `me` (a request
 /// id) counts as waiting whatever its stored status says: it has just passed its gates, and a
 /// Stalled condition from before its approval is only about to be overwritten.
-pub fn queue<'a>(env_name: &str, requests: &'a [DeployRequest], me: &str) -> Vec<&'a DeployRequest> {
-    let mut waiting: Vec<&DeployRequest> =
-        requests.iter().filter(|d| d.spec.environment == env_name && (is_waiting(d) || request_id(d) == me)).collect();
-    waiting.sort_by(|a, b| {
-        let ta = a.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        ta.cmp(&tb).then_with(|| a.name_any().cmp(&b.name_any()))
-    });
+pub fn queue<'a>(env_name: &str, requests: &'a [Req], me: &str) -> Vec<&'a Req> {
+    let mut waiting: Vec<&Req> =
+        requests.iter().filter(|d| d.environment() == env_name && (is_waiting(d) || d.id() == me)).collect();
+    waiting.sort_by(|a, b| a.created().cmp(&b.created()).then_with(|| a.name().cmp(&b.name())));
     waiting
 }
 
@@ -216,6 +349,7 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
             let type_ = match step.name.as_str() {
                 PREFLIGHT => types::PREFLIGHT_PASSED,
                 MIGRATING => types::MIGRATED,
+                DOWNGRADING => types::DOWNGRADED,
                 REBUILDING => types::REBUILT,
                 VERIFYING => types::VERIFIED,
                 _ => return None,
@@ -255,6 +389,8 @@ pub fn progress_reason(phase: Phase) -> &'static str {
     match phase {
         Phase::Preflight => reasons::PREFLIGHT,
         Phase::Migrating => reasons::MIGRATING,
+        Phase::Downgrading => reasons::DOWNGRADING,
+        Phase::RollingBack => reasons::ROLLING_BACK,
         Phase::Rebuilding => reasons::REBUILDING,
         Phase::Verifying => reasons::VERIFYING,
         _ => reasons::QUEUED,
@@ -301,6 +437,7 @@ mod tests {
                 issue: issue.map(str::to_owned),
                 mode,
                 force: false,
+                override_quarantine: false,
             },
         );
         dr.metadata.uid = Some(format!("uid-{name}"));
@@ -322,7 +459,7 @@ mod tests {
             (&direct_ok, request("a", 0, None, DeployMode::Change), Some(reasons::ISSUE_REQUIRED)),
         ];
         for (env, dr, want) in cases {
-            let gate = gates(&dr, env).err();
+            let gate = gates(&Req::Deploy(dr.clone()), env).err();
             assert_eq!(gate.as_ref().map(|g| g.problem().reason), want, "{:?}", dr.spec);
             // Only a missing approval can be made good on the same request.
             let waits = matches!(gate, Some(Gate::Awaiting(_)));
@@ -334,7 +471,9 @@ mod tests {
     fn approval_is_an_annotation_and_its_absence_waits() {
         let strict = env(serde_json::json!({"requireIssue": true, "requireApproval": true}));
         let mut dr = request("shop-45", 0, Some("#1"), DeployMode::Change);
-        let Err(Gate::Awaiting(problem)) = gates(&dr, &strict) else { panic!("an unapproved request waits") };
+        let Err(Gate::Awaiting(problem)) = gates(&Req::Deploy(dr.clone()), &strict) else {
+            panic!("an unapproved request waits")
+        };
         assert_eq!(problem.reason, reasons::APPROVAL_REQUIRED);
         assert!(
             problem
@@ -347,16 +486,19 @@ mod tests {
             dr.metadata.annotations.get_or_insert_default().insert(key.into(), value.into());
         };
         annotate(&mut dr, "slipway.dev/approved-by", "");
-        assert!(matches!(gates(&dr, &strict), Err(Gate::Awaiting(_))), "an empty approval is none");
+        assert!(
+            matches!(gates(&Req::Deploy(dr.clone()), &strict), Err(Gate::Awaiting(_))),
+            "an empty approval is none"
+        );
         annotate(&mut dr, "slipway.dev/approved-by", "carol");
-        assert!(gates(&dr, &strict).is_ok());
+        assert!(gates(&Req::Deploy(dr.clone()), &strict).is_ok());
         // Issue and mode refusals are final: the spec that caused them cannot change.
         let no_issue = request("b", 0, None, DeployMode::Change);
-        assert!(matches!(gates(&no_issue, &strict), Err(Gate::Refused(_))));
+        assert!(matches!(gates(&Req::Deploy(no_issue), &strict), Err(Gate::Refused(_))));
 
         annotate(&mut dr, "slipway.dev/requested-by", "alice");
         let st = DeployRequestStatus { commit: Some("abc".into()), ..Default::default() };
-        let release = release(&dr, &st, "Succeeded", Default::default(), None);
+        let release = release(&Req::Deploy(dr.clone()), &strict, &st, "Succeeded", Default::default(), None);
         assert_eq!(release.requested_by.as_deref(), Some("alice"));
         assert_eq!(release.approved_by.as_deref(), Some("carol"));
         assert_eq!(release.deployed_by.as_deref(), Some("DeployRequest/shop-45/uid-shop-45"));
@@ -376,20 +518,23 @@ mod tests {
             ),
             ..Default::default()
         });
-        let all = vec![
+        let all: Vec<Req> = [
             request("c", 10, None, DeployMode::Change),
             request("b", 20, None, DeployMode::Change),
             request("a", 30, None, DeployMode::Change),
             request("z", 10, None, DeployMode::Change),
             done,
             refused,
-        ];
-        let names: Vec<String> = queue("staging", &all, "").iter().map(|d| d.name_any()).collect();
+        ]
+        .into_iter()
+        .map(Req::Deploy)
+        .collect();
+        let names: Vec<String> = queue("staging", &all, "").iter().map(|d| d.name()).collect();
         assert_eq!(names, ["c", "z", "b", "a"]);
         // A request that just passed its gates (approved) counts as waiting before its Stalled
         // condition is overwritten.
-        let me = request_id(&all[5]);
-        let names: Vec<String> = queue("staging", &all, &me).iter().map(|d| d.name_any()).collect();
+        let me = all[5].id();
+        let names: Vec<String> = queue("staging", &all, &me).iter().map(|d| d.name()).collect();
         assert_eq!(names, ["refused", "c", "z", "b", "a"]);
     }
 

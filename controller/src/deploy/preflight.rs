@@ -7,6 +7,8 @@ use sha2::{Digest, Sha256};
 use slipway_crds::conditions::reasons;
 use slipway_crds::{DeployRequest, Environment};
 
+use super::request::Req;
+
 use crate::references::Problem;
 use crate::remote::{
     RemoteCommand, RemoteError, Repo, RevisionRef, health, missing_env_keys, render_env_file, validate, write_env_file,
@@ -21,6 +23,8 @@ pub struct Facts {
     pub commit: String,
     pub previous_commit: Option<String>,
     pub migration_before: Option<String>,
+    /// A Rollback: the revision to downgrade the database to (`None`: leave it as it is).
+    pub migration_target: Option<String>,
     pub env_hash: String,
     /// The Environment already runs exactly this, healthy: nothing to do.
     pub up_to_date: bool,
@@ -58,7 +62,7 @@ pub fn env_hash(rendered: &[u8]) -> String {
     Sha256::digest(rendered).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environment>) -> Result<Facts, Refusal> {
+pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) -> Result<Facts, Refusal> {
     let env = site.env;
     let dir = site.project.dir.clone();
     let repo = Repo::new(site.conn, dir.clone())?;
@@ -75,36 +79,27 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
         repo.ensure_cloned(&origin.url).await?;
     }
     repo.fetch().await?;
-    let commit = match repo.resolve(&revision(dr)).await {
+    let (wanted, target) = match req {
+        Req::Deploy(dr) => (revision(dr), None),
+        Req::Rollback(rb) => {
+            let target = plan::rollback_target(rb, env).map_err(Refusal::Stalled)?;
+            (RevisionRef::Commit(target.commit.clone()), Some(target))
+        }
+    };
+    let commit = match repo.resolve(&wanted).await {
         Ok(c) => c,
         Err(e @ RemoteError::RevisionNotFound { .. }) => {
             return Err(stalled(reasons::REVISION_NOT_FOUND, e.to_string()));
         }
         Err(e) => return Err(e.into()),
     };
-
-    // Promotion: the named Environment must show this very commit deployed successfully.
-    if let Some(source) = &env.spec.policy.promote_from {
-        let promoted = match environments.get_opt(source).await {
-            Ok(Some(s)) => plan::promoted(&s, &commit),
-            Ok(None) => false,
-            Err(e) => {
-                return Err(Refusal::Remote(RemoteError::Local {
-                    detail: format!("reading Environment {source}: {e}"),
-                }));
-            }
-        };
-        if !promoted {
-            return Err(stalled(
-                reasons::NOT_PROMOTED,
-                format!(
-                    "commit {} ({}) has not been deployed successfully to Environment {source:?} \
-                     (policy.promoteFrom): deploy it there first",
-                    &commit[..12.min(commit.len())],
-                    dr.spec.revision.display()
-                ),
-            ));
-        }
+    // How messages name what is being put on the host.
+    let what = match target {
+        Some(t) => format!("{} ({})", t.ref_, plan::short(&t.commit)),
+        None => req.describe(),
+    };
+    if let Req::Deploy(dr) = req {
+        deploy_gates(dr, env, &commit, environments).await?;
     }
 
     let dirty = repo.dirty().await?;
@@ -129,7 +124,7 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
             format!(
                 "Secret {secret} lacks keys {} listed in .env.example at {}: add them to the Secret",
                 missing.join(", "),
-                dr.spec.revision.display()
+                what
             ),
         ));
     }
@@ -153,7 +148,7 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
                 "services {} at {} have no healthcheck: add one to each long-running service, or label a \
                  service that runs to completion slipway.dev/one-shot: \"true\" (it must then exit 0)",
                 unchecked.join(", "),
-                dr.spec.revision.display()
+                what
             ),
         ));
     }
@@ -178,11 +173,64 @@ pub async fn run(site: &Site<'_>, dr: &DeployRequest, environments: &Api<Environ
             }
         },
     };
+    let migration_target = match (req, target) {
+        (Req::Rollback(rb), Some(target)) => {
+            plan::downgrade_path(rb, env, migration_before.as_deref(), target).map_err(Refusal::Stalled)?
+        }
+        _ => None,
+    };
     let healthy = running && health::container_problems(&containers, &config.long_running_services()).is_empty();
-    let up_to_date = !dr.spec.force
+    let forced = req.as_deploy().is_some_and(|d| d.spec.force);
+    let up_to_date = !forced
         && healthy
         && current.as_ref().is_some_and(|r| r.commit == commit && r.env_hash.as_deref() == Some(env_hash.as_str()));
-    Ok(Facts { previous_commit: current.map(|r| r.commit), commit, migration_before, env_hash, up_to_date })
+    Ok(Facts {
+        previous_commit: current.map(|r| r.commit),
+        commit,
+        migration_before,
+        migration_target,
+        env_hash,
+        up_to_date,
+    })
+}
+
+/// The gates a DeployRequest can only be judged by once its commit is known: promotion and
+/// quarantine of exactly that commit.
+async fn deploy_gates(
+    dr: &DeployRequest,
+    env: &Environment,
+    commit: &str,
+    environments: &Api<Environment>,
+) -> Result<(), Refusal> {
+    if !dr.spec.override_quarantine
+        && let Some(q) = plan::quarantined(env, commit)
+    {
+        return Err(Refusal::Stalled(plan::quarantine_problem(dr, env, q)));
+    }
+    // Promotion: the named Environment must show this very commit deployed successfully.
+    if let Some(source) = &env.spec.policy.promote_from {
+        let promoted = match environments.get_opt(source).await {
+            Ok(Some(s)) => plan::promoted(&s, commit),
+            Ok(None) => false,
+            Err(e) => {
+                return Err(Refusal::Remote(RemoteError::Local {
+                    detail: format!("reading Environment {source}: {e}"),
+                }));
+            }
+        };
+        if !promoted {
+            return Err(stalled(
+                reasons::NOT_PROMOTED,
+                format!(
+                    "commit {} ({}) has not been deployed successfully to Environment {source:?} \
+                     (policy.promoteFrom): deploy it there first",
+                    plan::short(commit),
+                    dr.spec.revision.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the worktree out at `commit` (creating it when absent), discarding anything in it.

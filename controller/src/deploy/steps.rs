@@ -67,6 +67,42 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     }
 }
 
+/// The host job of a Rollback's database step.
+pub const DOWNGRADE_JOBS: [&str; 1] = ["downgrade"];
+
+/// The downgrade command with `{revision}` replaced (appended when it names no `{revision}`).
+pub fn downgrade_argv(command: &[String], revision: &str) -> Vec<String> {
+    let mut argv: Vec<String> = command.iter().map(|a| a.replace("{revision}", revision)).collect();
+    if !command.iter().any(|a| a.contains("{revision}")) {
+        argv.push(revision.to_owned());
+    }
+    argv
+}
+
+/// Downgrading (a Rollback): the database goes back to `revision` FIRST, run by the code that
+/// runs now (only it has the newer migrations' downgrade steps), in a one-off container of the
+/// main checkout; the checkout, `.env` and the running containers are not touched.
+pub async fn downgrade(site: &Site<'_>, revision: &str) -> Result<Progress, RemoteError> {
+    let Some(m) = site.env.spec.migrations.as_ref().filter(|m| !m.downgrade.is_empty()) else {
+        return Ok(Progress::Failed {
+            message: "the Environment declares no spec.migrations.downgrade command".into(),
+            tail: None,
+        });
+    };
+    crate::remote::validate::migration_revision(revision)?;
+    if !site.started(DOWNGRADE_JOBS[0]).await? {
+        site.ensure_idle().await?;
+    }
+    let argv = downgrade_argv(&m.downgrade, revision);
+    let label = job_label(&site.key(DOWNGRADE_JOBS[0])?);
+    let cmd = site.compose().run_command(&m.service, &argv, &[label])?;
+    let cmd = if site.runs().await? { with_no_deps(cmd) } else { cmd };
+    match sequence(site, &[(DOWNGRADE_JOBS[0], cmd)]).await? {
+        Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", argv.join(" ")) }),
+        other => Ok(other),
+    }
+}
+
 /// `compose ... run --no-deps ...`: the same command without starting dependencies.
 pub fn with_no_deps(cmd: crate::remote::RemoteCommand) -> crate::remote::RemoteCommand {
     let mut argv = cmd.arguments().to_vec();

@@ -1,14 +1,10 @@
 //! The DeployRequest controller: wiring and the thin async part of a reconcile.
 
-mod decide;
-
 use std::sync::Arc;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use slipway_crds::DeployRequest;
-
-pub use decide::decide;
 
 use crate::Scope;
 use crate::context::Context;
@@ -18,7 +14,11 @@ pub const CONTROLLER: &str = "deployrequest";
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    crate::run_naming_environment::<DeployRequest, _>(ctx, scope, shutdown, reconcile, error_policy).await;
+    let rollbacks = scope.api::<slipway_crds::Rollback>(&ctx.client);
+    // A DeployRequest rolled back automatically follows the Rollback it owns.
+    let owns =
+        move |c: kube::runtime::Controller<DeployRequest>| c.owns(rollbacks, kube::runtime::watcher::Config::default());
+    crate::run_naming_environment::<DeployRequest, _>(ctx, scope, shutdown, owns, reconcile, error_policy).await;
 }
 
 async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
@@ -30,7 +30,7 @@ async fn reconcile(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> 
 
 async fn reconcile_inner(dr: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    crate::deploy::reconcile(dr, ctx.clone()).await
+    crate::deploy::reconcile_deploy(dr, ctx.clone()).await
 }
 
 fn error_policy(dr: Arc<DeployRequest>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -166,6 +166,16 @@ pub fn step_name(value: &str) -> Result<(), RemoteError> {
     Ok(())
 }
 
+/// A database migration revision handed to the downgrade command (`[A-Za-z0-9_]{1,64}`, as
+/// [`crate::deploy::plan::parse_migration_revision`] reads them): never an option.
+pub fn migration_revision(value: &str) -> Result<(), RemoteError> {
+    let ok = !value.is_empty() && value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(refuse("migration revision", value, "must match [A-Za-z0-9_]{1,64}"));
+    }
+    Ok(())
+}
+
 /// A Docker label `key=value` given on a command line: the key must be non-empty without `=`,
 /// neither may contain control characters.
 pub fn label(key: &str, value: &str) -> Result<(), RemoteError> {
