@@ -29,6 +29,12 @@ pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The steps of a deploy, in order.
 pub const STEPS: [&str; 4] = ["Preflight", "Migrating", "Rebuilding", "Verifying"];
+/// The steps of a rollback, in order.
+pub const ROLLBACK_STEPS: [&str; 4] = ["Preflight", "Downgrading", "Rebuilding", "Verifying"];
+
+/// Kinds as kubectl spells them.
+pub const DEPLOY_REQUEST: &str = "deployrequest";
+pub const ROLLBACK: &str = "rollback";
 
 /// The application an Environment deploys, both from the fixture repository (`shop_origin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +64,7 @@ impl App {
     }
 }
 
-/// Gates of an Environment (`spec.policy`; `autoRollback` is always false in these tests).
+/// Gates of an Environment (`spec.policy`; `autoRollback` is false unless a test says so).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gates {
     pub require_issue: bool,
@@ -66,6 +72,7 @@ pub struct Gates {
     pub require_approval: bool,
     /// Name of an Environment in the same namespace that must already run the commit.
     pub promote_from: Option<String>,
+    pub auto_rollback: bool,
 }
 
 /// An Environment as a user would write it, for one [`Site`].
@@ -86,6 +93,8 @@ pub struct EnvironmentManifest {
     pub env_values: Vec<(String, String)>,
     pub health_timeout_seconds: u32,
     pub gates: Gates,
+    /// Declare `migrations.downgrade` (the shop only).
+    pub downgrade: bool,
 }
 
 impl EnvironmentManifest {
@@ -103,6 +112,7 @@ impl EnvironmentManifest {
             env_values: app.env_values(),
             health_timeout_seconds: 120,
             gates: Gates { require_issue: true, ..Gates::default() },
+            downgrade: true,
         }
     }
 
@@ -136,7 +146,7 @@ impl EnvironmentManifest {
             "requireIssue": self.gates.require_issue,
             "allowDirect": self.gates.allow_direct,
             "requireApproval": self.gates.require_approval,
-            "autoRollback": false,
+            "autoRollback": self.gates.auto_rollback,
         });
         if let Some(from) = &self.gates.promote_from {
             policy["promoteFrom"] = json!(from);
@@ -154,6 +164,9 @@ impl EnvironmentManifest {
         });
         if !migrations.is_null() {
             spec["migrations"] = migrations;
+            if !self.downgrade {
+                spec["migrations"].as_object_mut().map(|m| m.remove("downgrade"));
+            }
         }
         json!({
             "apiVersion": "slipway.dev/v1alpha1",
@@ -182,6 +195,7 @@ pub struct DeployRequestManifest {
     /// `mode: Direct` (else the default, `Change`, is left out).
     pub direct: bool,
     pub force: bool,
+    pub override_quarantine: bool,
     /// Annotation `slipway.dev/requested-by`; [`DeployTest::deploy`] fills in the user it
     /// creates the request as when this is `None`.
     pub requested_by: Option<String>,
@@ -199,9 +213,14 @@ impl DeployRequestManifest {
             issue: Some("#7".to_owned()),
             direct: false,
             force: false,
+            override_quarantine: false,
             requested_by: None,
             approved_by: None,
         }
+    }
+
+    pub fn overriding_quarantine(self) -> Self {
+        DeployRequestManifest { override_quarantine: true, ..self }
     }
 
     pub fn without_issue(self) -> Self {
@@ -240,6 +259,9 @@ impl DeployRequestManifest {
         if self.force {
             spec["force"] = json!(true);
         }
+        if self.override_quarantine {
+            spec["overrideQuarantine"] = json!(true);
+        }
         let mut metadata = json!({"name": self.name});
         if let Some(who) = &self.requested_by {
             metadata["annotations"]["slipway.dev/requested-by"] = json!(who);
@@ -251,6 +273,60 @@ impl DeployRequestManifest {
             "apiVersion": "slipway.dev/v1alpha1",
             "kind": "DeployRequest",
             "metadata": metadata,
+            "spec": spec,
+        })
+    }
+}
+
+/// `spec.to` of a Rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackTo {
+    Previous,
+    Tag(String),
+    Release(String),
+}
+
+/// A Rollback as a user would write it.
+#[derive(Debug, Clone)]
+pub struct RollbackManifest {
+    pub name: String,
+    pub environment: String,
+    pub to: RollbackTo,
+    pub reason: String,
+    /// `migrations: Skip` (else the default, `Downgrade`, is left out).
+    pub skip_migrations: bool,
+}
+
+impl RollbackManifest {
+    /// Back to the previous release, with a reason.
+    pub fn previous(name: &str, environment: &str) -> RollbackManifest {
+        RollbackManifest {
+            name: name.to_owned(),
+            environment: environment.to_owned(),
+            to: RollbackTo::Previous,
+            reason: "5xx after the release (e2e)".to_owned(),
+            skip_migrations: false,
+        }
+    }
+
+    pub fn skipping_migrations(self) -> Self {
+        RollbackManifest { skip_migrations: true, ..self }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let to = match &self.to {
+            RollbackTo::Previous => json!({"previous": true}),
+            RollbackTo::Tag(t) => json!({"tag": t}),
+            RollbackTo::Release(c) => json!({"release": c}),
+        };
+        let mut spec = json!({"environment": self.environment, "to": to, "reason": self.reason});
+        if self.skip_migrations {
+            spec["migrations"] = json!("Skip");
+        }
+        json!({
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "Rollback",
+            "metadata": {"name": self.name},
             "spec": spec,
         })
     }
@@ -308,6 +384,10 @@ pub struct DeployStatus {
     pub queue_position: Option<i64>,
     pub steps: Vec<StepRecord>,
     pub untracked: Option<bool>,
+    /// A Rollback: the database revision it downgrades to.
+    pub migration_target: Option<String>,
+    /// A DeployRequest rolled back automatically: its Rollback's name.
+    pub rollback: Option<String>,
 }
 
 impl DeployStatus {
@@ -374,6 +454,8 @@ pub struct ReleaseView {
     pub deployed_at: Option<String>,
     pub result: Option<String>,
     pub untracked: Option<bool>,
+    /// A Rollback's reason.
+    pub reason: Option<String>,
 }
 
 /// `status` of an Environment (the deploy path's fields and the conditions).
@@ -386,6 +468,8 @@ pub struct EnvironmentStatus {
     /// Waiting requests, oldest first; kept as JSON so that a name or an object both read.
     pub queue: Vec<Value>,
     pub history: Vec<ReleaseView>,
+    /// Quarantined commits (`commit`, `ref`, ...).
+    pub quarantined: Vec<Value>,
 }
 
 impl EnvironmentStatus {
@@ -724,7 +808,13 @@ impl DeployTest {
     }
 
     pub fn deploy_request(&self, name: &str) -> anyhow::Result<Observed<DeployStatus>> {
-        let object = self.get_json(&[&format!("deployrequest/{name}")])?;
+        self.request(DEPLOY_REQUEST, name)
+    }
+
+    /// A DeployRequest or Rollback (`kind` as kubectl spells it: `deployrequest`, `rollback`):
+    /// both have the same status shape.
+    pub fn request(&self, kind: &str, name: &str) -> anyhow::Result<Observed<DeployStatus>> {
+        let object = self.get_json(&[&format!("{kind}/{name}")])?;
         Observed::from_object(&object[0])
     }
 
@@ -733,16 +823,27 @@ impl DeployTest {
         Observed::from_object(&object[0])
     }
 
+    /// Creates the Rollback.
+    pub fn rollback(&self, rollback: &RollbackManifest) -> anyhow::Result<()> {
+        self.cluster.apply(&rollback.to_json().to_string())?;
+        Ok(())
+    }
+
     /// Polls the DeployRequest until it is finished ([`DeployStatus::is_finished`]).
     pub fn wait_finished(&self, name: &str, timeout: Duration) -> anyhow::Result<DeployStatus> {
+        self.wait_request_finished(DEPLOY_REQUEST, name, timeout)
+    }
+
+    /// [`DeployTest::wait_finished`] for either kind.
+    pub fn wait_request_finished(&self, kind: &str, name: &str, timeout: Duration) -> anyhow::Result<DeployStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.deploy_request(name)?.status;
+            let status = self.request(kind, name)?.status;
             if status.is_finished() {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("DeployRequest {name} not finished within {timeout:?}\n{}", self.describe(name));
+                bail!("{kind} {name} not finished within {timeout:?}\n{}", self.describe_request(kind, name));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -751,12 +852,23 @@ impl DeployTest {
     /// Waits until the DeployRequest is finished with Ready's reason `reason` (`Succeeded`,
     /// `UpToDate`, or a refusal or failure); any other ending is an error showing the request.
     pub fn expect_outcome(&self, name: &str, reason: &str, timeout: Duration) -> anyhow::Result<DeployStatus> {
-        let status = self.wait_finished(name, timeout)?;
+        self.expect_request_outcome(DEPLOY_REQUEST, name, reason, timeout)
+    }
+
+    /// [`DeployTest::expect_outcome`] for either kind.
+    pub fn expect_request_outcome(
+        &self,
+        kind: &str,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<DeployStatus> {
+        let status = self.wait_request_finished(kind, name, timeout)?;
         if status.ready_reason() != reason {
             bail!(
-                "DeployRequest {name} ended with Ready reason {:?}, expected {reason:?}\n{}",
+                "{kind} {name} ended with Ready reason {:?}, expected {reason:?}\n{}",
                 status.ready_reason(),
-                self.describe(name)
+                self.describe_request(kind, name)
             );
         }
         Ok(status)
@@ -765,17 +877,28 @@ impl DeployTest {
     /// Polls (every 100 ms) until the DeployRequest's phase is `phase`; an error when it
     /// finishes first.
     pub fn wait_phase(&self, name: &str, phase: &str, timeout: Duration) -> anyhow::Result<DeployStatus> {
+        self.wait_request_phase(DEPLOY_REQUEST, name, phase, timeout)
+    }
+
+    /// [`DeployTest::wait_phase`] for either kind.
+    pub fn wait_request_phase(
+        &self,
+        kind: &str,
+        name: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<DeployStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.deploy_request(name)?.status;
+            let status = self.request(kind, name)?.status;
             if status.phase() == phase {
                 return Ok(status);
             }
             if status.is_finished() {
-                bail!("DeployRequest {name} finished without being seen in {phase}\n{}", self.describe(name));
+                bail!("{kind} {name} finished without being seen in {phase}\n{}", self.describe_request(kind, name));
             }
             if Instant::now() > deadline {
-                bail!("DeployRequest {name} not in {phase} within {timeout:?}\n{}", self.describe(name));
+                bail!("{kind} {name} not in {phase} within {timeout:?}\n{}", self.describe_request(kind, name));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -784,9 +907,14 @@ impl DeployTest {
     /// The request's YAML, its Environment's status and the controller's last log lines, for
     /// failure messages.
     pub fn describe(&self, name: &str) -> String {
+        self.describe_request(DEPLOY_REQUEST, name)
+    }
+
+    /// [`DeployTest::describe`] for either kind.
+    pub fn describe_request(&self, kind: &str, name: &str) -> String {
         let dr = self
             .cluster
-            .kubectl_ok(&["get", "deployrequest", name, "-o", "yaml"])
+            .kubectl_ok(&["get", kind, name, "-o", "yaml"])
             .unwrap_or_else(|e| format!("(kubectl get failed: {e})"));
         let env = dr
             .lines()
@@ -797,7 +925,7 @@ impl DeployTest {
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!(
-            "--- deployrequest/{name}:\n{dr}\n--- its environment's status:\n{env}\n--- controller log (last lines):\n{}",
+            "--- {kind}/{name}:\n{dr}\n--- its environment's status:\n{env}\n--- controller log (last lines):\n{}",
             tail.join("\n")
         )
     }
@@ -806,7 +934,7 @@ impl DeployTest {
     /// DeployRequests and events as YAML, and the controller's log (to look for leaked secrets).
     pub fn everything_written(&self) -> String {
         let mut all = String::new();
-        for kind in ["environments", "deployrequests", "events"] {
+        for kind in ["environments", "deployrequests", "rollbacks", "events"] {
             all.push_str(&self.cluster.kubectl_ok(&["get", kind, "-o", "yaml"]).unwrap_or_default());
         }
         all.push_str(&self.cluster.controller_log());
