@@ -75,6 +75,26 @@ YAML
 # creating it: the admin kubeconfig's user here.
 me=$(k auth whoami -o jsonpath='{.status.userInfo.username}')
 
+# follow KIND NAME: prints the request's phases as they change until it ends; fails unless it
+# Succeeded.
+follow() {
+  local last="" phase="" started=$SECONDS
+  while ((SECONDS - started < 900)); do
+    phase=$(k get "$1" "$2" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    if [[ $phase != "$last" && -n $phase ]]; then
+      printf '  %4ss  %s\n' "$((SECONDS - started))" "$phase"
+      last=$phase
+    fi
+    [[ $phase == Succeeded || $phase == Failed || $phase == RolledBack ]] && break
+    sleep 1
+  done
+  [[ $phase == Succeeded ]] || {
+    k get "$1" "$2" -o yaml | sed -n '/^status:/,$p' >&2
+    echo "$1/$2 ended $phase; controller log: $SLIPWAY_SANDBOX/logs/controller.log" >&2
+    return 1
+  }
+}
+
 # deploy NAME TAG ISSUE: applies a DeployRequest and prints its phases as they change.
 deploy() {
   k apply -f - >/dev/null <<YAML
@@ -85,40 +105,50 @@ metadata:
   annotations: {slipway.dev/requested-by: "$me"}
 spec: {environment: staging, revision: {tag: $2}, issue: "$3"}
 YAML
-  local last="" phase="" started=$SECONDS
   echo
   echo "\$ kubectl apply deployrequest/$1 (tag $2)"
-  while ((SECONDS - started < 900)); do
-    phase=$(k get dr "$1" -o jsonpath='{.status.phase}' 2>/dev/null || true)
-    if [[ $phase != "$last" && -n $phase ]]; then
-      printf '  %4ss  %s\n' "$((SECONDS - started))" "$phase"
-      last=$phase
-    fi
-    [[ $phase == Succeeded || $phase == Failed ]] && break
-    sleep 1
-  done
-  [[ $phase == Succeeded ]] || {
-    k get dr "$1" -o yaml | sed -n '/^status:/,$p' >&2
-    echo "deployrequest/$1 ended $phase; controller log: $SLIPWAY_SANDBOX/logs/controller.log" >&2
-    return 1
-  }
+  follow deployrequest "$1"
+}
+
+# rollback NAME REASON: applies a Rollback to the previous release and prints its phases.
+rollback() {
+  k apply -f - >/dev/null <<YAML
+apiVersion: slipway.dev/v1alpha1
+kind: Rollback
+metadata: {name: $1}
+spec: {environment: staging, to: {previous: true}, reason: "$2"}
+YAML
+  echo
+  echo "\$ kubectl apply rollback/$1 (to the previous release: \"$2\")"
+  follow rollback "$1"
+}
+
+# app PATH: the backend's answer to GET PATH, from inside its container.
+app() {
+  local backend
+  backend=$(docker ps -q --filter label=com.docker.compose.project=swt-demo --filter label=com.docker.compose.service=backend | head -n 1)
+  echo "\$ curl http://backend:8000$1   (inside the backend container)"
+  docker exec "$backend" curl -fsS "http://127.0.0.1:8000$1"
+  echo
 }
 
 deploy shop-1 v1.0.0 "#1"
 deploy shop-2 v1.1.0 "#2"
+echo
+app /api/items/1
+
+# and back: the database is downgraded first (v1.1.0's column goes), then v1.0.0 runs again
+rollback undo-shop-2 "demo: back to v1.0.0"
 
 echo
-echo "\$ kubectl get environments,deployrequests -o wide"
-k get environments,deployrequests -o wide
+echo "\$ kubectl get environments,deployrequests,rollbacks -o wide"
+k get environments,deployrequests,rollbacks -o wide
 echo
 echo "\$ kubectl get env staging -o jsonpath='{.status.current}'"
 k get env staging -o jsonpath='{.status.current}'
 echo
 echo
-backend=$(docker ps -q --filter label=com.docker.compose.project=swt-demo --filter label=com.docker.compose.service=backend | head -n 1)
-echo "\$ curl http://backend:8000/api/items/1   (inside the backend container)"
-docker exec "$backend" curl -fsS http://127.0.0.1:8000/api/items/1
-echo
+app /api/version
 if [[ $keep == --keep ]]; then
   echo
   echo "Left running. kubectl: $SLIPWAY_KUBECTL --kubeconfig $SLIPWAY_KUBECONFIG -n demo get env,dr"

@@ -409,6 +409,21 @@ pub struct EnvironmentStatus {
     /// `Quarantined` unless it sets `spec.overrideQuarantine`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<Quarantined>,
+    /// Set when a failed deploy's automatic rollback failed too: the host is in a state nobody
+    /// verified. Requests that were already waiting are held until a newer DeployRequest or
+    /// Rollback (made by a person who looked) has taken the lock, which clears this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_attention: Option<Attention>,
+}
+
+/// Why an Environment needs a person.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attention {
+    /// What happened, for a person.
+    pub message: String,
+    /// When (RFC 3339): requests created before this are held.
+    pub since: String,
 }
 
 /// A commit kept out of an Environment after it failed there.

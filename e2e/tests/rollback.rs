@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use slipway_e2e::deploy::{
     App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployStatus, DeployTest, EnvironmentManifest, REFUSAL_TIMEOUT,
-    ROLLBACK, ROLLBACK_STEPS, RollbackManifest, Site,
+    ROLLBACK, ROLLBACK_STEPS, RollbackManifest, RollbackTo, Site,
 };
 use slipway_e2e::require_sandbox;
 
@@ -210,7 +210,11 @@ fn controller_killed_while_downgrading_resumes_without_running_the_downgrade_twi
     t.wait_request_phase(ROLLBACK, "slow-undo", "Downgrading", DEPLOY_TIMEOUT).unwrap();
     let deadline = Instant::now() + DEPLOY_TIMEOUT;
     while downgrade_runs(&site).as_deref() != Some("1") {
-        assert!(Instant::now() < deadline, "the 0004 downgrade never started\n{}", t.describe_request(ROLLBACK, "slow-undo"));
+        assert!(
+            Instant::now() < deadline,
+            "the 0004 downgrade never started\n{}",
+            t.describe_request(ROLLBACK, "slow-undo")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let before = t.request(ROLLBACK, "slow-undo").unwrap().status;
@@ -252,10 +256,7 @@ fn a_deploy_request_and_a_rollback_for_one_environment_run_one_after_the_other()
     let rolled = t.expect_request_outcome(ROLLBACK, "undo", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     let deploy_end = deployed.steps.iter().map(|s| s.finished().unwrap()).max().unwrap();
     let rollback_start = rolled.steps.iter().map(|s| s.started().unwrap()).min().unwrap();
-    assert!(
-        deploy_end <= rollback_start,
-        "the rollback started before the deploy ended:\n{deployed:#?}\n{rolled:#?}"
-    );
+    assert!(deploy_end <= rollback_start, "the rollback started before the deploy ended:\n{deployed:#?}\n{rolled:#?}");
     // "previous" was resolved when the rollback ran: back from ticker-v3 to ticker-v2
     assert_eq!(rolled.commit.as_deref(), Some(site.commit_of("ticker-v2").unwrap().as_str()));
     assert_eq!(rolled.previous_commit.as_deref(), Some(site.commit_of("ticker-v3").unwrap().as_str()));
@@ -264,4 +265,63 @@ fn a_deploy_request_and_a_rollback_for_one_environment_run_one_after_the_other()
     assert_eq!(site.exec("ticker", &["cat", "/ticker/VERSION"]).unwrap().trim(), "2.0.0");
     let env = t.environment("ticker").unwrap().status;
     assert_eq!(env.history_refs().get(..3), Some(&["ticker-v2", "ticker-v3", "ticker-v2"][..]));
+}
+
+// 6. the automatic rollback fails too ---------------------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn when_the_automatic_rollback_fails_too_both_say_so_and_the_environment_needs_a_person() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "rb-fails").unwrap();
+    let site = t.site(3, "rbfails").unwrap();
+    let mut env = EnvironmentManifest::new("staging", App::Shop, &site);
+    env.gates.auto_rollback = true;
+    env.health_timeout_seconds = 30;
+    // without a downgrade command the rollback of a migrated release cannot work
+    env.downgrade = false;
+    t.create_environment(&env).unwrap();
+    deploy_all(&t, "staging", &["v1.1.0"]);
+
+    t.deploy(&DeployRequestManifest::tag("bad", "staging", "v1.5.0")).unwrap();
+    let ended = t.expect_outcome("bad", "RollbackFailed", DEPLOY_TIMEOUT * 2).unwrap();
+    assert_eq!(ended.phase(), "Failed", "{ended:#?}");
+    assert_eq!(ended.condition_status("Stalled"), "True");
+    assert!(ended.ready_message().contains("needs a person"), "{}", ended.ready_message());
+    let rollback = ended.rollback.clone().expect("status.rollback");
+    let rb = t.wait_request_finished(ROLLBACK, &rollback, REFUSAL_TIMEOUT).unwrap();
+    assert_eq!(rb.ready_reason(), "RollbackFailed", "{rb:#?}");
+    assert!(rb.ready_message().contains("NoDowngradePath"), "{}", rb.ready_message());
+
+    // the Environment says a person is needed, and why, while its host still answers
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    let status = loop {
+        let status = t.environment("staging").unwrap().status;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone());
+        if ready.as_deref() == Some("RollbackFailed") || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "RollbackFailed"), "{status:#?}");
+    assert!(ready.message.contains(&rollback), "{}", ready.message);
+    assert!(status.active_deploy.is_none(), "{status:#?}");
+
+    // a person's new request runs, and clears it: back to v1.1.0's code, leaving the database
+    // (its code works with the extra column)
+    let fix = RollbackManifest { to: RollbackTo::Tag("v1.1.0".into()), ..RollbackManifest::previous("fix", "staging") };
+    t.rollback(&fix.skipping_migrations()).unwrap();
+    t.expect_request_outcome(ROLLBACK, "fix", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), site.commit_of("v1.1.0").unwrap());
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    loop {
+        let status = t.environment("staging").unwrap().status;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone());
+        if ready.as_deref() == Some("True") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Environment stayed stalled: {status:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -14,8 +14,8 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::reasons;
 use slipway_crds::{
-    DeployRequest, DeployRequestStatus, Environment, Phase, Quarantined, Rollback, RollbackMigrations, RollbackSpec,
-    RollbackTarget, StepResult,
+    Attention, DeployRequest, DeployRequestStatus, Environment, Phase, Quarantined, Rollback, RollbackMigrations,
+    RollbackSpec, RollbackTarget, StepResult,
 };
 
 use crate::conditions;
@@ -23,8 +23,8 @@ use crate::error::Result;
 
 use super::lock::{self, Cas};
 use super::plan::{self, MIGRATING};
-use super::request::{ROLLBACK, Req};
-use super::{LOCK_FINALIZER, Run, holds, release_lock};
+use super::request::Req;
+use super::{LOCK_FINALIZER, Run, holds, release_lock, release_lock_needing};
 
 /// Longest reason a Rollback's schema admits.
 const REASON_MAX: usize = 1024;
@@ -98,8 +98,11 @@ pub(super) async fn follow(run: &Run<'_>, env: &Environment, now: Timestamp) -> 
     if holds(env, &me) {
         let record = plan::release(run.req, env, old, "Failed", Default::default(), None);
         if rb_phase.is_some_and(Phase::is_terminal) {
-            // It ended before it held the lock (refused by a gate): nothing was rolled back.
-            release_lock(run.envs, env, &me, Some(&record)).await?;
+            // It ended before it held the lock (refused by a gate): nothing was rolled back, and
+            // the host runs a release that failed.
+            let rb_status = rb.status.clone().unwrap_or_default();
+            let attention = attention(&rb_req, &rb_status, now);
+            release_lock_needing(run.envs, env, &me, Some(&record), attention.as_ref()).await?;
         } else {
             let quarantine = Quarantined {
                 commit: old.commit.clone().unwrap_or_default(),
@@ -171,6 +174,30 @@ async fn end(
     Ok(Action::await_change())
 }
 
+/// Is `req` a Rollback some DeployRequest made to undo itself?
+pub fn is_automatic(req: &Req) -> bool {
+    req.as_rollback().is_some_and(|rb| {
+        rb.owner_references().iter().any(|o| o.controller == Some(true) && o.kind == DeployRequest::kind(&()))
+    })
+}
+
+/// What a failed automatic rollback leaves on its Environment: a mark that a person is needed.
+pub fn attention(req: &Req, st: &DeployRequestStatus, now: Timestamp) -> Option<Attention> {
+    if !is_automatic(req) || st.phase != Some(Phase::Failed) {
+        return None;
+    }
+    let why = conditions::find(&st.conditions, slipway_crds::conditions::types::READY)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    Some(Attention {
+        message: format!(
+            "the automatic Rollback {} failed ({why}): check the host, then create a new DeployRequest or Rollback",
+            req.name()
+        ),
+        since: now.to_string(),
+    })
+}
+
 fn owned_by(rb: &Rollback, dr: &DeployRequest) -> bool {
     rb.owner_references().iter().any(|o| Some(&o.uid) == dr.metadata.uid.as_ref() && o.controller == Some(true))
 }
@@ -211,7 +238,6 @@ fn automatic(dr: &DeployRequest, env: &Environment, st: &DeployRequestStatus, na
         labels: Some([("slipway.dev/rolls-back".to_owned(), dr.name_any().chars().take(63).collect())].into()),
         ..Default::default()
     };
-    let _ = ROLLBACK;
     rb
 }
 

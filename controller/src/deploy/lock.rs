@@ -6,7 +6,7 @@
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use slipway_crds::{Environment, Quarantined, Release};
+use slipway_crds::{Attention, Environment, Quarantined, Release};
 
 use crate::context::{DEPLOY_MANAGER, STATUS_WRITE_TIMEOUT};
 use crate::error::{Error, Result};
@@ -34,12 +34,13 @@ async fn swap(api: &Api<Environment>, env: &Environment, status: Value) -> Resul
     }
 }
 
-/// Takes the free lock for `holder`, publishing the requests still waiting behind it.
+/// Takes the free lock for `holder`, publishing the requests still waiting behind it. A request
+/// that takes the lock clears `needsAttention`: it was made after the failure, by a person.
 pub async fn take(api: &Api<Environment>, env: &Environment, holder: &str, waiting: &[String]) -> Result<Cas> {
     if env.status.as_ref().and_then(|s| s.active_deploy.as_deref()).is_some() {
         return Ok(Cas::Conflict);
     }
-    swap(api, env, json!({"activeDeploy": holder, "queue": waiting})).await
+    swap(api, env, json!({"activeDeploy": holder, "queue": waiting, "needsAttention": Value::Null})).await
 }
 
 /// Publishes the waiting requests (for `kubectl get env -o yaml`), when they changed.
@@ -59,11 +60,26 @@ pub async fn release(
     holder: &str,
     release: Option<&Release>,
 ) -> Result<Cas> {
+    release_needing(api, env, holder, release, None).await
+}
+
+/// [`release`], marking the Environment as needing a person (`attention`) in the same write, so
+/// no waiting request can take the lock in between.
+pub async fn release_needing(
+    api: &Api<Environment>,
+    env: &Environment,
+    holder: &str,
+    release: Option<&Release>,
+    attention: Option<&Attention>,
+) -> Result<Cas> {
     if env.status.as_ref().and_then(|s| s.active_deploy.as_deref()) != Some(holder) {
         return Ok(Cas::Done);
     }
     let mut patch = recording(env, release)?;
     patch["activeDeploy"] = Value::Null;
+    if let Some(a) = attention {
+        patch["needsAttention"] = serde_json::to_value(a).map_err(|e| Error::Serialize(e.to_string()))?;
+    }
     swap(api, env, patch).await
 }
 

@@ -96,7 +96,8 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
                 let result = if old.phase == Some(Phase::Succeeded) { "Succeeded" } else { "Failed" };
                 plan::release(&req, env, &old, result, Default::default(), None)
             });
-            release_lock(&envs, env, &me, record.as_ref()).await?;
+            let attention = auto::attention(&req, &old, now);
+            release_lock_needing(&envs, env, &me, record.as_ref(), attention.as_ref()).await?;
         }
         run.finalizer(false).await?;
         return Ok(Action::await_change());
@@ -208,6 +209,27 @@ async fn wait_or_take(
 ) -> Result<Action> {
     let (ctx, req, envs) = (run.ctx, run.req, run.envs);
     let (me, ns) = (req.id(), req.namespace());
+    if let Some(attention) = env.status.as_ref().and_then(|s| s.needs_attention.as_ref())
+        && req.created().zip(attention.since.parse::<Timestamp>().ok()).is_some_and(|(c, since)| c <= since)
+    {
+        // Asked for before the host was left unverified: held (out of the queue, Stalled) until
+        // a request made since has run; the Environment's watch wakes it then.
+        st.phase = Some(Phase::Queued);
+        st.queue_position = None;
+        let problem = crate::references::Problem {
+            reason: reasons::ROLLBACK_FAILED,
+            message: format!(
+                "held: Environment {:?} needs a person ({}); this request runs once a newer DeployRequest or \
+                 Rollback has taken the lock",
+                env.name_any(),
+                attention.message
+            ),
+        };
+        st.conditions =
+            conditions::set(&run.old.conditions, &crate::references::stalled(&problem), req.generation(), now);
+        run.write(st, EventType::Warning).await?;
+        return Ok(Action::await_change());
+    }
     let all = Req::list(&ctx.client, &ns).await?;
     let queue = plan::queue(&env.name_any(), &all, &me);
     let ids: Vec<String> = queue.iter().map(|d| d.id()).collect();
@@ -795,6 +817,12 @@ impl Run<'_> {
         if auto::wanted(self.req, env, &st, phase) {
             return auto::begin(self, st, reason, message, now).await;
         }
+        // An automatic rollback that fails leaves a host nobody verified: say so plainly.
+        let (reason, message) = if auto::is_automatic(self.req) {
+            (reasons::ROLLBACK_FAILED, format!("{reason}: {message}"))
+        } else {
+            (reason, message)
+        };
         let changed_host =
             matches!(phase, Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Verifying);
         st.phase = Some(Phase::Failed);
@@ -805,8 +833,9 @@ impl Run<'_> {
             now,
         );
         let record = changed_host.then(|| plan::release(self.req, env, &st, "Failed", Default::default(), None));
+        let attention = auto::attention(self.req, &st, now);
         self.write(st, EventType::Warning).await?;
-        release_lock(self.envs, env, &me, record.as_ref()).await?;
+        release_lock_needing(self.envs, env, &me, record.as_ref(), attention.as_ref()).await?;
         Ok(Action::await_change())
     }
 
@@ -830,9 +859,20 @@ impl Run<'_> {
 /// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
 /// `Conflict` when it stayed contended: the next reconcile of this (terminal) request releases it.
 async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<Cas> {
+    release_lock_needing(envs, env, me, record, None).await
+}
+
+/// [`release_lock`], marking the Environment as needing a person in the same write.
+async fn release_lock_needing(
+    envs: &Api<Environment>,
+    env: &Environment,
+    me: &str,
+    record: Option<&Release>,
+    attention: Option<&slipway_crds::Attention>,
+) -> Result<Cas> {
     let mut current = env.clone();
     for _ in 0..5 {
-        if lock::release(envs, &current, me, record).await? == Cas::Done {
+        if lock::release_needing(envs, &current, me, record, attention).await? == Cas::Done {
             return Ok(Cas::Done);
         }
         match envs.get_opt(&current.name_any()).await? {

@@ -568,6 +568,104 @@ mod tests {
         assert!(!promoted_ref(Some(&staging), &commit("fedcba1")));
     }
 
+    fn rollback(to: slipway_crds::RollbackTarget, migrations: RollbackMigrations) -> Rollback {
+        let mut rb = Rollback::new(
+            "undo",
+            slipway_crds::RollbackSpec { environment: "staging".into(), to, reason: "5xx".into(), migrations },
+        );
+        rb.metadata.uid = Some("uid-undo".into());
+        rb
+    }
+
+    fn recorded(ref_: &str, commit: &str, migration: Option<&str>, result: &str) -> Release {
+        Release {
+            ref_: ref_.into(),
+            commit: commit.into(),
+            migration: migration.map(str::to_owned),
+            result: Some(result.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rollback_targets_come_from_history() {
+        use slipway_crds::RollbackTarget;
+        let mut env = env(serde_json::json!({}));
+        let previous = RollbackTarget { previous: Some(true), ..Default::default() };
+        let err = rollback_target(&rollback(previous.clone(), RollbackMigrations::Downgrade), &env).unwrap_err();
+        assert_eq!(err.reason, reasons::RELEASE_NOT_IN_HISTORY);
+        assert!(err.message.contains("the history is empty"), "{}", err.message);
+        env.status = Some(slipway_crds::EnvironmentStatus {
+            current: Some(recorded("v3", "ccc333", Some("0003"), "Succeeded")),
+            history: vec![
+                recorded("v3", "ccc333", Some("0003"), "Succeeded"),
+                recorded("v2.9", "bad999", Some("0009"), "Failed"),
+                recorded("v2", "bbb222", Some("0002"), "Succeeded"),
+                recorded("v1", "aaa111", Some("0001"), "Succeeded"),
+            ],
+            quarantined: vec![slipway_crds::Quarantined { commit: "bbb222".into(), ..Default::default() }],
+            ..Default::default()
+        });
+        let target = |to: RollbackTarget| {
+            rollback_target(&rollback(to, RollbackMigrations::Downgrade), &env).map(|r| r.ref_.clone())
+        };
+        // previous: not the running commit, not failed, not quarantined
+        assert_eq!(target(previous).unwrap(), "v1");
+        assert_eq!(target(RollbackTarget { tag: Some("v2".into()), ..Default::default() }).unwrap(), "v2");
+        assert_eq!(target(RollbackTarget { release: Some("AAA111".into()), ..Default::default() }).unwrap(), "v1");
+        let missing = target(RollbackTarget { tag: Some("v2.9".into()), ..Default::default() }).unwrap_err();
+        assert_eq!(missing.reason, reasons::RELEASE_NOT_IN_HISTORY, "a failed release is no target");
+        assert!(missing.message.contains("v2 (bbb222, Succeeded)"), "names what is there: {}", missing.message);
+    }
+
+    #[test]
+    fn downgrade_path_is_judged_before_anything_changes() {
+        use slipway_crds::RollbackTarget;
+        let previous = RollbackTarget { previous: Some(true), ..Default::default() };
+        let downgrade = rollback(previous.clone(), RollbackMigrations::Downgrade);
+        let skip = rollback(previous, RollbackMigrations::Skip);
+        let mut declared = env(serde_json::json!({}));
+        declared.spec.migrations = Some(slipway_crds::Migrations {
+            service: "backend".into(),
+            upgrade: vec!["alembic".into(), "upgrade".into(), "head".into()],
+            current: vec![],
+            downgrade: vec!["alembic".into(), "downgrade".into(), "{revision}".into()],
+        });
+        let mut undeclared = declared.clone();
+        undeclared.spec.migrations.as_mut().unwrap().downgrade.clear();
+        let v1 = recorded("v1", "aaa111", Some("0001"), "Succeeded");
+        let unrecorded = recorded("v0", "000000", None, "Succeeded");
+        assert_eq!(downgrade_path(&downgrade, &declared, Some("0002"), &v1).unwrap().as_deref(), Some("0001"));
+        assert_eq!(downgrade_path(&downgrade, &declared, Some("0001"), &v1).unwrap(), None, "equal: skipped");
+        assert_eq!(downgrade_path(&skip, &undeclared, Some("0002"), &v1).unwrap(), None, "Skip leaves the database");
+        let refused = downgrade_path(&downgrade, &undeclared, Some("0002"), &v1).unwrap_err();
+        assert_eq!(refused.reason, reasons::NO_DOWNGRADE_PATH);
+        assert!(refused.message.contains("no downgrade command"), "{}", refused.message);
+        let refused = downgrade_path(&downgrade, &declared, Some("0002"), &unrecorded).unwrap_err();
+        assert!(refused.message.contains("no recorded revision"), "{}", refused.message);
+    }
+
+    #[test]
+    fn a_quarantined_commit_is_refused_unless_overridden() {
+        let mut staging = env(serde_json::json!({}));
+        staging.status = Some(slipway_crds::EnvironmentStatus {
+            quarantined: vec![slipway_crds::Quarantined {
+                commit: "abcdef1234".into(),
+                ref_: "v1.0.0".into(),
+                failed_in: Some("DeployRequest/bad/uid-bad".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let dr = request("again", 0, Some("#1"), DeployMode::Change);
+        let Err(Gate::Refused(p)) = gates(&Req::Deploy(dr.clone()), &staging) else { panic!("not refused") };
+        assert_eq!(p.reason, reasons::QUARANTINED);
+        assert!(p.message.contains("in bad") && p.message.contains("overrideQuarantine"), "{}", p.message);
+        let mut overriding = dr;
+        overriding.spec.override_quarantine = true;
+        assert!(gates(&Req::Deploy(overriding), &staging).is_ok());
+    }
+
     #[test]
     fn one_condition_per_recorded_step() {
         let t = Timestamp::from_second(1_700_000_000).unwrap();

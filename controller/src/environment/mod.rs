@@ -98,6 +98,17 @@ pub fn decide(env: &Environment, observed: &Observation, now: Timestamp) -> (Env
             (decided, EventType::Warning)
         }
     };
+    // A failed automatic rollback left the host unverified: Ready False and Stalled until a
+    // person's request has run (the deploy path clears it), whatever the host check says.
+    let (decided, type_) = match &old.needs_attention {
+        Some(attention) => {
+            let problem = Problem { reason: reasons::ROLLBACK_FAILED, message: attention.message.clone() };
+            let mut held = references::stalled(&problem);
+            held.extend(decided.into_iter().filter(|d| d.type_ == types::REACHABLE));
+            (held, EventType::Warning)
+        }
+        None => (decided, type_),
+    };
     status.conditions = conditions::set(&old.conditions, &decided, env.metadata.generation, now);
     let transition = Transition::between(&old.conditions, &status.conditions, type_);
     (status, transition)
@@ -274,6 +285,23 @@ mod tests {
         let get = |t| conditions::find(&status.conditions, t).map_or("-", |c| c.status.as_str());
         let ready = conditions::find(&status.conditions, types::READY).unwrap();
         (vec![get(types::READY), get(types::REACHABLE), get(types::RECONCILING), get(types::STALLED)], &ready.reason)
+    }
+
+    #[test]
+    fn a_failed_automatic_rollback_keeps_the_environment_stalled_while_the_host_answers() {
+        let mut env = environment();
+        env.status = Some(EnvironmentStatus {
+            needs_attention: Some(slipway_crds::Attention {
+                message: "the automatic Rollback bad-rollback failed".into(),
+                since: "2026-11-29T00:00:00Z".into(),
+            }),
+            ..Default::default()
+        });
+        let (status, transition) = decide(&env, &Observation::Reachable, Timestamp::now());
+        assert_eq!(summary(&status), (vec!["False", "True", "False", "True"], reasons::ROLLBACK_FAILED));
+        let ready = conditions::find(&status.conditions, types::READY).unwrap();
+        assert!(ready.message.contains("bad-rollback"), "{}", ready.message);
+        assert_eq!(transition.map(|t| t.type_), Some(EventType::Warning));
     }
 
     #[test]
