@@ -115,7 +115,9 @@ rollback() {
   k apply -f - >/dev/null <<YAML
 apiVersion: slipway.dev/v1alpha1
 kind: Rollback
-metadata: {name: $1}
+metadata:
+  name: $1
+  annotations: {slipway.dev/requested-by: "$me"}
 spec: {environment: staging, to: {previous: true}, reason: "$2"}
 YAML
   echo

@@ -470,7 +470,8 @@ pub struct Release {
     /// When the deploy that made it started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    /// `Succeeded`, `Failed`, `RolledBack` (failed, then undone by a Rollback) or `Abandoned`.
+    /// `Succeeded`, `Failed` or `Abandoned` (a failed release undone by a Rollback is `Failed`, and
+    /// the Rollback's own release follows it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     /// The issue the deploy named.

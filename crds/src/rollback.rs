@@ -51,6 +51,15 @@ pub struct RollbackSpec {
     pub migrations: RollbackMigrations,
 }
 
+impl Rollback {
+    /// The user who created it (annotation `slipway.dev/requested-by`, admitted by the API server
+    /// only from that user; an automatic rollback carries its DeployRequest's requester).
+    pub fn requested_by(&self) -> Option<&str> {
+        let annotations = self.metadata.annotations.as_ref()?;
+        annotations.get(crate::annotations::REQUESTED_BY).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
 /// What a Rollback does with the database.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RollbackMigrations {

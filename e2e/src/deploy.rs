@@ -295,6 +295,8 @@ pub struct RollbackManifest {
     pub reason: String,
     /// `migrations: Skip` (else the default, `Downgrade`, is left out).
     pub skip_migrations: bool,
+    /// Annotation `slipway.dev/requested-by`; [`DeployTest::rollback`] fills in its user when `None`.
+    pub requested_by: Option<String>,
 }
 
 impl RollbackManifest {
@@ -306,7 +308,13 @@ impl RollbackManifest {
             to: RollbackTo::Previous,
             reason: "5xx after the release (e2e)".to_owned(),
             skip_migrations: false,
+            requested_by: None,
         }
+    }
+
+    /// Back to the release made from `tag`.
+    pub fn tag(name: &str, environment: &str, tag: &str) -> RollbackManifest {
+        RollbackManifest { to: RollbackTo::Tag(tag.to_owned()), ..RollbackManifest::previous(name, environment) }
     }
 
     pub fn skipping_migrations(self) -> Self {
@@ -323,10 +331,14 @@ impl RollbackManifest {
         if self.skip_migrations {
             spec["migrations"] = json!("Skip");
         }
+        let mut metadata = json!({"name": self.name});
+        if let Some(who) = &self.requested_by {
+            metadata["annotations"]["slipway.dev/requested-by"] = json!(who);
+        }
         json!({
             "apiVersion": "slipway.dev/v1alpha1",
             "kind": "Rollback",
-            "metadata": {"name": self.name},
+            "metadata": metadata,
             "spec": spec,
         })
     }
@@ -456,6 +468,7 @@ pub struct ReleaseView {
     pub untracked: Option<bool>,
     /// A Rollback's reason.
     pub reason: Option<String>,
+    pub requested_by: Option<String>,
 }
 
 /// `status` of an Environment (the deploy path's fields and the conditions).
@@ -823,8 +836,12 @@ impl DeployTest {
         Observed::from_object(&object[0])
     }
 
-    /// Creates the Rollback.
+    /// Creates the Rollback, as requested by the admin kubeconfig's user unless it names someone.
     pub fn rollback(&self, rollback: &RollbackManifest) -> anyhow::Result<()> {
+        let mut rollback = rollback.clone();
+        if rollback.requested_by.is_none() {
+            rollback.requested_by = Some(self.cluster.user()?);
+        }
         self.cluster.apply(&rollback.to_json().to_string())?;
         Ok(())
     }

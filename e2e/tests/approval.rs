@@ -77,12 +77,12 @@ fn the_api_server_records_who_asked_and_admits_approval_only_from_an_approver() 
     refused(
         as_user(&cluster, "alice", &create, Some(&request("shop-1", "slipway.dev/requested-by: bob"))),
         "alice claiming bob asked",
-        "slipway.dev/requested-by must be the user creating the DeployRequest: it says bob but the request comes from alice",
+        "slipway.dev/requested-by must be the user creating the object: it says bob but the request comes from alice",
     );
     refused(
         as_user(&cluster, "alice", &create, Some(&request("shop-1", ""))),
         "no requester",
-        "the annotation slipway.dev/requested-by is required: set it to the name of the user creating the DeployRequest, alice",
+        "the annotation slipway.dev/requested-by is required: set it to the name of the user creating it, alice",
     );
     as_user(&cluster, "alice", &create, Some(&request("shop-1", "slipway.dev/requested-by: alice"))).unwrap();
     assert_eq!(annotation(&cluster, "shop-1", "slipway.dev/requested-by"), "alice");
@@ -96,7 +96,7 @@ fn the_api_server_records_who_asked_and_admits_approval_only_from_an_approver() 
                 None,
             ),
             &format!("{user} rewriting the requester"),
-            "slipway.dev/requested-by is immutable: it records who asked for the deploy",
+            "slipway.dev/requested-by is immutable: it records who asked",
         );
     }
     refused(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use slipway_e2e::deploy::{
     App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployStatus, DeployTest, EnvironmentManifest, REFUSAL_TIMEOUT,
-    ROLLBACK, ROLLBACK_STEPS, RollbackManifest, RollbackTo, Site,
+    ROLLBACK, ROLLBACK_STEPS, RollbackManifest, Site,
 };
 use slipway_e2e::require_sandbox;
 
@@ -97,8 +97,25 @@ fn rollback_to_previous_downgrades_the_database_first_and_runs_the_old_code() {
     assert_eq!(current.reason.as_deref(), Some("5xx after the release (e2e)"));
     assert_eq!(env.history_refs(), ["v1.0.0", "v1.1.0", "v1.0.0"], "{:#?}", env.history);
     assert!(env.active_deploy.is_none(), "{env:#?}");
+    assert_eq!(current.requested_by, Some(t.cluster.user().unwrap()), "who asked is recorded: {current:#?}");
     let table = t.cluster.kubectl_ok(&["get", "rollback", "undo-1-1"]).unwrap();
     assert!(table.contains("previous release") && table.contains("Succeeded"), "{table}");
+
+    // who asked is a fact: the API server refuses a Rollback in someone else's name, and one
+    // posing as an automatic rollback (owned by a DeployRequest, which would skip the queue)
+    let mut forged = RollbackManifest::previous("forged", "staging");
+    forged.requested_by = Some("mallory".into());
+    let denied = t.cluster.refused(&forged.to_json().to_string()).unwrap();
+    assert!(denied.contains("requested-by must be the user creating"), "{denied}");
+    let owner = t.get_json(&["deployrequest/to-v1-1-0"]).unwrap().remove(0);
+    forged.requested_by = Some(t.cluster.user().unwrap());
+    let mut owned = forged.to_json();
+    owned["metadata"]["ownerReferences"] = serde_json::json!([{
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest", "name": "to-v1-1-0",
+        "uid": owner["metadata"]["uid"], "controller": true
+    }]);
+    let denied = t.cluster.refused(&owned.to_string()).unwrap();
+    assert!(denied.contains("only the Slipway controller makes a Rollback owned by a DeployRequest"), "{denied}");
 }
 
 // 2. automatic rollback and quarantine --------------------------------------------------------
@@ -118,6 +135,9 @@ fn a_release_that_migrates_then_fails_verification_is_rolled_back_and_quarantine
     let v150 = site.commit_of("v1.5.0").unwrap();
 
     t.deploy(&DeployRequestManifest::tag("bad", "staging", "v1.5.0")).unwrap();
+    // a request waiting behind it must not slip in between the failure and the rollback
+    t.wait_phase("bad", "Migrating", DEPLOY_TIMEOUT).unwrap();
+    t.deploy(&DeployRequestManifest::tag("behind", "staging", "v1.1.0")).unwrap();
     let ended = t.expect_outcome("bad", "RolledBack", DEPLOY_TIMEOUT * 2).unwrap();
     // it never reports success: RolledBack, Ready False, Stalled True, quoting the failing check
     assert_eq!(ended.phase(), "RolledBack", "{ended:#?}");
@@ -131,7 +151,10 @@ fn a_release_that_migrates_then_fails_verification_is_rolled_back_and_quarantine
 
     // the Rollback is owned by the request and ran: database first, then the old release
     let rb = t.get_json(&[&format!("rollback/{rollback}")]).unwrap().remove(0);
-    assert_eq!(rb["metadata"]["ownerReferences"][0]["name"], "bad", "{rb:#}");
+    let bad_uid = t.deploy_request("bad").unwrap().uid;
+    let owner = &rb["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["name"].as_str(), owner["uid"].as_str()), (Some("bad"), Some(bad_uid.as_str())), "{rb:#}");
+    assert_eq!(owner["controller"], true, "{rb:#}");
     let rb_status = t.request(ROLLBACK, &rollback).unwrap().status;
     assert_rollback_steps(&rollback, &rb_status, true);
     assert_eq!(rb_status.commit.as_deref(), Some(v110.as_str()));
@@ -146,6 +169,12 @@ fn a_release_that_migrates_then_fails_verification_is_rolled_back_and_quarantine
     assert_eq!(status.quarantined[0]["commit"], v150.as_str());
     let wide = t.cluster.kubectl_ok(&["get", "environment", "staging", "-o", "wide"]).unwrap();
     assert!(wide.contains("QUARANTINED") && wide.contains("v1.5.0"), "{wide}");
+    // the waiting request ran only after the rollback: the lock went from the failed deploy
+    // straight to its Rollback
+    let behind = t.expect_outcome("behind", "UpToDate", DEPLOY_TIMEOUT).unwrap();
+    let rolled_back_at = rb_status.steps.iter().map(|s| s.finished().unwrap()).max().unwrap();
+    let behind_started = behind.steps.iter().map(|s| s.started().unwrap()).min().unwrap();
+    assert!(rolled_back_at <= behind_started, "{behind:#?}\n{rb_status:#?}");
 
     // a GitOps repo still naming v1.5.0 does not deploy it again ...
     t.deploy(&DeployRequestManifest::tag("bad-again", "staging", "v1.5.0")).unwrap();
@@ -261,10 +290,10 @@ fn a_deploy_request_and_a_rollback_for_one_environment_run_one_after_the_other()
     assert_eq!(rolled.commit.as_deref(), Some(site.commit_of("ticker-v2").unwrap().as_str()));
     assert_eq!(rolled.previous_commit.as_deref(), Some(site.commit_of("ticker-v3").unwrap().as_str()));
     assert_rollback_steps("undo", &rolled, false);
-    assert_eq!(site.head().unwrap(), site.commit_of("ticker-v2").unwrap());
-    assert_eq!(site.exec("ticker", &["cat", "/ticker/VERSION"]).unwrap().trim(), "2.0.0");
+    assert_eq!(site.head().unwrap(), site.commit_of("ticker-v1").unwrap());
+    assert_eq!(site.exec("ticker", &["cat", "/ticker/VERSION"]).unwrap().trim(), "1.0.0");
     let env = t.environment("ticker").unwrap().status;
-    assert_eq!(env.history_refs().get(..3), Some(&["ticker-v2", "ticker-v3", "ticker-v2"][..]));
+    assert_eq!(env.history_refs().get(..4), Some(&["ticker-v1", "ticker-v2", "ticker-v3", "ticker-v2"][..]));
 }
 
 // 6. the automatic rollback fails too ---------------------------------------------------------
@@ -310,8 +339,7 @@ fn when_the_automatic_rollback_fails_too_both_say_so_and_the_environment_needs_a
 
     // a person's new request runs, and clears it: back to v1.1.0's code, leaving the database
     // (its code works with the extra column)
-    let fix = RollbackManifest { to: RollbackTo::Tag("v1.1.0".into()), ..RollbackManifest::previous("fix", "staging") };
-    t.rollback(&fix.skipping_migrations()).unwrap();
+    t.rollback(&RollbackManifest::tag("fix", "staging", "v1.1.0").skipping_migrations()).unwrap();
     t.expect_request_outcome(ROLLBACK, "fix", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     assert_eq!(site.head().unwrap(), site.commit_of("v1.1.0").unwrap());
     let deadline = Instant::now() + REFUSAL_TIMEOUT;

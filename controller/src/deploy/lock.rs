@@ -52,6 +52,17 @@ pub async fn publish_queue(api: &Api<Environment>, env: &Environment, waiting: &
     swap(api, env, json!({"queue": waiting})).await
 }
 
+/// What a request leaves in its Environment's status when it lets go of the lock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Record<'a> {
+    /// The release it made (or failed to make), for the history and, when it succeeded, `current`.
+    pub release: Option<&'a Release>,
+    /// A commit that failed here and was (or should have been) rolled back.
+    pub quarantine: Option<&'a Quarantined>,
+    /// The host was left unverified: a person is needed.
+    pub attention: Option<&'a Attention>,
+}
+
 /// Releases the lock held by `holder`, recording `release` (when given) in the history and, when
 /// it succeeded, as `current`. Releasing a lock held by someone else does nothing.
 pub async fn release(
@@ -60,63 +71,68 @@ pub async fn release(
     holder: &str,
     release: Option<&Release>,
 ) -> Result<Cas> {
-    release_needing(api, env, holder, release, None).await
+    finish(api, env, holder, None, Record { release, ..Record::default() }).await
 }
 
-/// [`release`], marking the Environment as needing a person (`attention`) in the same write, so
-/// no waiting request can take the lock in between.
-pub async fn release_needing(
+/// Lets go of the lock held by `holder`, in one write with what it leaves (`record`): released,
+/// or handed straight to `next` (a failed deploy to the Rollback that undoes it: no other request
+/// can slip in between). A lock held by someone else is left alone.
+pub async fn finish(
     api: &Api<Environment>,
     env: &Environment,
     holder: &str,
-    release: Option<&Release>,
-    attention: Option<&Attention>,
-) -> Result<Cas> {
-    if env.status.as_ref().and_then(|s| s.active_deploy.as_deref()) != Some(holder) {
-        return Ok(Cas::Done);
-    }
-    let mut patch = recording(env, release)?;
-    patch["activeDeploy"] = Value::Null;
-    if let Some(a) = attention {
-        patch["needsAttention"] = serde_json::to_value(a).map_err(|e| Error::Serialize(e.to_string()))?;
-    }
-    swap(api, env, patch).await
-}
-
-/// Hands the lock held by `from` straight to `to` (a failed deploy to the Rollback that undoes
-/// it: no other request can slip in between), recording `release` and quarantining a commit.
-pub async fn hand_over(
-    api: &Api<Environment>,
-    env: &Environment,
-    from: &str,
-    to: &str,
-    release: Option<&Release>,
-    quarantine: Option<&Quarantined>,
+    next: Option<&str>,
+    record: Record<'_>,
 ) -> Result<Cas> {
     let status = env.status.clone().unwrap_or_default();
-    if status.active_deploy.as_deref() != Some(from) {
-        return Ok(Cas::Conflict);
+    if status.active_deploy.as_deref() != Some(holder) {
+        return Ok(Cas::Done);
     }
-    let mut patch = recording(env, release)?;
-    patch["activeDeploy"] = Value::from(to);
-    if let Some(q) = quarantine {
+    let mut patch = recording(env, record.release)?;
+    patch["activeDeploy"] = next.map_or(Value::Null, Value::from);
+    if let Some(next) = next {
+        // It no longer waits.
+        let queue: Vec<&String> = status.queue.iter().filter(|q| q.as_str() != next).collect();
+        patch["queue"] = Value::from(queue.into_iter().cloned().collect::<Vec<String>>());
+    }
+    if let Some(q) = record.quarantine {
         let mut list: Vec<Quarantined> = status.quarantined.into_iter().filter(|o| o.commit != q.commit).collect();
         list.push(q.clone());
-        patch["quarantined"] = serde_json::to_value(&list).map_err(|e| Error::Serialize(e.to_string()))?;
+        patch["quarantined"] = to_json(&list)?;
+    }
+    if let Some(a) = record.attention {
+        patch["needsAttention"] = to_json(a)?;
     }
     swap(api, env, patch).await
 }
 
-/// The status fields recording `release`: the history (bounded by `spec.historyLimit`) and,
-/// when it succeeded, `current`.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::Serialize(e.to_string()))
+}
+
+/// The status fields recording `release`: the history (bounded by `spec.historyLimit`, always
+/// keeping the release that is `current`, which an automatic rollback returns to) and, when it
+/// succeeded, `current`.
 fn recording(env: &Environment, release: Option<&Release>) -> Result<Value> {
     let status = env.status.clone().unwrap_or_default();
     let mut patch = json!({});
     if let Some(r) = release {
+        let current = if r.result.as_deref() == Some("Succeeded") { Some(r) } else { status.current.as_ref() };
         let mut history = vec![r.clone()];
-        history.extend(status.history.into_iter().filter(|h| h.deployed_by != r.deployed_by));
-        history.truncate(usize::try_from(env.spec.history_limit).unwrap_or(10).max(1));
-        patch["history"] = serde_json::to_value(&history).map_err(|e| Error::Serialize(e.to_string()))?;
+        history.extend(status.history.iter().filter(|h| h.deployed_by != r.deployed_by).cloned());
+        let limit = usize::try_from(env.spec.history_limit).unwrap_or(10).max(1);
+        if history.len() > limit {
+            let kept = current.and_then(|c| history.iter().position(|h| h.deployed_by == c.deployed_by));
+            match kept {
+                Some(i) if i >= limit => {
+                    let entry = history.remove(i);
+                    history.truncate(limit.saturating_sub(1).max(1));
+                    history.push(entry);
+                }
+                _ => history.truncate(limit),
+            }
+        }
+        patch["history"] = to_json(&history)?;
         if r.result.as_deref() == Some("Succeeded") {
             patch["current"] = replacing(status.current.as_ref(), r)?;
         }

@@ -97,12 +97,22 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
                 plan::release(&req, env, &old, result, Default::default(), None)
             });
             let attention = auto::attention(&req, &old, now);
-            release_lock_needing(&envs, env, &me, record.as_ref(), attention.as_ref()).await?;
+            let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
+            finish_lock(&envs, env, &me, None, left).await?;
         }
         run.finalizer(false).await?;
         return Ok(Action::await_change());
     }
-    if req.deleting() {
+    // A failed deploy hands its lock to the Rollback that undoes it even when it is being
+    // deleted (or pruned by a GitOps tool): the host must not be left half-way.
+    if old.phase == Some(Phase::RollingBack)
+        && let Some(env) = &env
+    {
+        return auto::follow(&run, env, now).await;
+    }
+    // An automatic rollback runs to its end even when deleted (with the DeployRequest that owns
+    // it): stopping a downgrade half-way would leave the database between two releases.
+    if req.deleting() && !auto::is_automatic(&req) {
         return abandon(&run, env.as_ref(), now).await;
     }
     let Some(env) = env else {
@@ -128,10 +138,6 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
         }
         return Ok(Action::await_change());
     };
-    if old.phase == Some(Phase::RollingBack) {
-        return auto::follow(&run, &env, now).await;
-    }
-
     let mut st = old.clone();
     st.revision = Some(req.revision_display());
     st.observed_generation = req.generation();
@@ -835,7 +841,8 @@ impl Run<'_> {
         let record = changed_host.then(|| plan::release(self.req, env, &st, "Failed", Default::default(), None));
         let attention = auto::attention(self.req, &st, now);
         self.write(st, EventType::Warning).await?;
-        release_lock_needing(self.envs, env, &me, record.as_ref(), attention.as_ref()).await?;
+        let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
+        finish_lock(self.envs, env, &me, None, left).await?;
         Ok(Action::await_change())
     }
 
@@ -859,20 +866,20 @@ impl Run<'_> {
 /// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
 /// `Conflict` when it stayed contended: the next reconcile of this (terminal) request releases it.
 async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<Cas> {
-    release_lock_needing(envs, env, me, record, None).await
+    finish_lock(envs, env, me, None, lock::Record { release: record, ..Default::default() }).await
 }
 
-/// [`release_lock`], marking the Environment as needing a person in the same write.
-async fn release_lock_needing(
+/// [`lock::finish`] (release, or hand over to `next`), re-reading the Environment on a conflict.
+async fn finish_lock(
     envs: &Api<Environment>,
     env: &Environment,
     me: &str,
-    record: Option<&Release>,
-    attention: Option<&slipway_crds::Attention>,
+    next: Option<&str>,
+    record: lock::Record<'_>,
 ) -> Result<Cas> {
     let mut current = env.clone();
     for _ in 0..5 {
-        if lock::release_needing(envs, &current, me, record, attention).await? == Cas::Done {
+        if lock::finish(envs, &current, me, next, record).await? == Cas::Done {
             return Ok(Cas::Done);
         }
         match envs.get_opt(&current.name_any()).await? {

@@ -57,7 +57,9 @@ pub fn gates(req: &Req, env: &Environment) -> Result<(), Gate> {
     match req {
         Req::Deploy(dr) => deploy_gates(dr, env),
         Req::Rollback(rb) => {
-            let target = rollback_target(rb, env).map_err(Gate::Refused)?;
+            // What runs is only known on the host (preflight judges again with its HEAD).
+            let running = env.status.as_ref().and_then(|s| s.current.as_ref()).map(|r| r.commit.as_str());
+            let target = rollback_target(rb, env, running).map_err(Gate::Refused)?;
             let current = env.status.as_ref().and_then(|s| s.current.as_ref()).and_then(|r| r.migration.as_deref());
             downgrade_path(rb, env, current, target).map(|_| ()).map_err(Gate::Refused)
         }
@@ -141,11 +143,11 @@ pub fn short(commit: &str) -> &str {
 }
 
 /// The release a Rollback returns to, from the Environment's history: `previous` is the newest
-/// release that Succeeded, is not quarantined and has another commit than the running one.
-pub fn rollback_target<'a>(rb: &Rollback, env: &'a Environment) -> Result<&'a Release, Problem> {
+/// release that Succeeded, is not quarantined and has another commit than `running` (what the
+/// host runs: after a failed deploy that is not `status.current`).
+pub fn rollback_target<'a>(rb: &Rollback, env: &'a Environment, running: Option<&str>) -> Result<&'a Release, Problem> {
     let status = env.status.as_ref();
     let history = status.map(|s| s.history.as_slice()).unwrap_or_default();
-    let running = status.and_then(|s| s.current.as_ref()).map(|r| r.commit.as_str());
     let mut good = history.iter().filter(|r| r.result.as_deref().is_none_or(|x| x == "Succeeded"));
     let to = &rb.spec.to;
     let found = match (&to.tag, &to.release) {
@@ -592,7 +594,7 @@ mod tests {
         use slipway_crds::RollbackTarget;
         let mut env = env(serde_json::json!({}));
         let previous = RollbackTarget { previous: Some(true), ..Default::default() };
-        let err = rollback_target(&rollback(previous.clone(), RollbackMigrations::Downgrade), &env).unwrap_err();
+        let err = rollback_target(&rollback(previous.clone(), RollbackMigrations::Downgrade), &env, None).unwrap_err();
         assert_eq!(err.reason, reasons::RELEASE_NOT_IN_HISTORY);
         assert!(err.message.contains("the history is empty"), "{}", err.message);
         env.status = Some(slipway_crds::EnvironmentStatus {
@@ -607,10 +609,14 @@ mod tests {
             ..Default::default()
         });
         let target = |to: RollbackTarget| {
-            rollback_target(&rollback(to, RollbackMigrations::Downgrade), &env).map(|r| r.ref_.clone())
+            rollback_target(&rollback(to, RollbackMigrations::Downgrade), &env, Some("ccc333")).map(|r| r.ref_.clone())
         };
         // previous: not the running commit, not failed, not quarantined
-        assert_eq!(target(previous).unwrap(), "v1");
+        assert_eq!(target(previous.clone()).unwrap(), "v1");
+        // after a failed deploy the host runs another commit than status.current: previous is
+        // measured from what runs (here v3 itself is the previous release)
+        let after_failure = rollback_target(&rollback(previous, RollbackMigrations::Downgrade), &env, Some("bad999"));
+        assert_eq!(after_failure.unwrap().ref_, "v3");
         assert_eq!(target(RollbackTarget { tag: Some("v2".into()), ..Default::default() }).unwrap(), "v2");
         assert_eq!(target(RollbackTarget { release: Some("AAA111".into()), ..Default::default() }).unwrap(), "v1");
         let missing = target(RollbackTarget { tag: Some("v2.9".into()), ..Default::default() }).unwrap_err();

@@ -79,10 +79,11 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) ->
         repo.ensure_cloned(&origin.url).await?;
     }
     repo.fetch().await?;
+    let head = repo.head().await?;
     let (wanted, target) = match req {
         Req::Deploy(dr) => (revision(dr), None),
         Req::Rollback(rb) => {
-            let target = plan::rollback_target(rb, env).map_err(Refusal::Stalled)?;
+            let target = plan::rollback_target(rb, env, head.as_deref()).map_err(Refusal::Stalled)?;
             (RevisionRef::Commit(target.commit.clone()), Some(target))
         }
     };
@@ -180,18 +181,20 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) ->
         _ => None,
     };
     let healthy = running && health::container_problems(&containers, &config.long_running_services()).is_empty();
-    let forced = req.as_deploy().is_some_and(|d| d.spec.force);
-    let up_to_date = !forced
+    // Nothing to do only for a DeployRequest whose commit the checkout is on, recorded with this
+    // .env, healthy. A Rollback always runs: after a failed deploy the host may run a release
+    // other than the recorded one, with a database ahead of it.
+    let up_to_date = req.as_deploy().is_some_and(|d| !d.spec.force)
         && healthy
+        && head.as_deref() == Some(commit.as_str())
         && current.as_ref().is_some_and(|r| r.commit == commit && r.env_hash.as_deref() == Some(env_hash.as_str()));
-    Ok(Facts {
-        previous_commit: current.map(|r| r.commit),
-        commit,
-        migration_before,
-        migration_target,
-        env_hash,
-        up_to_date,
-    })
+    // What the Rollback leaves is what the checkout is on; a deploy's "previous" is the last
+    // release that succeeded, the one an automatic rollback returns to.
+    let previous_commit = match req {
+        Req::Rollback(_) => head.clone(),
+        Req::Deploy(_) => current.map(|r| r.commit),
+    };
+    Ok(Facts { previous_commit, commit, migration_before, migration_target, env_hash, up_to_date })
 }
 
 /// The gates a DeployRequest can only be judged by once its commit is known: promotion and

@@ -204,8 +204,11 @@ impl Req {
         self.meta().deletion_timestamp.is_some()
     }
 
-    /// The user who created it (DeployRequests carry it as an admitted annotation).
+    /// The user who created it (an annotation the admission policy admits only from them).
     pub fn requested_by(&self) -> Option<&str> {
-        self.as_deploy().and_then(DeployRequest::requested_by)
+        match self {
+            Req::Deploy(d) => d.requested_by(),
+            Req::Rollback(r) => r.requested_by(),
+        }
     }
 }
