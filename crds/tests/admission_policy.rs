@@ -30,7 +30,7 @@ fn the_policy_judges_the_annotations_the_controller_reads() {
     let rules = policy["spec"]["matchConstraints"]["resourceRules"].as_sequence().unwrap();
     assert_eq!(rules.len(), 1);
     let resources: Vec<&str> = rules[0]["resources"].as_sequence().unwrap().iter().filter_map(|r| r.as_str()).collect();
-    assert_eq!(resources, ["deployrequests"]);
+    assert_eq!(resources, ["deployrequests", "rollbacks"]);
     let operations: Vec<&str> =
         rules[0]["operations"].as_sequence().unwrap().iter().filter_map(|r| r.as_str()).collect();
     assert_eq!(operations, ["CREATE", "UPDATE"]);
