@@ -64,8 +64,8 @@ pub struct Gates {
     pub require_issue: bool,
     pub allow_direct: bool,
     pub require_approval: bool,
-    /// Name of an Environment in the same namespace that must already run the commit.
-    pub promote_from: Option<String>,
+    /// Names of Environments in the same namespace that must each already have run the commit.
+    pub promote_from: Vec<String>,
 }
 
 /// An Environment as a user would write it, for one [`Site`].
@@ -138,8 +138,8 @@ impl EnvironmentManifest {
             "requireApproval": self.gates.require_approval,
             "autoRollback": false,
         });
-        if let Some(from) = &self.gates.promote_from {
-            policy["promoteFrom"] = json!(from);
+        if !self.gates.promote_from.is_empty() {
+            policy["promoteFrom"] = json!(self.gates.promote_from);
         }
         let mut spec = json!({
             "tier": "staging",

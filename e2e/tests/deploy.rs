@@ -613,29 +613,54 @@ fn deleting_the_lock_holder_stops_its_host_job_records_abandoned_and_passes_the_
 
 #[test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
-fn production_takes_only_a_commit_that_succeeded_on_the_environment_it_promotes_from() {
+fn production_takes_only_a_commit_that_succeeded_on_every_environment_it_promotes_from() {
     let sandbox = require_sandbox!();
     let mut t = DeployTest::start(&sandbox, "deploy-promote").unwrap();
     let staging_site = t.site(1, "promo-stg").unwrap();
+    let qa_site = t.site(3, "promo-qa").unwrap();
     let production_site = t.site(2, "promo-prd").unwrap();
     t.create_environment(&EnvironmentManifest::new("staging", App::Ticker, &staging_site)).unwrap();
+    t.create_environment(&EnvironmentManifest::new("qa", App::Ticker, &qa_site)).unwrap();
     let mut production = EnvironmentManifest::new("production", App::Ticker, &production_site);
-    production.gates.promote_from = Some("staging".to_owned());
+    production.gates.promote_from = vec!["staging".to_owned(), "qa".to_owned()];
     t.create_environment(&production).unwrap();
 
-    // Never deployed to staging: refused at preflight, under the lock, which it then releases.
+    // The API server holds promoteFrom to a handful of distinct Environment names.
+    let mut bad = production.clone();
+    bad.name = "too-many".to_owned();
+    bad.gates.promote_from = (1..=6).map(|i| format!("env-{i}")).collect();
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom") && refusal.contains("at most 5"), "{refusal}");
+    bad.gates.promote_from = vec!["staging".to_owned(), "staging".to_owned()];
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom") && refusal.contains("Duplicate"), "{refusal}");
+    bad.gates.promote_from = vec!["staging".to_owned(), "QA_1".to_owned()];
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom must each be the name of an Environment"), "{refusal}");
+
+    // Never deployed anywhere: refused before the queue, naming both Environments.
     t.deploy(&DeployRequestManifest::tag("too-early", "production", "ticker-v2")).unwrap();
     let refused = t.expect_outcome("too-early", "NotPromoted", DEPLOY_TIMEOUT).unwrap();
     assert_stalled("too-early", &refused, "NotPromoted");
-    assert!(refused.ready_message().contains("\"staging\""), "{}", refused.ready_message());
+    let message = refused.ready_message();
+    assert!(message.contains("\"staging\", \"qa\""), "{message}");
     assert!(!refused.ran("Rebuilding"), "{refused:#?}");
     let environment = t.environment("production").unwrap().status;
     assert!(environment.active_deploy.is_none() && environment.current.is_none(), "{environment:#?}");
     assert!(production_site.container_ids().unwrap().is_empty(), "the refused request started containers");
 
-    // Once staging runs it, production takes the very same commit.
+    // Succeeded on staging only: still refused, and the message names only qa.
     t.deploy(&DeployRequestManifest::tag("on-staging", "staging", "ticker-v2")).unwrap();
     t.expect_outcome("on-staging", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    t.deploy(&DeployRequestManifest::tag("half-way", "production", "ticker-v2")).unwrap();
+    let refused = t.expect_outcome("half-way", "NotPromoted", DEPLOY_TIMEOUT).unwrap();
+    let message = refused.ready_message();
+    assert!(message.contains("\"qa\"") && !message.contains("\"staging\""), "{message}");
+    assert!(production_site.container_ids().unwrap().is_empty(), "the refused request started containers");
+
+    // Once qa ran it too, production takes the very same commit.
+    t.deploy(&DeployRequestManifest::tag("on-qa", "qa", "ticker-v2")).unwrap();
+    t.expect_outcome("on-qa", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     t.deploy(&DeployRequestManifest::tag("promoted", "production", "ticker-v2")).unwrap();
     let done = t.expect_outcome("promoted", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     assert_eq!(done.commit.as_deref(), Some(staging_site.commit_of("ticker-v2").unwrap().as_str()));

@@ -149,16 +149,10 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
     // Promotion, judged on the object level before the queue (by ref name or commit prefix); the
     // exact commit is checked again at preflight. A refused request never holds up the queue.
     if holder.as_deref() != Some(me.as_str())
-        && let Some(source) = env.spec.policy.promote_from.as_deref()
-        && !plan::promoted_ref(envs.get_opt(source).await?.as_ref(), &dr.spec.revision)
+        && let Some(message) = preflight::not_promoted_ref(&envs, &env, &dr).await?
     {
         st.phase = Some(Phase::Failed);
         st.queue_position = None;
-        let message = format!(
-            "{} has not been deployed successfully to Environment {source:?} (policy.promoteFrom): deploy it \
-             there first, then create a new DeployRequest here",
-            dr.spec.revision.display()
-        );
         st.conditions = conditions::set(
             &old.conditions,
             &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
