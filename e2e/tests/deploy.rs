@@ -666,3 +666,55 @@ fn production_takes_only_a_commit_that_succeeded_on_every_environment_it_promote
     assert_eq!(done.commit.as_deref(), Some(staging_site.commit_of("ticker-v2").unwrap().as_str()));
     assert_eq!(production_site.head().unwrap(), staging_site.commit_of("ticker-v2").unwrap());
 }
+
+// A request found finished while it still holds the lock ------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn a_release_found_finished_while_holding_the_lock_is_recorded_as_completely_as_a_normal_one() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-recover").unwrap();
+    let site = t.site(1, "recover").unwrap();
+    t.create_environment(&EnvironmentManifest::new("recovering", App::Ticker, &site)).unwrap();
+    t.deploy(&DeployRequestManifest::tag("finished", "recovering", "ticker-v1")).unwrap();
+    let done = t.expect_outcome("finished", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let normal = t.environment("recovering").unwrap().status.history[0].clone();
+    assert!(!normal.images.is_empty() && normal.deployed_at.is_some(), "{normal:#?}");
+
+    // What a controller stopped between the request's final status write and the lock's release
+    // leaves behind: the request Succeeded, the Environment still locked by it, no record of it.
+    t.cluster.stop_controller(Duration::from_secs(10));
+    let uid = t.deploy_request("finished").unwrap().uid;
+    let crashed =
+        json!({"status": {"activeDeploy": format!("DeployRequest/finished/{uid}"), "history": [], "current": null}});
+    t.cluster
+        .kubectl_ok(&[
+            "patch",
+            "environment",
+            "recovering",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &crashed.to_string(),
+        ])
+        .unwrap();
+    t.cluster.start_controller().unwrap();
+
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    let environment = loop {
+        let status = t.environment("recovering").unwrap().status;
+        if status.active_deploy.is_none() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the lock was not released: {status:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let record = environment.history.first().expect("the release is recorded again");
+    assert_eq!(record.result.as_deref(), Some("Succeeded"), "{record:#?}");
+    assert_eq!((&record.ref_, &record.commit), (&normal.ref_, &normal.commit));
+    // deployedAt is when Verifying finished, as on the normal path; the images are the host's.
+    assert_eq!(record.deployed_at, done.require_step("Verifying").unwrap().finished_at, "{record:#?}");
+    assert_eq!(record.deployed_at, normal.deployed_at);
+    assert_eq!(record.images, normal.images, "{record:#?}");
+    assert_eq!(environment.current.map(|c| c.images), Some(normal.images));
+}

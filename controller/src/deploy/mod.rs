@@ -9,6 +9,7 @@
 pub mod lock;
 pub mod plan;
 pub mod preflight;
+pub mod record;
 pub mod site;
 pub mod steps;
 
@@ -71,10 +72,7 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         if let Some(env) = &env
             && holds(env, &me)
         {
-            let record = changed_host(&old).then(|| {
-                let result = if old.phase == Some(Phase::Succeeded) { "Succeeded" } else { "Failed" };
-                plan::release(&dr, &old, result, Default::default(), None)
-            });
+            let record = if changed_host(&old) { Some(record::recovered(&ctx, &dr, env, &old).await) } else { None };
             release_lock(&envs, env, &me, record.as_ref()).await?;
         }
         finalizer(&drs, &dr, false).await?;
@@ -824,12 +822,7 @@ async fn release_record(
     result: &str,
     now: Timestamp,
 ) -> std::result::Result<Release, RemoteError> {
-    let containers = site.conn.project_containers(&site.project.name).await?;
-    let images = containers
-        .iter()
-        .filter(|c| !c.one_off)
-        .filter_map(|c| Some((c.service.clone()?, c.image_id.clone())))
-        .collect();
+    let images = record::images(&site.conn.project_containers(&site.project.name).await?);
     Ok(plan::release(dr, st, result, images, Some(now.to_string())))
 }
 

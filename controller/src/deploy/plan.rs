@@ -116,6 +116,26 @@ pub fn release(
     }
 }
 
+/// Did a request found finished (still holding the lock) succeed?
+pub fn recovered_succeeded(st: &DeployRequestStatus) -> bool {
+    st.phase == Some(Phase::Succeeded)
+}
+
+/// The release of a request found finished while it still held the lock, as the normal path
+/// records it: a success with the host's `images` and `deployedAt` when Verifying finished (when
+/// the normal path would have written it), a failure with neither.
+pub fn recovered_release(
+    dr: &DeployRequest,
+    st: &DeployRequestStatus,
+    images: std::collections::BTreeMap<String, String>,
+) -> slipway_crds::Release {
+    if !recovered_succeeded(st) {
+        return release(dr, st, "Failed", Default::default(), None);
+    }
+    let deployed_at = step(st, VERIFYING).and_then(|s| s.finished_at.clone());
+    release(dr, st, "Succeeded", images, deployed_at)
+}
+
 /// The releases of `source` that count for promotion: `current` and the history entries that
 /// Succeeded (an entry without a result predates results and was a success).
 fn succeeded_releases(source: &Environment) -> impl Iterator<Item = &slipway_crds::Release> {
@@ -509,6 +529,32 @@ mod tests {
             two.contains("to Environments \"staging\", \"qa\" (policy.promoteFrom): deploy it on each first, then"),
             "{two}"
         );
+    }
+
+    #[test]
+    fn a_release_recovered_after_a_crash_is_as_complete_as_the_normal_one() {
+        let dr = request("shop-45", 0, Some("#45"), DeployMode::Change);
+        let t = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let mut st = DeployRequestStatus { commit: Some("abc1234".into()), ..Default::default() };
+        finish_step(&mut st, PREFLIGHT, StepResult::Succeeded, "ok", None, t(0));
+        finish_step(&mut st, MIGRATING, StepResult::Succeeded, "ok", None, t(10));
+        finish_step(&mut st, REBUILDING, StepResult::Succeeded, "ok", None, t(20));
+        finish_step(&mut st, VERIFYING, StepResult::Succeeded, "ok", None, t(30));
+        st.phase = Some(Phase::Succeeded);
+        let images: std::collections::BTreeMap<String, String> = [("backend".into(), "sha256:b".into())].into();
+
+        let recovered = recovered_release(&dr, &st, images.clone());
+        // What the normal path writes when Verifying succeeds at t(30).
+        let normal = release(&dr, &st, "Succeeded", images.clone(), Some(t(30).to_string()));
+        assert_eq!(recovered, normal);
+        assert_eq!(recovered.deployed_at.as_deref(), Some(t(30).to_string().as_str()));
+        assert_eq!(recovered.images, images);
+        assert_eq!(recovered.started_at.as_deref(), Some(t(0).to_string().as_str()));
+
+        // A failure is recorded as `fail` records it: no images, no deployedAt.
+        st.phase = Some(Phase::Failed);
+        let failed = recovered_release(&dr, &st, images);
+        assert_eq!(failed, release(&dr, &st, "Failed", Default::default(), None));
     }
 
     #[test]
