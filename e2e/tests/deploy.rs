@@ -718,3 +718,104 @@ fn a_release_found_finished_while_holding_the_lock_is_recorded_as_completely_as_
     assert_eq!(record.images, normal.images, "{record:#?}");
     assert_eq!(environment.current.map(|c| c.images), Some(normal.images));
 }
+
+// Deleting the Environment during a deploy --------------------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn deleting_the_environment_mid_migration_waits_for_the_host_job_fails_its_requests_and_closes_the_ssh_master() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-envdel").unwrap();
+    let site = t.site(3, "envdel").unwrap();
+    let idle_site = t.site(3, "envdel-idle").unwrap();
+    t.create_environment(&EnvironmentManifest::new("doomed", App::Shop, &site)).unwrap();
+    t.create_environment(&EnvironmentManifest::new("idle", App::Ticker, &idle_site)).unwrap();
+    for env in ["doomed", "idle"] {
+        let deadline = Instant::now() + REFUSAL_TIMEOUT;
+        while !t
+            .cluster
+            .jsonpath(&format!("environment/{env}"), "{.metadata.finalizers}")
+            .unwrap()
+            .contains("slipway.dev/environment")
+        {
+            assert!(Instant::now() < deadline, "Environment {env} got no finalizer");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // An Environment with no deploy goes at once.
+    let start = Instant::now();
+    t.cluster.kubectl_ok(&["delete", "environment", "idle", "--wait=true", "--timeout=60s"]).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "an idle Environment took {:?} to delete", start.elapsed());
+
+    // A deploy whose migration 0004 sleeps 8 s inside its host job, and a request queued behind it.
+    t.deploy(&DeployRequestManifest::tag("slow", "doomed", "v1.4.0")).unwrap();
+    t.wait_phase("slow", "Migrating", DEPLOY_TIMEOUT).unwrap();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while migration_runs(&site).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "migration 0004 never started\n{}", t.describe("slow"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.deploy(&DeployRequestManifest::tag("behind", "doomed", "v1.1.0")).unwrap();
+    t.wait_phase("behind", "Queued", REFUSAL_TIMEOUT).unwrap();
+    let host = site.host.addr.clone();
+    assert!(t.cluster.ssh_processes().iter().any(|c| c.contains(&host)), "no SSH master to {host} before the deletion");
+    let uid = t.deploy_request("slow").unwrap().uid;
+    let exit_file = format!("$HOME/.slipway/{}/runs/{uid}/migrate/exit", site.project.name);
+    let job_exit = || site.output(&["sh", "-c", &format!("cat \"{exit_file}\"")]).unwrap().stdout().trim().to_owned();
+    assert_eq!(job_exit(), "", "the migration ended before the test could delete its Environment");
+
+    // Deleted while the migration runs: the object stays until the host job has ended.
+    t.cluster.kubectl_ok(&["delete", "environment", "doomed", "--wait=false"]).unwrap();
+    let deleted = Instant::now();
+    let mut seen_waiting = false;
+    let gone_epoch = loop {
+        let exists = t.cluster.kubectl(&["get", "environment", "doomed"]).unwrap().status.success();
+        let ended = !job_exit().is_empty();
+        if !exists {
+            break std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        }
+        seen_waiting |= !ended;
+        assert!(
+            deleted.elapsed() < Duration::from_secs(150),
+            "the Environment was not deleted\n{}",
+            t.describe("slow")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("Environment gone {:?} after its deletion", deleted.elapsed());
+    assert!(seen_waiting, "the Environment's deletion was never seen waiting for the running host job");
+    let exit = job_exit();
+    let (code, ended_epoch) = exit.split_once(' ').expect("the host job recorded its exit");
+    assert_eq!(code, "0", "the migration did not run to completion: exit {exit}");
+    assert!(
+        ended_epoch.parse::<u64>().unwrap() <= gone_epoch,
+        "the job ended at {ended_epoch}, after the Environment went ({gone_epoch})"
+    );
+    // The whole upgrade (0001..0004, one transaction on a first deploy) committed; it ran once.
+    assert_eq!(site.psql("select version_num from alembic_version").unwrap(), "0004");
+    assert_eq!(migration_runs(&site).as_deref(), Some("1"));
+
+    // Both requests end Failed, EnvironmentDeleted; the holder started no step after the migration.
+    for name in ["slow", "behind"] {
+        let status = t.expect_outcome(name, "EnvironmentDeleted", REFUSAL_TIMEOUT).unwrap();
+        assert_stalled(name, &status, "EnvironmentDeleted");
+        assert_eq!(status.phase(), "Failed", "{name}: {status:#?}");
+    }
+    let slow = t.deploy_request("slow").unwrap().status;
+    assert!(!slow.ran("Rebuilding"), "a step started while the Environment was being deleted: {:#?}", slow.steps);
+    assert!(!t.deploy_request("behind").unwrap().status.ran("Preflight"), "the queued request ran");
+
+    // Its SSH master is closed with it, not by the pool's sweep a minute later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let masters: Vec<String> = t.cluster.ssh_processes().into_iter().filter(|c| c.contains(&host)).collect();
+        if masters.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SSH master to {host} outlived its Environment: {masters:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = t.cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
+    assert!(events.contains("HostJobEnded"), "no HostJobEnded event");
+}

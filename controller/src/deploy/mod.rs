@@ -12,6 +12,7 @@ pub mod preflight;
 pub mod record;
 pub mod site;
 pub mod steps;
+pub mod teardown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,11 @@ pub async fn reconcile(cached: Arc<DeployRequest>, ctx: Arc<Context>) -> Result<
         write(&ctx, &drs, &dr, &old, decision.status, EventType::Warning).await?;
         return Ok(Action::await_change());
     };
+    if env.metadata.deletion_timestamp.is_some() {
+        // Its finalizer waits for the lock holder's host job (teardown): no step starts meanwhile,
+        // and every request ends EnvironmentDeleted (above) once it is gone.
+        return Ok(Action::requeue(WAIT));
+    }
 
     let mut st = old.clone();
     st.revision = Some(dr.spec.revision.display());
