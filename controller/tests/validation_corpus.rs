@@ -59,7 +59,6 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
         // Record-only fields never reach a host; they are held to the same shapes all the same.
         "issue" => vec![("issue", |s| validate::field(&patterns::ISSUE, "issue", text(s)))],
         "tier" => vec![("tier", |s| validate::field(&patterns::TIER, "tier", text(s)))],
-        "promoteFrom" => vec![("promoteFrom", |s| validate::field(&patterns::PROMOTE_FROM, "promoteFrom", text(s)))],
         "environmentName" => {
             vec![("environment", |s| validate::field(&patterns::ENVIRONMENT_NAME, "environment", text(s)))]
         }

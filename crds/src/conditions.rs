@@ -73,6 +73,13 @@ pub mod reasons {
     pub const STEP_SKIPPED: &str = "Skipped";
     /// The Environment was deleted while the request waited or ran.
     pub const ENVIRONMENT_DELETED: &str = "EnvironmentDeleted";
+    // Events of an Environment's deletion (its finalizer).
+    /// The lock holder's host job ended while the deletion waited for it.
+    pub const HOST_JOB_ENDED: &str = "HostJobEnded";
+    /// The lock holder's host job still ran when the deletion's wait ended: it was terminated.
+    pub const HOST_JOB_TERMINATED: &str = "HostJobTerminated";
+    /// The host could not be asked about the lock holder's host job; the deletion went ahead.
+    pub const HOST_JOB_NOT_CHECKED: &str = "HostJobNotChecked";
     // Outcomes.
     pub const SUCCEEDED: &str = "Succeeded";
     pub const UP_TO_DATE: &str = "UpToDate";

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
 use crate::patterns::{
-    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, HOST_ADDRESS, HOST_PATH, HOST_USER, HTTP_PATH, PROJECT_NAME,
-    PROMOTE_FROM, REPOSITORY_URL, SERVICE_NAME, TIER, program_rule,
+    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH, HOST_USER,
+    HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, program_rule,
 };
 
 /// One compose host (staging, production, ...) and how Slipway deploys to it.
@@ -40,8 +40,8 @@ use crate::patterns::{
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
-    /// A label such as `staging` or `production` (letters, digits, . _ -), or empty; promotion rules
-    /// (`policy.promoteFrom`) name tiers.
+    /// A label such as `staging` or `production` (letters, digits, . _ -), or empty. Free text for
+    /// people and tools: promotion (`policy.promoteFrom`) names Environments, not tiers.
     #[serde(default)]
     #[schemars(length(max = TIER.max_len))]
     #[x_kube(validation = TIER.rule("tier"))]
@@ -355,12 +355,17 @@ pub struct Policy {
     /// annotates it with `slipway.dev/approved-by: <their user name>`. Until then it waits, Stalled.
     #[serde(default)]
     pub require_approval: bool,
-    /// Name of the Environment (same namespace) whose history must show the requested commit
-    /// deployed successfully before this one takes it (promotion), such as `staging`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = PROMOTE_FROM.min_len, max = PROMOTE_FROM.max_len))]
-    #[x_kube(validation = PROMOTE_FROM.rule("promoteFrom"))]
-    pub promote_from: Option<String>,
+    /// Names of Environments (same namespace) that must each show the requested commit deployed
+    /// successfully (as `current` or in `history`) before this one takes it (promotion), such as
+    /// `[staging]`. Empty: no promotion rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = PROMOTE_FROM_MAX_ITEMS),
+        inner(length(min = ENVIRONMENT_NAME.min_len, max = ENVIRONMENT_NAME.max_len)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    #[x_kube(validation = ENVIRONMENT_NAME.each_rule("promoteFrom"))]
+    pub promote_from: Vec<String>,
     /// Roll back automatically when verification fails.
     #[serde(default = "default_true")]
     pub auto_rollback: bool,
@@ -372,7 +377,7 @@ impl Default for Policy {
             require_issue: false,
             allow_direct: false,
             require_approval: false,
-            promote_from: None,
+            promote_from: Vec::new(),
             auto_rollback: true,
         }
     }

@@ -189,16 +189,8 @@ const TIER_MUST_BE: &str = "a tier label such as staging or production: letters,
 pub const TIER: Shape =
     Shape { name: "tier", pattern: TIER_PATTERN, min_len: 0, max_len: 63, must_be: TIER_MUST_BE, forbidden: None };
 
-/// The tier a promotion comes from: a non-empty [`TIER`].
-pub const PROMOTE_FROM: Shape = Shape {
-    name: "promoteFrom",
-    pattern: "^[a-z0-9]([a-z0-9-]*[a-z0-9])?([.][a-z0-9]([a-z0-9-]*[a-z0-9])?)*$",
-    min_len: 1,
-    max_len: 253,
-    must_be: "the name of an Environment in the same namespace, such as staging: lowercase letters, \
-              digits, - and .",
-    forbidden: None,
-};
+/// Most Environments `policy.promoteFrom` may name.
+pub const PROMOTE_FROM_MAX_ITEMS: usize = 5;
 
 /// The name of an Environment (a Kubernetes object name: DNS subdomain).
 pub const ENVIRONMENT_NAME: Shape = Shape {
@@ -258,7 +250,6 @@ pub const ALL: &[&Shape] = &[
     &REPOSITORY_URL,
     &ISSUE,
     &TIER,
-    &PROMOTE_FROM,
     &ENVIRONMENT_NAME,
     &REASON,
     &PROGRAM,
@@ -371,7 +362,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/health/checks/1/tcp/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/2/exec/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/2/exec/command", FieldShape::Argv),
-    field("Environment", "/spec/policy/promoteFrom", FieldShape::One(&PROMOTE_FROM)),
+    field("Environment", "/spec/policy/promoteFrom", FieldShape::Each(&ENVIRONMENT_NAME)),
     field("DeployRequest", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("DeployRequest", "/spec/revision/branch", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),

@@ -155,3 +155,13 @@ fn shapes_are_consistent() {
         }
     }
 }
+
+#[test]
+fn promote_from_is_a_short_set_of_environment_names() {
+    let root = spec_schema("Environment");
+    let n = node(&root, "/spec/policy/promoteFrom");
+    assert_eq!(n["type"], "array");
+    assert_eq!(n["maxItems"].as_u64(), Some(patterns::PROMOTE_FROM_MAX_ITEMS as u64));
+    assert_eq!(n["x-kubernetes-list-type"], "set", "the API server refuses duplicates");
+    assert!(rules(n).contains(&patterns::ENVIRONMENT_NAME.each_rule("x").rule));
+}

@@ -252,6 +252,14 @@ impl TestCluster {
         None
     }
 
+    /// Command lines of the `ssh` processes of the controller (running or last stopped): its SSH
+    /// masters, found by their control socket below its TMPDIR.
+    pub fn ssh_processes(&self) -> Vec<String> {
+        self.controller_tmp()
+            .map(|dir| ssh_processes_under(&dir).into_iter().map(|(_, cmd)| cmd).collect())
+            .unwrap_or_default()
+    }
+
     /// The controller's log so far.
     pub fn controller_log(&self) -> String {
         let path = self.sandbox.join("logs").join(format!("{}-controller.log", self.namespace));
@@ -270,7 +278,7 @@ impl TestCluster {
             bail!("kill -KILL {} failed", child.id());
         }
         child.wait()?;
-        for pid in ssh_processes_under(tmp.path()) {
+        for (pid, _) in ssh_processes_under(tmp.path()) {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
         self.stopped_tmp.push(tmp);
@@ -282,9 +290,9 @@ impl TestCluster {
     }
 }
 
-/// Ids of the `ssh` processes whose command line names a path below `dir` (a controller's SSH
-/// masters, by their control socket).
-fn ssh_processes_under(dir: &Path) -> Vec<u32> {
+/// Ids and command lines of the `ssh` processes whose command line names a path below `dir` (a
+/// controller's SSH masters, by their control socket).
+fn ssh_processes_under(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -292,7 +300,7 @@ fn ssh_processes_under(dir: &Path) -> Vec<u32> {
             let e = e.ok()?;
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
-            (cmdline.starts_with("ssh ") && cmdline.contains(&needle)).then_some(pid)
+            (cmdline.starts_with("ssh ") && cmdline.contains(&needle)).then_some((pid, cmdline))
         })
         .collect()
 }

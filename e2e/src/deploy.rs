@@ -70,8 +70,8 @@ pub struct Gates {
     pub require_issue: bool,
     pub allow_direct: bool,
     pub require_approval: bool,
-    /// Name of an Environment in the same namespace that must already run the commit.
-    pub promote_from: Option<String>,
+    /// Names of Environments in the same namespace that must each already have run the commit.
+    pub promote_from: Vec<String>,
     pub auto_rollback: bool,
 }
 
@@ -148,8 +148,8 @@ impl EnvironmentManifest {
             "requireApproval": self.gates.require_approval,
             "autoRollback": self.gates.auto_rollback,
         });
-        if let Some(from) = &self.gates.promote_from {
-            policy["promoteFrom"] = json!(from);
+        if !self.gates.promote_from.is_empty() {
+            policy["promoteFrom"] = json!(self.gates.promote_from);
         }
         let mut spec = json!({
             "tier": "staging",

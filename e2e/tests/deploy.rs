@@ -613,31 +613,209 @@ fn deleting_the_lock_holder_stops_its_host_job_records_abandoned_and_passes_the_
 
 #[test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
-fn production_takes_only_a_commit_that_succeeded_on_the_environment_it_promotes_from() {
+fn production_takes_only_a_commit_that_succeeded_on_every_environment_it_promotes_from() {
     let sandbox = require_sandbox!();
     let mut t = DeployTest::start(&sandbox, "deploy-promote").unwrap();
     let staging_site = t.site(1, "promo-stg").unwrap();
+    let qa_site = t.site(3, "promo-qa").unwrap();
     let production_site = t.site(2, "promo-prd").unwrap();
     t.create_environment(&EnvironmentManifest::new("staging", App::Ticker, &staging_site)).unwrap();
+    t.create_environment(&EnvironmentManifest::new("qa", App::Ticker, &qa_site)).unwrap();
     let mut production = EnvironmentManifest::new("production", App::Ticker, &production_site);
-    production.gates.promote_from = Some("staging".to_owned());
+    production.gates.promote_from = vec!["staging".to_owned(), "qa".to_owned()];
     t.create_environment(&production).unwrap();
 
-    // Never deployed to staging: refused at preflight, under the lock, which it then releases.
+    // The API server holds promoteFrom to a handful of distinct Environment names.
+    let mut bad = production.clone();
+    bad.name = "too-many".to_owned();
+    bad.gates.promote_from = (1..=6).map(|i| format!("env-{i}")).collect();
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom") && refusal.contains("at most 5"), "{refusal}");
+    bad.gates.promote_from = vec!["staging".to_owned(), "staging".to_owned()];
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom") && refusal.contains("Duplicate"), "{refusal}");
+    bad.gates.promote_from = vec!["staging".to_owned(), "QA_1".to_owned()];
+    let refusal = t.cluster.refused(&bad.to_json().to_string()).unwrap();
+    assert!(refusal.contains("promoteFrom must each be the name of an Environment"), "{refusal}");
+
+    // Never deployed anywhere: refused before the queue, naming both Environments.
     t.deploy(&DeployRequestManifest::tag("too-early", "production", "ticker-v2")).unwrap();
     let refused = t.expect_outcome("too-early", "NotPromoted", DEPLOY_TIMEOUT).unwrap();
     assert_stalled("too-early", &refused, "NotPromoted");
-    assert!(refused.ready_message().contains("\"staging\""), "{}", refused.ready_message());
+    let message = refused.ready_message();
+    assert!(message.contains("\"staging\", \"qa\""), "{message}");
     assert!(!refused.ran("Rebuilding"), "{refused:#?}");
     let environment = t.environment("production").unwrap().status;
     assert!(environment.active_deploy.is_none() && environment.current.is_none(), "{environment:#?}");
     assert!(production_site.container_ids().unwrap().is_empty(), "the refused request started containers");
 
-    // Once staging runs it, production takes the very same commit.
+    // Succeeded on staging only: still refused, and the message names only qa.
     t.deploy(&DeployRequestManifest::tag("on-staging", "staging", "ticker-v2")).unwrap();
     t.expect_outcome("on-staging", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    t.deploy(&DeployRequestManifest::tag("half-way", "production", "ticker-v2")).unwrap();
+    let refused = t.expect_outcome("half-way", "NotPromoted", DEPLOY_TIMEOUT).unwrap();
+    let message = refused.ready_message();
+    assert!(message.contains("\"qa\"") && !message.contains("\"staging\""), "{message}");
+    assert!(production_site.container_ids().unwrap().is_empty(), "the refused request started containers");
+
+    // Once qa ran it too, production takes the very same commit.
+    t.deploy(&DeployRequestManifest::tag("on-qa", "qa", "ticker-v2")).unwrap();
+    t.expect_outcome("on-qa", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     t.deploy(&DeployRequestManifest::tag("promoted", "production", "ticker-v2")).unwrap();
     let done = t.expect_outcome("promoted", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     assert_eq!(done.commit.as_deref(), Some(staging_site.commit_of("ticker-v2").unwrap().as_str()));
     assert_eq!(production_site.head().unwrap(), staging_site.commit_of("ticker-v2").unwrap());
+}
+
+// A request found finished while it still holds the lock ------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn a_release_found_finished_while_holding_the_lock_is_recorded_as_completely_as_a_normal_one() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-recover").unwrap();
+    let site = t.site(1, "recover").unwrap();
+    t.create_environment(&EnvironmentManifest::new("recovering", App::Ticker, &site)).unwrap();
+    t.deploy(&DeployRequestManifest::tag("finished", "recovering", "ticker-v1")).unwrap();
+    let done = t.expect_outcome("finished", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let normal = t.environment("recovering").unwrap().status.history[0].clone();
+    assert!(!normal.images.is_empty() && normal.deployed_at.is_some(), "{normal:#?}");
+
+    // What a controller stopped between the request's final status write and the lock's release
+    // leaves behind: the request Succeeded, the Environment still locked by it, no record of it.
+    t.cluster.stop_controller(Duration::from_secs(10));
+    let uid = t.deploy_request("finished").unwrap().uid;
+    let crashed =
+        json!({"status": {"activeDeploy": format!("DeployRequest/finished/{uid}"), "history": [], "current": null}});
+    t.cluster
+        .kubectl_ok(&[
+            "patch",
+            "environment",
+            "recovering",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &crashed.to_string(),
+        ])
+        .unwrap();
+    t.cluster.start_controller().unwrap();
+
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    let environment = loop {
+        let status = t.environment("recovering").unwrap().status;
+        if status.active_deploy.is_none() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the lock was not released: {status:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let record = environment.history.first().expect("the release is recorded again");
+    assert_eq!(record.result.as_deref(), Some("Succeeded"), "{record:#?}");
+    assert_eq!((&record.ref_, &record.commit), (&normal.ref_, &normal.commit));
+    // deployedAt is when Verifying finished, as on the normal path; the images are the host's.
+    assert_eq!(record.deployed_at, done.require_step("Verifying").unwrap().finished_at, "{record:#?}");
+    assert_eq!(record.deployed_at, normal.deployed_at);
+    assert_eq!(record.images, normal.images, "{record:#?}");
+    assert_eq!(environment.current.map(|c| c.images), Some(normal.images));
+}
+
+// Deleting the Environment during a deploy --------------------------------------------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn deleting_the_environment_mid_migration_waits_for_the_host_job_fails_its_requests_and_closes_the_ssh_master() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-envdel").unwrap();
+    let site = t.site(3, "envdel").unwrap();
+    let idle_site = t.site(3, "envdel-idle").unwrap();
+    t.create_environment(&EnvironmentManifest::new("doomed", App::Shop, &site)).unwrap();
+    t.create_environment(&EnvironmentManifest::new("idle", App::Ticker, &idle_site)).unwrap();
+    for env in ["doomed", "idle"] {
+        let deadline = Instant::now() + REFUSAL_TIMEOUT;
+        while !t
+            .cluster
+            .jsonpath(&format!("environment/{env}"), "{.metadata.finalizers}")
+            .unwrap()
+            .contains("slipway.dev/environment")
+        {
+            assert!(Instant::now() < deadline, "Environment {env} got no finalizer");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // An Environment with no deploy goes at once.
+    let start = Instant::now();
+    t.cluster.kubectl_ok(&["delete", "environment", "idle", "--wait=true", "--timeout=60s"]).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "an idle Environment took {:?} to delete", start.elapsed());
+
+    // A deploy whose migration 0004 sleeps 8 s inside its host job, and a request queued behind it.
+    t.deploy(&DeployRequestManifest::tag("slow", "doomed", "v1.4.0")).unwrap();
+    t.wait_phase("slow", "Migrating", DEPLOY_TIMEOUT).unwrap();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while migration_runs(&site).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "migration 0004 never started\n{}", t.describe("slow"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.deploy(&DeployRequestManifest::tag("behind", "doomed", "v1.1.0")).unwrap();
+    t.wait_phase("behind", "Queued", REFUSAL_TIMEOUT).unwrap();
+    let host = site.host.addr.clone();
+    assert!(t.cluster.ssh_processes().iter().any(|c| c.contains(&host)), "no SSH master to {host} before the deletion");
+    let uid = t.deploy_request("slow").unwrap().uid;
+    let exit_file = format!("$HOME/.slipway/{}/runs/{uid}/migrate/exit", site.project.name);
+    let job_exit = || site.output(&["sh", "-c", &format!("cat \"{exit_file}\"")]).unwrap().stdout().trim().to_owned();
+    assert_eq!(job_exit(), "", "the migration ended before the test could delete its Environment");
+
+    // Deleted while the migration runs: the object stays until the host job has ended.
+    t.cluster.kubectl_ok(&["delete", "environment", "doomed", "--wait=false"]).unwrap();
+    let deleted = Instant::now();
+    let mut seen_waiting = false;
+    let gone_epoch = loop {
+        let exists = t.cluster.kubectl(&["get", "environment", "doomed"]).unwrap().status.success();
+        let ended = !job_exit().is_empty();
+        if !exists {
+            break std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        }
+        seen_waiting |= !ended;
+        assert!(
+            deleted.elapsed() < Duration::from_secs(150),
+            "the Environment was not deleted\n{}",
+            t.describe("slow")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("Environment gone {:?} after its deletion", deleted.elapsed());
+    assert!(seen_waiting, "the Environment's deletion was never seen waiting for the running host job");
+    let exit = job_exit();
+    let (code, ended_epoch) = exit.split_once(' ').expect("the host job recorded its exit");
+    assert_eq!(code, "0", "the migration did not run to completion: exit {exit}");
+    assert!(
+        ended_epoch.parse::<u64>().unwrap() <= gone_epoch,
+        "the job ended at {ended_epoch}, after the Environment went ({gone_epoch})"
+    );
+    // The whole upgrade (0001..0004, one transaction on a first deploy) committed; it ran once.
+    assert_eq!(site.psql("select version_num from alembic_version").unwrap(), "0004");
+    assert_eq!(migration_runs(&site).as_deref(), Some("1"));
+
+    // Both requests end Failed, EnvironmentDeleted; the holder started no step after the migration.
+    for name in ["slow", "behind"] {
+        let status = t.expect_outcome(name, "EnvironmentDeleted", REFUSAL_TIMEOUT).unwrap();
+        assert_stalled(name, &status, "EnvironmentDeleted");
+        assert_eq!(status.phase(), "Failed", "{name}: {status:#?}");
+    }
+    let slow = t.deploy_request("slow").unwrap().status;
+    assert!(!slow.ran("Rebuilding"), "a step started while the Environment was being deleted: {:#?}", slow.steps);
+    assert!(!t.deploy_request("behind").unwrap().status.ran("Preflight"), "the queued request ran");
+
+    // Its SSH master is closed with it, not by the pool's sweep a minute later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let masters: Vec<String> = t.cluster.ssh_processes().into_iter().filter(|c| c.contains(&host)).collect();
+        if masters.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SSH master to {host} outlived its Environment: {masters:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = t.cluster.kubectl_ok(&["get", "events", "-o", "yaml"]).unwrap();
+    assert!(events.contains("HostJobEnded"), "no HostJobEnded event");
 }

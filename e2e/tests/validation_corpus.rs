@@ -42,7 +42,7 @@ fn base(kind: &str) -> Value {
                 {"name": "db-port", "tcp": {"service": "db", "port": 5432}},
                 {"name": "db", "exec": {"service": "db", "command": ["pg_isready"]}},
             ]},
-            "policy": {"promoteFrom": "staging"},
+            "policy": {"promoteFrom": ["staging"]},
         }),
         "DeployRequest" => json!({
             "environment": "production",

@@ -11,9 +11,11 @@ pub mod auto;
 pub mod lock;
 pub mod plan;
 pub mod preflight;
+pub mod record;
 pub mod request;
 pub mod site;
 pub mod steps;
+pub mod teardown;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,10 +94,7 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
         if let Some(env) = &env
             && holds(env, &me)
         {
-            let record = changed_host(&old).then(|| {
-                let result = if old.phase == Some(Phase::Succeeded) { "Succeeded" } else { "Failed" };
-                plan::release(&req, env, &old, result, Default::default(), None)
-            });
+            let record = if changed_host(&old) { Some(record::recovered(&ctx, &req, env, &old).await) } else { None };
             let attention = auto::attention(&req, &old, now);
             let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
             finish_lock(&envs, env, &me, None, left).await?;
@@ -138,6 +137,12 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
         }
         return Ok(Action::await_change());
     };
+    if env.metadata.deletion_timestamp.is_some() {
+        // Its finalizer waits for the lock holder's host job (teardown): no step starts meanwhile,
+        // and every request ends EnvironmentDeleted (above) once it is gone.
+        return Ok(Action::requeue(WAIT));
+    }
+
     let mut st = old.clone();
     st.revision = Some(req.revision_display());
     st.observed_generation = req.generation();
@@ -178,16 +183,10 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     // exact commit is checked again at preflight. A refused request never holds up the queue.
     if !holding
         && let Some(dr) = req.as_deploy()
-        && let Some(source) = env.spec.policy.promote_from.as_deref()
-        && !plan::promoted_ref(envs.get_opt(source).await?.as_ref(), &dr.spec.revision)
+        && let Some(message) = preflight::not_promoted_ref(&envs, &env, dr).await?
     {
         st.phase = Some(Phase::Failed);
         st.queue_position = None;
-        let message = format!(
-            "{} has not been deployed successfully to Environment {source:?} (policy.promoteFrom): deploy it \
-             there first, then create a new DeployRequest here",
-            dr.spec.revision.display()
-        );
         st.conditions = conditions::set(
             &old.conditions,
             &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
@@ -897,12 +896,7 @@ async fn release_record(
     result: &str,
     now: Timestamp,
 ) -> std::result::Result<Release, RemoteError> {
-    let containers = site.conn.project_containers(&site.project.name).await?;
-    let images = containers
-        .iter()
-        .filter(|c| !c.one_off)
-        .filter_map(|c| Some((c.service.clone()?, c.image_id.clone())))
-        .collect();
+    let images = record::images(&site.conn.project_containers(&site.project.name).await?);
     Ok(plan::release(req, site.env, st, result, images, Some(now.to_string())))
 }
 

@@ -53,6 +53,8 @@ impl Gate {
 
 /// The gates that depend only on the objects, checked before a request joins the queue (and,
 /// where they depend on the resolved commit or the live database, again at preflight).
+/// Promotion needs the source Environments: [`not_promoted_from`] judges it by ref before the
+/// queue, and preflight by the exact commit under the lock.
 pub fn gates(req: &Req, env: &Environment) -> Result<(), Gate> {
     match req {
         Req::Deploy(dr) => deploy_gates(dr, env),
@@ -255,14 +257,63 @@ pub fn release(
     }
 }
 
+/// Did a request found finished (still holding the lock) succeed?
+pub fn recovered_succeeded(st: &DeployRequestStatus) -> bool {
+    st.phase == Some(Phase::Succeeded)
+}
+
+/// The release of a request found finished while it still held the lock, as the normal path
+/// records it: a success with the host's `images` and `deployedAt` when Verifying finished (when
+/// the normal path would have written it), a failure with neither.
+pub fn recovered_release(
+    req: &Req,
+    env: &Environment,
+    st: &DeployRequestStatus,
+    images: std::collections::BTreeMap<String, String>,
+) -> Release {
+    if !recovered_succeeded(st) {
+        return release(req, env, st, "Failed", Default::default(), None);
+    }
+    let deployed_at = step(st, VERIFYING).and_then(|s| s.finished_at.clone());
+    release(req, env, st, "Succeeded", images, deployed_at)
+}
+
+/// The releases of `source` that count for promotion: `current` and the history entries that
+/// Succeeded (an entry without a result predates results and was a success).
+fn succeeded_releases(source: &Environment) -> impl Iterator<Item = &slipway_crds::Release> {
+    let status = source.status.as_ref();
+    let current = status.and_then(|s| s.current.as_ref());
+    let history = status.map(|s| s.history.as_slice()).unwrap_or_default();
+    current.into_iter().chain(history.iter().filter(|r| r.result.as_deref().is_none_or(|x| x == "Succeeded")))
+}
+
 /// Is `commit` recorded as Succeeded in the history (or as current) of `source`?
 pub fn promoted(source: &Environment, commit: &str) -> bool {
-    let status = source.status.as_ref();
-    let current = status.and_then(|s| s.current.as_ref()).is_some_and(|r| r.commit == commit);
-    current
-        || status.is_some_and(|s| {
-            s.history.iter().any(|r| r.commit == commit && r.result.as_deref().is_none_or(|x| x == "Succeeded"))
-        })
+    succeeded_releases(source).any(|r| r.commit == commit)
+}
+
+/// The Environments named by `policy.promoteFrom` (`from`, in that order) on which `passed` does
+/// not hold. `sources` are those of them that exist: a missing one has shown nothing.
+pub fn not_promoted_from<'a>(
+    from: &'a [String],
+    sources: &[Environment],
+    passed: impl Fn(&Environment) -> bool,
+) -> Vec<&'a str> {
+    from.iter()
+        .filter(|name| !sources.iter().any(|s| s.name_any() == **name && passed(s)))
+        .map(String::as_str)
+        .collect()
+}
+
+/// Why a revision is not promoted: `what` (a revision or a commit) has not succeeded on each of
+/// `missing`, then the fix (`then`).
+pub fn not_promoted_message(what: &str, missing: &[&str], then: &str) -> String {
+    let names: Vec<String> = missing.iter().map(|n| format!("{n:?}")).collect();
+    let (noun, them) = if missing.len() == 1 { ("Environment", "there") } else { ("Environments", "on each") };
+    format!(
+        "{what} has not been deployed successfully to {noun} {} (policy.promoteFrom): deploy it {them} first{then}",
+        names.join(", ")
+    )
 }
 
 /// Still to run: not finished, not following its rollback, and not held back by a gate (Stalled).
@@ -371,14 +422,8 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
 
 /// Was `rev` (by ref name, or by commit prefix) deployed successfully on `source`? Checked before
 /// a request joins the queue; preflight checks the exact resolved commit again under the lock.
-pub fn promoted_ref(source: Option<&Environment>, rev: &slipway_crds::Revision) -> bool {
-    let Some(status) = source.and_then(|e| e.status.as_ref()) else { return false };
-    let succeeded = status
-        .current
-        .iter()
-        .chain(status.history.iter())
-        .filter(|r| r.result.as_deref().is_none_or(|x| x == "Succeeded"));
-    let mut releases = succeeded;
+pub fn promoted_ref(source: &Environment, rev: &slipway_crds::Revision) -> bool {
+    let mut releases = succeeded_releases(source);
     match (&rev.commit, rev.name()) {
         (Some(commit), _) => releases.any(|r| r.commit.starts_with(&commit.to_ascii_lowercase())),
         (None, Some(name)) => releases.any(|r| r.ref_ == name),
@@ -545,8 +590,7 @@ mod tests {
         let mut staging = env(serde_json::json!({}));
         let tag = |t: &str| Revision { tag: Some(t.into()), ..Default::default() };
         let commit = |c: &str| Revision { commit: Some(c.into()), ..Default::default() };
-        assert!(!promoted_ref(None, &tag("v1")), "no source Environment: not promoted");
-        assert!(!promoted_ref(Some(&staging), &tag("v1")));
+        assert!(!promoted_ref(&staging, &tag("v1")));
         staging.status = Some(slipway_crds::EnvironmentStatus {
             history: vec![
                 Release {
@@ -564,10 +608,104 @@ mod tests {
             ],
             ..Default::default()
         });
-        assert!(promoted_ref(Some(&staging), &tag("v1")));
-        assert!(!promoted_ref(Some(&staging), &tag("v2")), "a failed release does not promote");
-        assert!(promoted_ref(Some(&staging), &commit("ABCDEF1")));
-        assert!(!promoted_ref(Some(&staging), &commit("fedcba1")));
+        assert!(promoted_ref(&staging, &tag("v1")));
+        assert!(!promoted_ref(&staging, &tag("v2")), "a failed release does not promote");
+        assert!(promoted_ref(&staging, &commit("ABCDEF1")));
+        assert!(!promoted_ref(&staging, &commit("fedcba1")));
+    }
+
+    /// An Environment called `name` whose history shows `succeeded` (commits) Succeeded and
+    /// `failed` Failed.
+    fn source(name: &str, current: Option<&str>, succeeded: &[&str], failed: &[&str]) -> Environment {
+        let mut e = env(serde_json::json!({}));
+        e.metadata.name = Some(name.into());
+        let release = |c: &&str, result: &str| Release {
+            ref_: format!("ref-{c}"),
+            commit: (*c).into(),
+            result: Some(result.into()),
+            ..Default::default()
+        };
+        e.status = Some(slipway_crds::EnvironmentStatus {
+            current: current.map(|c| release(&c, "Succeeded")),
+            history: succeeded
+                .iter()
+                .map(|c| release(c, "Succeeded"))
+                .chain(failed.iter().map(|c| release(c, "Failed")))
+                .collect(),
+            ..Default::default()
+        });
+        e
+    }
+
+    #[test]
+    fn promotion_from_several_environments_needs_a_success_on_every_one() {
+        let from: Vec<String> = ["staging", "qa", "perf"].map(String::from).to_vec();
+        let staging = source("staging", Some("c1"), &["c0"], &["c2"]);
+        let qa = source("qa", None, &["c1", "c2"], &[]);
+        // perf does not exist: nothing succeeded there.
+        let sources = [staging.clone(), qa.clone()];
+        let commit = |c: &'static str| move |e: &Environment| promoted(e, c);
+        let cases: [(&str, Vec<&str>); 4] = [
+            // current on staging, history on qa: only the missing Environment is named
+            ("c1", vec!["perf"]),
+            // failed on staging
+            ("c2", vec!["staging", "perf"]),
+            // history on staging only
+            ("c0", vec!["qa", "perf"]),
+            ("c9", vec!["staging", "qa", "perf"]),
+        ];
+        for (c, want) in cases {
+            assert_eq!(not_promoted_from(&from, &sources, commit(c)), want, "{c}");
+        }
+        let two: Vec<String> = ["staging", "qa"].map(String::from).to_vec();
+        assert!(not_promoted_from(&two, &sources, commit("c1")).is_empty(), "c1 succeeded on both");
+        assert!(not_promoted_from(&[], &sources, commit("c9")).is_empty(), "no rule, nothing missing");
+        // the pre-queue check by ref name goes through the same list
+        let tag = Revision { tag: Some("ref-c1".into()), ..Default::default() };
+        assert!(not_promoted_from(&two, &sources, |e| promoted_ref(e, &tag)).is_empty());
+        let tag = Revision { tag: Some("ref-c2".into()), ..Default::default() };
+        assert_eq!(not_promoted_from(&two, &sources, |e| promoted_ref(e, &tag)), ["staging"]);
+    }
+
+    #[test]
+    fn the_not_promoted_message_names_each_missing_environment() {
+        let one = not_promoted_message("tag v2", &["staging"], "");
+        assert_eq!(
+            one,
+            "tag v2 has not been deployed successfully to Environment \"staging\" (policy.promoteFrom): deploy it there first"
+        );
+        let two = not_promoted_message("tag v2", &["staging", "qa"], ", then create a new DeployRequest here");
+        assert!(
+            two.contains("to Environments \"staging\", \"qa\" (policy.promoteFrom): deploy it on each first, then"),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn a_release_recovered_after_a_crash_is_as_complete_as_the_normal_one() {
+        let dr = Req::Deploy(request("shop-45", 0, Some("#45"), DeployMode::Change));
+        let staging = env(serde_json::json!({}));
+        let t = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap();
+        let mut st = DeployRequestStatus { commit: Some("abc1234".into()), ..Default::default() };
+        finish_step(&mut st, PREFLIGHT, StepResult::Succeeded, "ok", None, t(0));
+        finish_step(&mut st, MIGRATING, StepResult::Succeeded, "ok", None, t(10));
+        finish_step(&mut st, REBUILDING, StepResult::Succeeded, "ok", None, t(20));
+        finish_step(&mut st, VERIFYING, StepResult::Succeeded, "ok", None, t(30));
+        st.phase = Some(Phase::Succeeded);
+        let images: std::collections::BTreeMap<String, String> = [("backend".into(), "sha256:b".into())].into();
+
+        let recovered = recovered_release(&dr, &staging, &st, images.clone());
+        // What the normal path writes when Verifying succeeds at t(30).
+        let normal = release(&dr, &staging, &st, "Succeeded", images.clone(), Some(t(30).to_string()));
+        assert_eq!(recovered, normal);
+        assert_eq!(recovered.deployed_at.as_deref(), Some(t(30).to_string().as_str()));
+        assert_eq!(recovered.images, images);
+        assert_eq!(recovered.started_at.as_deref(), Some(t(0).to_string().as_str()));
+
+        // A failure is recorded as `fail` records it: no images, no deployedAt.
+        st.phase = Some(Phase::Failed);
+        let failed = recovered_release(&dr, &staging, &st, images);
+        assert_eq!(failed, release(&dr, &staging, &st, "Failed", Default::default(), None));
     }
 
     fn rollback(to: slipway_crds::RollbackTarget, migrations: RollbackMigrations) -> Rollback {

@@ -62,6 +62,33 @@ pub fn env_hash(rendered: &[u8]) -> String {
     Sha256::digest(rendered).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Environments named by `from` (`policy.promoteFrom`) that exist.
+pub async fn promotion_sources(environments: &Api<Environment>, from: &[String]) -> kube::Result<Vec<Environment>> {
+    let mut found = Vec::new();
+    for name in from {
+        found.extend(environments.get_opt(name).await?);
+    }
+    Ok(found)
+}
+
+/// Before the queue: why `dr`'s revision (by ref name or commit prefix) is not promoted to `env`,
+/// or `None` when it is (or `env` has no promotion rule).
+pub async fn not_promoted_ref(
+    environments: &Api<Environment>,
+    env: &Environment,
+    dr: &DeployRequest,
+) -> kube::Result<Option<String>> {
+    let from = &env.spec.policy.promote_from;
+    if from.is_empty() {
+        return Ok(None);
+    }
+    let sources = promotion_sources(environments, from).await?;
+    let missing = plan::not_promoted_from(from, &sources, |s| plan::promoted_ref(s, &dr.spec.revision));
+    Ok((!missing.is_empty()).then(|| {
+        plan::not_promoted_message(&dr.spec.revision.display(), &missing, ", then create a new DeployRequest here")
+    }))
+}
+
 pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) -> Result<Facts, Refusal> {
     let env = site.env;
     let dir = site.project.dir.clone();
@@ -210,27 +237,18 @@ async fn deploy_gates(
     {
         return Err(Refusal::Stalled(plan::quarantine_problem(dr, env, q)));
     }
-    // Promotion: the named Environment must show this very commit deployed successfully.
-    if let Some(source) = &env.spec.policy.promote_from {
-        let promoted = match environments.get_opt(source).await {
-            Ok(Some(s)) => plan::promoted(&s, commit),
-            Ok(None) => false,
-            Err(e) => {
-                return Err(Refusal::Remote(RemoteError::Local {
-                    detail: format!("reading Environment {source}: {e}"),
-                }));
-            }
-        };
-        if !promoted {
-            return Err(stalled(
-                reasons::NOT_PROMOTED,
-                format!(
-                    "commit {} ({}) has not been deployed successfully to Environment {source:?} \
-                     (policy.promoteFrom): deploy it there first",
-                    plan::short(commit),
-                    dr.spec.revision.display()
-                ),
-            ));
+    // Promotion: every named Environment must show this very commit deployed successfully.
+    let from = &env.spec.policy.promote_from;
+    if !from.is_empty() {
+        let sources = promotion_sources(environments, from).await.map_err(|e| {
+            Refusal::Remote(RemoteError::Local {
+                detail: format!("reading the Environments of policy.promoteFrom: {e}"),
+            })
+        })?;
+        let missing = plan::not_promoted_from(from, &sources, |s| plan::promoted(s, commit));
+        if !missing.is_empty() {
+            let what = format!("commit {} ({})", plan::short(commit), dr.spec.revision.display());
+            return Err(stalled(reasons::NOT_PROMOTED, plan::not_promoted_message(&what, &missing, "")));
         }
     }
     Ok(())

@@ -14,6 +14,8 @@ use slipway_crds::{Environment, EnvironmentStatus};
 
 use crate::conditions::{Decided, Status};
 use crate::context::Context;
+use crate::deploy::lock::Cas;
+use crate::deploy::teardown;
 use crate::error::{Error, Result};
 use crate::references::{self, Problem};
 use crate::remote::{HostTarget, Redactor, SecretBytes};
@@ -218,7 +220,15 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
 
 async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
+    if env.metadata.deletion_timestamp.is_some() {
+        return teardown::reconcile(&ctx, &env).await;
+    }
     let namespace = env.namespace().unwrap_or_default();
+    // Its deletion must wait for the deploy it runs: the finalizer, before anything else.
+    let api = Api::<Environment>::namespaced(ctx.client.clone(), &namespace);
+    if teardown::set_finalizer(&api, &env, true).await? == Cas::Conflict {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let mut secrets = SecretReader::new(ctx.client.clone(), &namespace);
     let observed = match (ssh_port(&env), credentials(&env, &mut secrets).await?) {
         (Ok(port), Ok(credentials)) => check_host(&ctx, &env, port, credentials).await,
@@ -234,7 +244,6 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
         });
-        let api = Api::<Environment>::namespaced(ctx.client.clone(), &namespace);
         status::apply_as(&api, env.as_ref(), &own, crate::context::ENVIRONMENT_MANAGER).await?;
     }
     if let Some(t) = transition {

@@ -64,6 +64,14 @@ impl ConnectionPool {
         Ok(conn)
     }
 
+    /// The pooled connection for `key` when it is alive; never connects (for a caller that can
+    /// no longer read the target's credentials, such as an Environment whose Secrets are gone).
+    pub async fn current(&self, key: &str) -> Option<Arc<HostConnection>> {
+        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
+        let conn = slot.lock().await.as_ref()?.conn.clone();
+        conn.check().await.is_ok().then_some(conn)
+    }
+
     /// Forgets and closes the connection for `key` (Environment deleted, host check failed).
     pub async fn evict(&self, key: &str) {
         let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
