@@ -31,6 +31,36 @@ pub struct Context {
     pub backoff: Backoff,
     /// Set once the API server answers and RBAC lets the controllers list their resources.
     pub ready: AtomicBool,
+    /// Per Environment: deploy steps against its deletion.
+    pub gates: EnvironmentGates,
+}
+
+/// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
+/// start a host job holds the gate's read side and gives up once the gate is closing; the
+/// deletion closes it and takes the write side before it looks for running jobs, so no job can
+/// start after it looked.
+#[derive(Default)]
+pub struct EnvironmentGates {
+    gates: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<EnvironmentGate>>>,
+}
+
+#[derive(Default)]
+pub struct EnvironmentGate {
+    pub closing: AtomicBool,
+    pub steps: tokio::sync::RwLock<()>,
+}
+
+impl EnvironmentGates {
+    /// The gate of the Environment `key` (`crate::object_key`).
+    pub fn get(&self, key: &str) -> std::sync::Arc<EnvironmentGate> {
+        let mut gates = self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gates.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Forgets the gate of an Environment that is gone.
+    pub fn remove(&self, key: &str) {
+        self.gates.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
 }
 
 impl Context {
@@ -43,6 +73,7 @@ impl Context {
             hosts: ConnectionPool::new(ConnectOptions::default()),
             backoff: Backoff::default(),
             ready: AtomicBool::new(false),
+            gates: EnvironmentGates::default(),
         }
     }
 

@@ -164,7 +164,6 @@ fn a_release_that_migrates_then_fails_verification_is_rolled_back_and_quarantine
     assert_all_healthy(&site);
     let status = t.environment("staging").unwrap().status;
     assert_eq!(status.current.as_ref().map(|c| c.commit.as_str()), Some(v110.as_str()));
-    assert!(status.active_deploy.is_none(), "{status:#?}");
     assert_eq!(status.quarantined.len(), 1, "{status:#?}");
     assert_eq!(status.quarantined[0]["commit"], v150.as_str());
     let wide = t.cluster.kubectl_ok(&["get", "environment", "staging", "-o", "wide"]).unwrap();
@@ -175,6 +174,8 @@ fn a_release_that_migrates_then_fails_verification_is_rolled_back_and_quarantine
     let rolled_back_at = rb_status.steps.iter().map(|s| s.finished().unwrap()).max().unwrap();
     let behind_started = behind.steps.iter().map(|s| s.started().unwrap()).min().unwrap();
     assert!(rolled_back_at <= behind_started, "{behind:#?}\n{rb_status:#?}");
+    let status = t.environment("staging").unwrap().status;
+    assert!(status.active_deploy.is_none() && status.queue.is_empty(), "{status:#?}");
 
     // a GitOps repo still naming v1.5.0 does not deploy it again ...
     t.deploy(&DeployRequestManifest::tag("bad-again", "staging", "v1.5.0")).unwrap();
@@ -276,16 +277,28 @@ fn a_deploy_request_and_a_rollback_for_one_environment_run_one_after_the_other()
     t.create_environment(&EnvironmentManifest::new("ticker", App::Ticker, &site)).unwrap();
     deploy_all(&t, "ticker", &["ticker-v1", "ticker-v2"]);
 
-    // applied together: the DeployRequest first (created first), then the Rollback
-    t.deploy(&DeployRequestManifest::tag("to-v3", "ticker", "ticker-v3")).unwrap();
+    // applied together, a second apart: a DeployRequest, a Rollback, a DeployRequest (named so
+    // that name order is not creation order)
+    t.deploy(&DeployRequestManifest::tag("z-to-v3", "ticker", "ticker-v3")).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
     t.rollback(&RollbackManifest::previous("undo", "ticker")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    t.deploy(&DeployRequestManifest::tag("a-to-v1", "ticker", "ticker-v1")).unwrap();
 
-    let deployed = t.expect_outcome("to-v3", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let deployed = t.expect_outcome("z-to-v3", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     let rolled = t.expect_request_outcome(ROLLBACK, "undo", "Succeeded", DEPLOY_TIMEOUT).unwrap();
-    let deploy_end = deployed.steps.iter().map(|s| s.finished().unwrap()).max().unwrap();
-    let rollback_start = rolled.steps.iter().map(|s| s.started().unwrap()).min().unwrap();
-    assert!(deploy_end <= rollback_start, "the rollback started before the deploy ended:\n{deployed:#?}\n{rolled:#?}");
+    let last = t.expect_outcome("a-to-v1", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let span = |s: &DeployStatus| {
+        (
+            s.steps.iter().map(|s| s.started().unwrap()).min().unwrap(),
+            s.steps.iter().map(|s| s.finished().unwrap()).max().unwrap(),
+        )
+    };
+    let (d, r, l) = (span(&deployed), span(&rolled), span(&last));
+    assert!(
+        d.1 <= r.0 && r.1 <= l.0,
+        "not one after the other in creation order:\n{deployed:#?}\n{rolled:#?}\n{last:#?}"
+    );
     // "previous" was resolved when the rollback ran: back from ticker-v3 to ticker-v2
     assert_eq!(rolled.commit.as_deref(), Some(site.commit_of("ticker-v2").unwrap().as_str()));
     assert_eq!(rolled.previous_commit.as_deref(), Some(site.commit_of("ticker-v3").unwrap().as_str()));

@@ -245,6 +245,12 @@ async fn wait_or_take(
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
             ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
+            // The Environment's deletion waits for the deploy it runs (its reconcile removes the
+            // finalizer again once no request holds the lock).
+            let Some(env) = teardown::add_finalizer(envs, env).await? else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let env = &env;
             if lock::take(envs, env, &me, &ids[1..]).await? == Cas::Conflict {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
@@ -262,9 +268,10 @@ async fn wait_or_take(
             run.write(st, EventType::Normal).await?;
             Ok(Action::requeue(Duration::ZERO))
         }
-        Some(h) if holder_finished(h, &all) => {
-            // The holder is gone or finished without releasing (deleted, or a crash): free it.
-            // Its host jobs are fenced by the project's flock, so nothing can overlap anyway.
+        Some(h) if holder_gone(h, &all) => {
+            // The holder is gone without releasing (deleted): free it. A holder that exists
+            // releases the lock itself, recording its release (after a crash too). Its host jobs
+            // are fenced by the project's flock, so nothing can overlap anyway.
             let _ = lock::release(envs, env, h, None).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
@@ -295,15 +302,21 @@ async fn wait_or_take(
     }
 }
 
-/// Did the request named by lock holder `id` finish or disappear?
-fn holder_finished(id: &str, all: &[Req]) -> bool {
+/// Is the request named by lock holder `id` gone?
+fn holder_gone(id: &str, all: &[Req]) -> bool {
     let Some((_, _, uid)) = plan::parse_holder(id) else { return true };
-    all.iter().find(|d| d.uid() == uid).is_none_or(|d| d.phase().is_some_and(Phase::is_terminal))
+    !all.iter().any(|d| d.uid() == uid)
 }
 
 /// The request holds the lock: take its next step.
 async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, now: Timestamp) -> Result<Action> {
     let (ctx, req) = (run.ctx, run.req);
+    // No step starts once the Environment's deletion looked for running host jobs.
+    let gate = ctx.gates.get(&crate::object_key(env));
+    let _steps = gate.steps.read().await;
+    if gate.closing.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(Action::requeue(WAIT));
+    }
     let me = req.id();
     let key = req.key();
     let mut secrets = SecretReader::new(ctx.client.clone(), &req.namespace());

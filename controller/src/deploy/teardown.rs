@@ -26,7 +26,9 @@ use crate::secrets::SecretReader;
 use super::lock::Cas;
 use super::{plan, site, steps};
 
-/// The finalizer every Environment carries, so that its deletion waits for the deploy it runs.
+/// The finalizer an Environment carries while a request holds its deploy lock, so that its
+/// deletion waits for the deploy it runs. An idle Environment has none: it is deleted at once,
+/// also with the controller uninstalled.
 pub const FINALIZER: &str = "slipway.dev/environment";
 /// Longest wait (seconds after the deletion began) for the lock holder's host job to end.
 pub const WAIT_MAX: i64 = 120;
@@ -122,11 +124,33 @@ pub async fn set_finalizer(api: &Api<Environment>, env: &Environment, on: bool) 
     }
 }
 
+/// Adds the finalizer before a request takes the lock: the Environment as it is now, or `None`
+/// when it changed since it was read (decide again).
+pub async fn add_finalizer(api: &Api<Environment>, env: &Environment) -> Result<Option<Environment>> {
+    if env.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Some(env.clone()));
+    }
+    let mut list: Vec<String> = env.finalizers().to_vec();
+    list.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": env.resource_version()}});
+    match api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(updated) => Ok(Some(updated)),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One reconcile of an Environment being deleted.
 pub async fn reconcile(ctx: &Context, env: &Environment) -> Result<Action> {
+    let gate_key = crate::object_key(env);
     if !env.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.gates.remove(&gate_key);
         return Ok(Action::await_change());
     }
+    // From now on no step starts (in this process), and none is starting while we look.
+    let gate = ctx.gates.get(&gate_key);
+    gate.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _steps = gate.steps.write().await;
     let api: Api<Environment> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     let now = Timestamp::now().as_second();
     let deleted_at = env.metadata.deletion_timestamp.as_ref().map_or(now, |t| t.0.as_second());
@@ -137,11 +161,20 @@ pub async fn reconcile(ctx: &Context, env: &Environment) -> Result<Action> {
     };
     let until = wait_until(deleted_at, holder_step(ctx, env, kind, name, uid).await?);
     let connected = connect(ctx, env).await;
+    // Asking the host is bounded too: a host that accepts SSH and then hangs must not stretch
+    // the wait past `until`.
+    let ask_within = Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(10));
     let seen = match &connected {
-        Ok(conn) => match running_jobs(conn, env, uid).await {
-            Ok(running) if running.is_empty() => JobsSeen::Ended,
-            Ok(running) => JobsSeen::Running(running),
-            Err(e) => JobsSeen::Unchecked { why: e.to_string(), transient: e.is_transient() },
+        Ok(conn) => match tokio::time::timeout(ask_within, running_jobs(conn, env, uid)).await {
+            Ok(Ok(running)) if running.is_empty() => JobsSeen::Ended,
+            Ok(Ok(running)) => JobsSeen::Running(running),
+            Ok(Err(e)) => {
+                JobsSeen::Unchecked { why: conn.redactor().redact(&e.to_string()), transient: e.is_transient() }
+            }
+            Err(_) => JobsSeen::Unchecked {
+                why: format!("the host did not answer within {}s", ask_within.as_secs()),
+                transient: true,
+            },
         },
         Err(unchecked) => unchecked.clone(),
     };
@@ -167,7 +200,7 @@ pub async fn reconcile(ctx: &Context, env: &Environment) -> Result<Action> {
             for job in &jobs {
                 let key = JobKey::new(site::project_name(env), uid, job.as_str());
                 if let Err(e) = async { Jobs::new(conn.as_ref()).terminate(&key?, site::TERMINATE_GRACE).await }.await {
-                    failed.push(format!("{job}: {e}"));
+                    failed.push(format!("{job}: {}", conn.redactor().redact(&e.to_string())));
                 }
             }
             let failed =
@@ -260,21 +293,16 @@ async fn finish(
     holder: Option<&str>,
 ) -> Result<Action> {
     ctx.hosts.evict(&crate::object_key(env)).await;
-    let mut current = env.clone();
-    for _ in 0..5 {
-        if set_finalizer(api, &current, false).await? == Cas::Done {
-            if let Some((type_, reason, text)) = note {
-                ctx.event(&env.object_ref(&()), type_, reason, text).await;
-            }
-            tracing::info!(environment = %env.name_any(), holder = holder.unwrap_or("-"), "Environment deleted; its SSH master closed");
-            return Ok(Action::await_change());
-        }
-        match api.get_opt(&env.name_any()).await? {
-            Some(e) if e.metadata.uid == env.metadata.uid => current = e,
-            _ => return Ok(Action::await_change()),
-        }
+    // A conflict means the Environment changed since it was read (the lock passed to another
+    // request, an automatic Rollback took it): decide again rather than let it go unexamined.
+    if set_finalizer(api, env, false).await? == Cas::Conflict {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    Ok(Action::requeue(Duration::from_secs(1)))
+    if let Some((type_, reason, text)) = note {
+        ctx.event(&env.object_ref(&()), type_, reason, text).await;
+    }
+    tracing::info!(environment = %env.name_any(), holder = holder.unwrap_or("-"), "Environment deleted; its SSH master closed");
+    Ok(Action::await_change())
 }
 
 #[cfg(test)]

@@ -224,9 +224,11 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         return teardown::reconcile(&ctx, &env).await;
     }
     let namespace = env.namespace().unwrap_or_default();
-    // Its deletion must wait for the deploy it runs: the finalizer, before anything else.
+    // The finalizer that makes a deletion wait for a running deploy is added by the request
+    // taking the lock; once no request holds it, it goes (an idle Environment is deleted at once).
     let api = Api::<Environment>::namespaced(ctx.client.clone(), &namespace);
-    if teardown::set_finalizer(&api, &env, true).await? == Cas::Conflict {
+    let idle = env.status.as_ref().and_then(|s| s.active_deploy.as_ref()).is_none();
+    if idle && teardown::set_finalizer(&api, &env, false).await? == Cas::Conflict {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let mut secrets = SecretReader::new(ctx.client.clone(), &namespace);
