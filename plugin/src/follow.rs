@@ -147,7 +147,10 @@ pub fn render_event(event: &Event, elapsed: &str, paint: Paint) -> String {
                 StepResult::Skipped => "Skipped",
             });
             let mark = paint.tone(result_tone(r), step_mark(*result));
-            let took = took.as_deref().map(|t| format!(" in {t}")).unwrap_or_default();
+            let took = match result {
+                Some(StepResult::Skipped) => String::new(),
+                _ => took.as_deref().map(|t| format!(" in {t}")).unwrap_or_default(),
+            };
             let message = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
             format!("{at} {mark} {name} {}{took}{message}", r.unwrap_or("finished"))
         }

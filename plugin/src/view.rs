@@ -415,7 +415,8 @@ pub fn logs_text(log: &StepLog, paint: Paint) -> String {
     }
     for step in &log.steps {
         let result = step_result(step.result);
-        let took = took(step.started_at.as_deref(), step.finished_at.as_deref());
+        let took = took(step.started_at.as_deref(), step.finished_at.as_deref())
+            .filter(|_| step.result != Some(StepResult::Skipped));
         out.push('\n');
         out.push_str(&format!(
             "{} {:<12} {:<10} {}{}\n",
