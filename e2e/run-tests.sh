@@ -30,6 +30,7 @@ echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
 
 # The binary cargo just built (CARGO_TARGET_DIR may put it outside the worktree).
 export SLIPWAY_CONTROLLER_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/slipway-controller
+export SLIPWAY_PLUGIN_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/kubectl-slipway
 set +e
 cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --include-ignored "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}

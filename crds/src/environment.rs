@@ -419,6 +419,24 @@ pub struct EnvironmentStatus {
     /// Rollback (made by a person who looked) has taken the lock, which clears this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_attention: Option<Attention>,
+    /// The environment variables the running release requires (key names only, never values),
+    /// recorded when a deploy or rollback succeeds, for people without access to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_keys: Option<EnvKeys>,
+}
+
+/// Key names of a release's `.env.example`, and which of them the env Secret lacked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvKeys {
+    /// The commit whose `.env.example` lists them.
+    pub commit: String,
+    /// Keys listed in that `.env.example`, in its order; empty when it has none (or no such file).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Required keys absent from the env Secret when the release went live.
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 /// Why an Environment needs a person.

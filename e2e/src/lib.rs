@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod deploy;
 pub mod hosts;
+pub mod plugin;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -115,8 +115,12 @@ pub(super) async fn follow(run: &Run<'_>, env: &Environment, now: Timestamp) -> 
         } else {
             (Some(rb_req.id()), None)
         };
-        let left =
-            lock::Record { release: Some(&record), quarantine: Some(&quarantine), attention: attention.as_ref() };
+        let left = lock::Record {
+            release: Some(&record),
+            quarantine: Some(&quarantine),
+            attention: attention.as_ref(),
+            env_keys: None,
+        };
         if finish_lock(run.envs, env, &me, next.as_deref(), left).await? == Cas::Conflict {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
@@ -175,7 +179,12 @@ async fn give_up(run: &Run<'_>, env: &Environment, why: String, now: Timestamp) 
         let record = plan::release(run.req, env, old, "Failed", Default::default(), None);
         let quarantine = quarantine(run.req, old, &record, now);
         let attention = Attention { message: message.clone(), since: now.to_string() };
-        let left = lock::Record { release: Some(&record), quarantine: Some(&quarantine), attention: Some(&attention) };
+        let left = lock::Record {
+            release: Some(&record),
+            quarantine: Some(&quarantine),
+            attention: Some(&attention),
+            env_keys: None,
+        };
         if finish_lock(run.envs, env, &me, None, left).await? == Cas::Conflict {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }

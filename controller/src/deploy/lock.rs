@@ -6,7 +6,7 @@
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
-use slipway_crds::{Attention, Environment, Quarantined, Release};
+use slipway_crds::{Attention, EnvKeys, Environment, Quarantined, Release};
 
 use crate::context::{DEPLOY_MANAGER, STATUS_WRITE_TIMEOUT};
 use crate::error::{Error, Result};
@@ -61,6 +61,8 @@ pub struct Record<'a> {
     pub quarantine: Option<&'a Quarantined>,
     /// The host was left unverified: a person is needed.
     pub attention: Option<&'a Attention>,
+    /// The environment variable names the release that went live requires.
+    pub env_keys: Option<&'a EnvKeys>,
 }
 
 /// Releases the lock held by `holder`, recording `release` (when given) in the history and, when
@@ -102,6 +104,10 @@ pub async fn finish(
     }
     if let Some(a) = record.attention {
         patch["needsAttention"] = to_json(a)?;
+    }
+    if let Some(k) = record.env_keys {
+        // Replaced whole: a merge patch would merge the lists' parent object, not the lists.
+        patch["envKeys"] = to_json(k)?;
     }
     swap(api, env, patch).await
 }

@@ -531,6 +531,15 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
                         let release = release_record(&site, req, &st, "Succeeded", now).await?;
+                        let commit = st.commit.clone().unwrap_or_default();
+                        // A record for people, never a reason to fail a verified release.
+                        let env_keys = match preflight::env_keys(&site, &commit).await {
+                            Ok(keys) => Some(keys),
+                            Err(e) => {
+                                tracing::warn!(kind = req.kind(), name = %req.name(), error = %e, "could not record the release's .env.example keys");
+                                None
+                            }
+                        };
                         st.phase = Some(Phase::Succeeded);
                         let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
                         let message = match req {
@@ -553,7 +562,12 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             now,
                         );
                         run.write(st.clone(), EventType::Normal).await?;
-                        release_lock(run.envs, env, &me, Some(&release)).await?;
+                        let left = lock::Record {
+                            release: Some(&release),
+                            env_keys: env_keys.as_ref(),
+                            ..Default::default()
+                        };
+                        finish_lock(run.envs, env, &me, None, left).await?;
                         Ok(Some(Action::await_change()))
                     }
                     Progress::Failed { message, tail } => {

@@ -5,13 +5,14 @@
 use kube::Api;
 use sha2::{Digest, Sha256};
 use slipway_crds::conditions::reasons;
-use slipway_crds::{DeployRequest, Environment};
+use slipway_crds::{DeployRequest, EnvKeys, Environment};
 
 use super::request::Req;
 
 use crate::references::Problem;
 use crate::remote::{
-    RemoteCommand, RemoteError, Repo, RevisionRef, health, missing_env_keys, render_env_file, validate, write_env_file,
+    RemoteCommand, RemoteError, Repo, RevisionRef, health, missing_env_keys, missing_keys, parse_env_example,
+    render_env_file, validate, write_env_file,
 };
 
 use super::plan;
@@ -252,6 +253,15 @@ async fn deploy_gates(
         }
     }
     Ok(())
+}
+
+/// The key names `commit`'s `.env.example` lists and those of them the env Secret lacks, for
+/// the Environment's status (`kubectl slipway env`): names only, never values.
+pub async fn env_keys(site: &Site<'_>, commit: &str) -> Result<EnvKeys, RemoteError> {
+    let repo = Repo::new(site.conn, site.project.dir.clone())?;
+    let required = repo.show_file(commit, ".env.example").await?.map(|t| parse_env_example(&t)).unwrap_or_default();
+    let missing = missing_keys(&required, site.env_values.keys());
+    Ok(EnvKeys { commit: commit.to_owned(), required, missing })
 }
 
 /// Checks the worktree out at `commit` (creating it when absent), discarding anything in it.
