@@ -33,6 +33,8 @@ pub struct Context {
     pub ready: AtomicBool,
     /// Per Environment: deploy steps against its deletion.
     pub gates: EnvironmentGates,
+    /// Per Environment: when its monitor last ran a round.
+    pub monitor: crate::environment::monitor::Rounds,
 }
 
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
@@ -74,6 +76,7 @@ impl Context {
             backoff: Backoff::default(),
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
+            monitor: Default::default(),
         }
     }
 

@@ -44,6 +44,7 @@ pub struct Metrics {
     deploys: Family<ResultLabel, Counter>,
     phase_durations: Family<PhaseLabel, Histogram>,
     queue_depth: Family<QueueLabels, Gauge>,
+    environment_healthy: Family<QueueLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -76,7 +77,13 @@ impl Default for Metrics {
         );
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         registry.register("queue_depth", "Requests waiting for an Environment's deploy lock", queue_depth.clone());
-        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth }
+        let environment_healthy = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "environment_healthy",
+            "1 when the Environment's last monitor round passed, 0 when it failed; absent while not judged",
+            environment_healthy.clone(),
+        );
+        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, environment_healthy }
     }
 }
 
@@ -108,6 +115,19 @@ impl Metrics {
     pub fn queue_depth(&self, namespace: &str, environment: &str, depth: usize) {
         let labels = QueueLabels { namespace: namespace.to_owned(), environment: environment.to_owned() };
         self.queue_depth.get_or_create(&labels).set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// The health of `namespace/environment` (1 or 0); `None` removes its series (not judged, deleted).
+    pub fn environment_healthy(&self, namespace: &str, environment: &str, value: Option<i64>) {
+        let labels = QueueLabels { namespace: namespace.to_owned(), environment: environment.to_owned() };
+        match value {
+            Some(v) => {
+                self.environment_healthy.get_or_create(&labels).set(v);
+            }
+            None => {
+                self.environment_healthy.remove(&labels);
+            }
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -150,5 +170,10 @@ mod tests {
         assert!(text.contains("slipway_deploys_total{result=\"Succeeded\"} 1"), "{text}");
         assert!(text.contains("slipway_deploy_phase_duration_seconds_count{phase=\"Migrating\"} 1"), "{text}");
         assert!(text.contains("slipway_queue_depth{namespace=\"team\",environment=\"staging\"} 2"), "{text}");
+        m.environment_healthy("team", "staging", Some(0));
+        let text = m.render();
+        assert!(text.contains("slipway_environment_healthy{namespace=\"team\",environment=\"staging\"} 0"), "{text}");
+        m.environment_healthy("team", "staging", None);
+        assert!(!m.render().contains("slipway_environment_healthy{"), "not judged: no series");
     }
 }

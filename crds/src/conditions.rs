@@ -10,7 +10,7 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     /// The Environment's host answered over SSH with its pinned host key.
     pub const REACHABLE: &str = "Reachable";
-    /// The Environment's stack passed its health checks.
+    /// The Environment's stack passed its health checks (its monitor, between deploys).
     pub const HEALTHY: &str = "Healthy";
     /// One per deploy step: True once it succeeded (or was skipped), False when it failed,
     /// Unknown while it runs.
@@ -90,4 +90,13 @@ pub mod reasons {
     pub const QUEUED: &str = "Queued";
     pub const NOT_CHECKED: &str = "NotChecked";
     pub const REACHABLE: &str = "Reachable";
+    // The Environment's monitor (condition Healthy).
+    /// Every long-running service runs (healthy where it has a healthcheck) and every declared check passed.
+    pub const HEALTHY: &str = "Healthy";
+    /// A container or a declared check failed; the message quotes it.
+    pub const UNHEALTHY: &str = "Unhealthy";
+    /// No release recorded (`status.current`): nothing to judge.
+    pub const NOTHING_DEPLOYED: &str = "NothingDeployed";
+    /// A deploy holds the lock: its own verification judges; the last value is kept.
+    pub const DEPLOY_IN_PROGRESS: &str = "DeployInProgress";
 }

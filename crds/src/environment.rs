@@ -30,6 +30,12 @@ use crate::patterns::{
     printcolumn(name = "Current", type_ = "string", json_path = ".status.current.ref"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
     printcolumn(name = "Quarantined", type_ = "string", priority = "1", json_path = ".status.quarantined[*].ref"),
     printcolumn(
         name = "Message",
@@ -242,6 +248,11 @@ pub struct Health {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub checks: Vec<HealthCheck>,
+    /// Between deploys, how often the Environment runs its checks (container states and the
+    /// declared checks) over its SSH master and reports condition `Healthy`, in seconds.
+    #[serde(default = "default_monitor_interval")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub monitor_interval_seconds: i32,
 }
 
 impl Default for Health {
@@ -250,6 +261,7 @@ impl Default for Health {
             timeout_seconds: default_health_timeout(),
             interval_seconds: default_health_interval(),
             checks: Vec::new(),
+            monitor_interval_seconds: default_monitor_interval(),
         }
     }
 }
@@ -260,6 +272,10 @@ fn default_health_timeout() -> i32 {
 
 fn default_health_interval() -> i32 {
     5
+}
+
+fn default_monitor_interval() -> i32 {
+    60
 }
 
 /// One health check: exactly one of `http`, `tcp` or `exec`.

@@ -205,20 +205,43 @@ pub fn declared_checks(env: &Environment) -> Vec<HealthCheck> {
         .collect()
 }
 
-/// Verifying, one round: every long-running service running (and healthy where it has a
-/// healthcheck), then the declared checks. `Failed` only once `elapsed` passed the deadline.
-pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress, RemoteError> {
+/// One round of health checks, as a deploy's verification and the Environment's monitor run it.
+#[derive(Debug, Clone)]
+pub struct HealthRound {
+    /// What failed (redacted): containers, one-shot services, declared checks; empty when healthy.
+    pub failed: Vec<String>,
+    /// The project's containers as observed at the start of the round.
+    pub containers: Vec<crate::remote::ContainerObservation>,
+    /// The compose model of the checkout.
+    pub config: crate::remote::ComposeConfig,
+    /// How many declared checks ran.
+    pub checks: usize,
+}
+
+impl HealthRound {
+    /// One line for a status message when everything passed.
+    pub fn passed_message(&self) -> String {
+        format!(
+            "{} containers running and healthy, {} checks passed",
+            self.containers.iter().filter(|c| !c.one_off).count(),
+            self.checks
+        )
+    }
+}
+
+/// Every long-running service running (and healthy where it has a healthcheck), one-shot
+/// services exited 0, then the declared checks. A round with failures first checks the master:
+/// one that died under the checks is the connection's failure (an error), not the release's.
+pub async fn health_round(site: &Site<'_>) -> Result<HealthRound, RemoteError> {
     let config = site.compose().config().await?;
     let containers = site.conn.project_containers(&site.project.name).await?;
     let redactor = crate::remote::Exec::redactor(site.conn);
-    let problems: Vec<String> = health::container_problems(&containers, &config.long_running_services())
+    let mut failed: Vec<String> = health::container_problems(&containers, &config.long_running_services())
         .iter()
         .map(|p| redactor.redact(p))
         .collect();
-    let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
     let check_timeout = Duration::from_secs(10);
     let (one_shots_running, one_shot_problems) = health::one_shot_problems(&containers, &config.one_shot_services());
-    let mut failed = problems.clone();
     failed.extend(one_shot_problems.iter().map(|p| redactor.redact(p)));
     failed.extend(one_shots_running);
     let checks = declared_checks(site.env);
@@ -229,21 +252,23 @@ pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress
         }
     }
     site.conn.close_tcp_forwards().await;
-    if failed.is_empty() {
-        return Ok(Progress::Done {
-            message: format!(
-                "{} containers running and healthy, {} checks passed",
-                containers.iter().filter(|c| !c.one_off).count(),
-                checks.len()
-            ),
-        });
+    if !failed.is_empty() {
+        site.conn.check().await?;
     }
-    // The master may have died under the checks: that is the connection's failure, not the release's.
-    site.conn.check().await?;
-    let deadline = health::deadline_after_start(timeout, Duration::from_secs(3), &containers);
+    Ok(HealthRound { failed, containers, config, checks: checks.len() })
+}
+
+/// Verifying, one round: [`health_round`]. `Failed` only once `elapsed` passed the deadline.
+pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress, RemoteError> {
+    let round = health_round(site).await?;
+    if round.failed.is_empty() {
+        return Ok(Progress::Done { message: round.passed_message() });
+    }
+    let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
+    let deadline = health::deadline_after_start(timeout, Duration::from_secs(3), &round.containers);
     if elapsed >= deadline {
         return Ok(Progress::Failed {
-            message: format!("not healthy after {}s: {}", elapsed.as_secs(), failed.join("; ")),
+            message: format!("not healthy after {}s: {}", elapsed.as_secs(), round.failed.join("; ")),
             tail: None,
         });
     }

@@ -1,4 +1,7 @@
-//! The Environment controller: validates the Secrets an Environment names and reports Ready.
+//! The Environment controller: validates the Secrets an Environment names and reports Ready;
+//! between deploys its [`monitor`] judges `Healthy`.
+
+pub mod monitor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,21 +199,27 @@ pub(crate) async fn connection(
 }
 
 /// Connects (or reuses the master) with the pinned host key and runs nothing but the handshake.
-async fn check_host(ctx: &Context, env: &Environment, port: u16, credentials: Credentials) -> Observation {
+async fn check_host(
+    ctx: &Context,
+    env: &Environment,
+    port: u16,
+    credentials: &Credentials,
+) -> (Observation, Option<Arc<crate::remote::HostConnection>>) {
     let pool_key = crate::object_key(env);
-    let checked = match connection(ctx, env, port, &credentials).await {
-        Ok(conn) => conn.check().await,
+    let checked = match connection(ctx, env, port, credentials).await {
+        Ok(conn) => conn.check().await.map(|()| conn),
         Err(e) => Err(e),
     };
-    match checked {
-        Ok(()) => Observation::Reachable,
+    let observation = match checked {
+        Ok(conn) => return (Observation::Reachable, Some(conn)),
         Err(e) => {
             ctx.hosts.evict(&pool_key).await;
             let message = credentials.redactor.redact(&e.to_string());
             tracing::info!(environment = %env.name_any(), reason = e.reason(), error = %message, "host check failed");
             Observation::Unreachable { problem: Problem { reason: e.reason(), message }, transient: e.is_transient() }
         }
-    }
+    };
+    (observation, None)
 }
 
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
@@ -220,10 +229,12 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
 
 async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = env.namespace().unwrap_or_default();
     if env.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.environment_healthy(&namespace, &env.name_any(), None);
+        ctx.monitor.forget(&crate::object_key(env.as_ref()));
         return teardown::reconcile(&ctx, &env).await;
     }
-    let namespace = env.namespace().unwrap_or_default();
     // The finalizer that makes a deletion wait for a running deploy is added by the request
     // taking the lock; once no request holds it, it goes (an idle Environment is deleted at once).
     let api = Api::<Environment>::namespaced(ctx.client.clone(), &namespace);
@@ -232,13 +243,29 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let mut secrets = SecretReader::new(ctx.client.clone(), &namespace);
-    let observed = match (ssh_port(&env), credentials(&env, &mut secrets).await?) {
-        (Ok(port), Ok(credentials)) => check_host(&ctx, &env, port, credentials).await,
-        (port, credentials) => Observation::MissingReferences(
-            port.err().into_iter().chain(credentials.err().into_iter().flatten()).collect(),
+    let (observed, conn) = match (ssh_port(&env), credentials(&env, &mut secrets).await?) {
+        (Ok(port), Ok(credentials)) => check_host(&ctx, &env, port, &credentials).await,
+        (port, credentials) => (
+            Observation::MissingReferences(
+                port.err().into_iter().chain(credentials.err().into_iter().flatten()).collect(),
+            ),
+            None,
         ),
     };
-    let (status, transition) = decide(&env, &observed, Timestamp::now());
+    let (finding, next_round) = match &conn {
+        Some(conn) => monitor::observe(&ctx, &env, conn).await?,
+        None if env.status.as_ref().and_then(|s| s.current.as_ref()).is_none() => {
+            (monitor::Finding::NothingDeployed, RECHECK)
+        }
+        None => (monitor::Finding::NotChecked { message: "the host was not reached".into() }, RECHECK),
+    };
+    let now = Timestamp::now();
+    let (mut status, transition) = decide(&env, &observed, now);
+    let healthy: Vec<_> = monitor::healthy(&status.conditions, &finding).into_iter().collect();
+    status.conditions = conditions::set(&status.conditions, &healthy, env.metadata.generation, now);
+    let old_conditions = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let health_transition = monitor::transition(old_conditions, &status.conditions);
+    ctx.metrics.environment_healthy(&namespace, &env.name_any(), monitor::gauge_value(&status.conditions));
     if env.status.as_ref() != Some(&status) {
         // Only the fields this reconcile owns: the lock, queue, current and history belong to
         // the deploy path and an apply that named them would fight it.
@@ -248,14 +275,14 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         });
         status::apply_as(&api, env.as_ref(), &own, crate::context::ENVIRONMENT_MANAGER).await?;
     }
-    if let Some(t) = transition {
+    for t in transition.into_iter().chain(health_transition) {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
     let key = crate::object_key(env.as_ref());
     Ok(match observed {
         Observation::Reachable => {
             ctx.backoff.succeeded(&key);
-            Action::requeue(RECHECK)
+            Action::requeue(RECHECK.min(next_round))
         }
         // Secrets are read with `get` (no watch) and hosts come back by themselves: look again,
         // less and less often while nothing changes.

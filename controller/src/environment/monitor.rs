@@ -1,0 +1,378 @@
+//! The Environment's monitor: between deploys, every `health.monitorIntervalSeconds`, one round
+//! over the Environment's SSH master (the deploy's own health round: container states, then the
+//! declared checks) judges condition `Healthy`. A deploy holding the lock is never overlapped:
+//! its verification judges, and the monitor keeps the last value meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use slipway_crds::Environment;
+use slipway_crds::conditions::{reasons, types};
+
+use crate::Transition;
+use crate::conditions::{self, Decided, Status};
+use crate::deploy::site::{Site, compose_project};
+use crate::deploy::steps::{self, HealthRound};
+use crate::remote::{HostConnection, RemoteError, detect_flavor};
+
+/// What the monitor found for one reconcile of the Environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// No round was due: `Healthy` stays as it is.
+    NotDue,
+    /// No release is recorded (`status.current`).
+    NothingDeployed,
+    /// A deploy holds the lock (`holder` as `status.activeDeploy` names it).
+    DeployRunning { holder: String },
+    /// The host could not be asked (unreachable, Secrets missing).
+    NotChecked { message: String },
+    /// A round ran: `failed` lists what failed (redacted), `passed` says what passed.
+    Judged { failed: Vec<String>, passed: String },
+}
+
+/// The `Healthy` condition `finding` leads to (`None`: leave it as it is).
+pub fn healthy(old: &[Condition], finding: &Finding) -> Option<Decided> {
+    let previous = conditions::find(old, types::HEALTHY);
+    match finding {
+        Finding::NotDue => None,
+        Finding::NothingDeployed => {
+            Some(Decided::new(types::HEALTHY, Status::Unknown, reasons::NOTHING_DEPLOYED, "nothing deployed yet"))
+        }
+        Finding::NotChecked { message } => Some(Decided::new(
+            types::HEALTHY,
+            Status::Unknown,
+            reasons::NOT_CHECKED,
+            format!("health not checked: {message}"),
+        )),
+        Finding::DeployRunning { holder } => {
+            if previous.is_some_and(|c| c.reason == reasons::DEPLOY_IN_PROGRESS) {
+                return None;
+            }
+            let who = crate::deploy::plan::parse_holder(holder).map_or(holder.clone(), |(k, n, _)| format!("{k} {n}"));
+            let (status, last) = match previous {
+                Some(c) if c.status == "True" || c.status == "False" => {
+                    (parse_status(&c.status), format!("; last judged {}: {}", c.status, c.message))
+                }
+                _ => (Status::Unknown, String::new()),
+            };
+            Some(Decided::new(
+                types::HEALTHY,
+                status,
+                reasons::DEPLOY_IN_PROGRESS,
+                format!("not judged while {who} deploys (its verification judges){last}"),
+            ))
+        }
+        Finding::Judged { failed, passed } if failed.is_empty() => {
+            Some(Decided::new(types::HEALTHY, Status::True, reasons::HEALTHY, passed.clone()))
+        }
+        Finding::Judged { failed, .. } => {
+            Some(Decided::new(types::HEALTHY, Status::False, reasons::UNHEALTHY, failed.join("; ")))
+        }
+    }
+}
+
+fn parse_status(s: &str) -> Status {
+    match s {
+        "True" => Status::True,
+        "False" => Status::False,
+        _ => Status::Unknown,
+    }
+}
+
+/// An Event when `Healthy` changed its status: `Healthy` (Normal), `Unhealthy` (Warning), or the
+/// reason it is Unknown.
+pub fn transition(old: &[Condition], new: &[Condition]) -> Option<Transition> {
+    let after = conditions::find(new, types::HEALTHY)?;
+    let before = conditions::find(old, types::HEALTHY);
+    if before.is_some_and(|b| b.status == after.status) {
+        return None;
+    }
+    let type_ = if after.status == "False" { EventType::Warning } else { EventType::Normal };
+    Some(Transition { type_, reason: after.reason.clone(), note: after.message.clone() })
+}
+
+/// The gauge's value: 1 healthy, 0 not healthy, `None` while not judged.
+pub fn gauge_value(conditions: &[Condition]) -> Option<i64> {
+    match conditions::find(conditions, types::HEALTHY).map(|c| c.status.as_str()) {
+        Some("True") => Some(1),
+        Some("False") => Some(0),
+        _ => None,
+    }
+}
+
+/// When this process last ran a round for an Environment, and on what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub at: Instant,
+    pub generation: Option<i64>,
+    pub commit: String,
+}
+
+/// How long until the next round is due (`None`: now). A round is due at once when `Healthy`
+/// was not judged by a round (absent, Unknown or `DeployInProgress`), when the spec or the
+/// recorded release changed since the last one, or once `interval` passed.
+pub fn wait_before_round(
+    last: Option<&Mark>,
+    judged: bool,
+    generation: Option<i64>,
+    commit: &str,
+    interval: Duration,
+    now: Instant,
+) -> Option<Duration> {
+    let last = last.filter(|m| judged && m.generation == generation && m.commit == commit)?;
+    interval.checked_sub(now.saturating_duration_since(last.at)).filter(|w| !w.is_zero())
+}
+
+/// Whether `Healthy` was last set by a round (True or False, not while a deploy ran).
+pub fn judged(conditions: &[Condition]) -> bool {
+    conditions::find(conditions, types::HEALTHY)
+        .is_some_and(|c| c.reason == reasons::HEALTHY || c.reason == reasons::UNHEALTHY)
+}
+
+/// The monitor interval of an Environment (at least 10 s, whatever an old object says).
+pub fn interval(env: &Environment) -> Duration {
+    Duration::from_secs(u64::try_from(env.spec.health.monitor_interval_seconds).unwrap_or(60).max(10))
+}
+
+/// Rounds run by this process, per Environment (`crate::object_key`).
+#[derive(Default)]
+pub struct Rounds {
+    marks: Mutex<HashMap<String, Mark>>,
+}
+
+impl Rounds {
+    pub fn last(&self, key: &str) -> Option<Mark> {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
+    }
+
+    pub fn record(&self, key: &str, mark: Mark) {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_owned(), mark);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+}
+
+/// What one round cost: wall time and the controller process's CPU time (user + system, all
+/// threads: an upper bound when other reconciles ran alongside).
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    pub wall: Duration,
+    pub cpu: Duration,
+}
+
+/// CPU time (user + system) of this process so far.
+pub fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given and reads nothing else.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage returned 0, so it filled the struct (and zeroed() initialised it anyway).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One round on the host: the deploy's health round over the Environment's master.
+pub async fn round(conn: &HostConnection, env: &Environment) -> Result<(HealthRound, Cost), RemoteError> {
+    let (started, cpu) = (Instant::now(), process_cpu());
+    let flavor = detect_flavor(conn).await?;
+    let no_values = std::collections::BTreeMap::new();
+    // Reads only: no host job is started, so the request UID that keys jobs is never used.
+    let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
+    let health = steps::health_round(&site).await?;
+    let cost = Cost { wall: started.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
+    Ok((health, cost))
+}
+
+/// The finding of a round that could not finish: a host that stopped answering is not judged;
+/// anything else (compose refusing the checkout's files, say) is a failure of what runs.
+pub fn failed_round(e: &RemoteError, redact: impl Fn(&str) -> String) -> Finding {
+    let message = redact(&e.to_string());
+    if e.is_transient() {
+        Finding::NotChecked { message }
+    } else {
+        Finding::Judged { failed: vec![message], passed: String::new() }
+    }
+}
+
+/// The monitor's part of one reconcile of a reachable Environment: a round when one is due and
+/// no deploy holds the lock. Returns the finding and how soon to look again.
+pub(crate) async fn observe(
+    ctx: &crate::context::Context,
+    env: &Environment,
+    conn: &HostConnection,
+) -> crate::error::Result<(Finding, Duration)> {
+    let key = crate::object_key(env);
+    let every = interval(env);
+    let status = env.status.clone().unwrap_or_default();
+    let Some(current) = status.current.as_ref() else {
+        return Ok((Finding::NothingDeployed, every));
+    };
+    if let Some(holder) = status.active_deploy.clone() {
+        return Ok((Finding::DeployRunning { holder }, every));
+    }
+    let last = ctx.monitor.last(&key);
+    let generation = env.metadata.generation;
+    let now = Instant::now();
+    if let Some(wait) =
+        wait_before_round(last.as_ref(), judged(&status.conditions), generation, &current.commit, every, now)
+    {
+        return Ok((Finding::NotDue, wait));
+    }
+    let outcome = round(conn, env).await;
+    // A deploy may have taken the lock while the round ran: its own verification judges, and a
+    // round that saw its rebuild half-way must not be published.
+    let api: kube::Api<Environment> = kube::Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+    let fresh = api.get_opt(&env.name_any()).await?.and_then(|e| e.status).unwrap_or_default();
+    if let Some(holder) = fresh.active_deploy {
+        return Ok((Finding::DeployRunning { holder }, every));
+    }
+    if fresh.current.as_ref().map(|r| r.commit.as_str()) != Some(current.commit.as_str()) {
+        return Ok((Finding::NotDue, Duration::from_secs(1)));
+    }
+    ctx.monitor.record(&key, Mark { at: now, generation, commit: current.commit.clone() });
+    let redactor = crate::remote::Exec::redactor(conn);
+    let finding = match outcome {
+        Ok((health, cost)) => {
+            log_cost(env, cost, health.failed.is_empty());
+            Finding::Judged { passed: health.passed_message(), failed: health.failed }
+        }
+        Err(e) => failed_round(&e, |t| redactor.redact(t)),
+    };
+    Ok((finding, every))
+}
+
+/// Logs a round's cost (the figure the closing benchmark note quotes).
+pub fn log_cost(env: &Environment, cost: Cost, healthy: bool) {
+    tracing::info!(
+        environment = %env.name_any(),
+        healthy,
+        wall_ms = cost.wall.as_secs_f64() * 1e3,
+        cpu_ms = cost.cpu.as_secs_f64() * 1e3,
+        "monitor round"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn with(decided: Option<Decided>, old: &[Condition]) -> Vec<Condition> {
+        conditions::set(old, &decided.into_iter().collect::<Vec<_>>(), Some(1), Timestamp::now())
+    }
+
+    fn judged_finding(failed: &[&str]) -> Finding {
+        Finding::Judged { failed: failed.iter().map(|s| s.to_string()).collect(), passed: "2 containers".into() }
+    }
+
+    #[test]
+    fn each_finding_sets_healthy_honestly() {
+        let cases = [
+            (Finding::NothingDeployed, "Unknown", reasons::NOTHING_DEPLOYED, "nothing deployed yet"),
+            (
+                Finding::NotChecked { message: "host down".into() },
+                "Unknown",
+                reasons::NOT_CHECKED,
+                "health not checked: host down",
+            ),
+            (judged_finding(&[]), "True", reasons::HEALTHY, "2 containers"),
+            (
+                judged_finding(&["service ticker is exited (exit code 0)", "check ticker: exit 1"]),
+                "False",
+                reasons::UNHEALTHY,
+                "service ticker is exited (exit code 0); check ticker: exit 1",
+            ),
+        ];
+        for (finding, status, reason, message) in cases {
+            let out = with(healthy(&[], &finding), &[]);
+            let c = conditions::find(&out, types::HEALTHY).unwrap();
+            assert_eq!((c.status.as_str(), c.reason.as_str(), c.message.as_str()), (status, reason, message));
+        }
+        assert_eq!(healthy(&[], &Finding::NotDue), None);
+    }
+
+    #[test]
+    fn a_deploy_keeps_the_last_value_and_says_it_is_not_judged() {
+        let unhealthy = with(healthy(&[], &judged_finding(&["service web is exited (exit code 1)"])), &[]);
+        let running = Finding::DeployRunning { holder: "DeployRequest/shop-45/0a1b".into() };
+        let during = with(healthy(&unhealthy, &running), &unhealthy);
+        let c = conditions::find(&during, types::HEALTHY).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reasons::DEPLOY_IN_PROGRESS));
+        assert!(c.message.contains("DeployRequest shop-45"), "{}", c.message);
+        assert!(c.message.contains("service web is exited"), "{}", c.message);
+        // The same deploy seen again changes nothing (no nesting of messages).
+        assert_eq!(healthy(&during, &running), None);
+        assert_eq!(transition(&unhealthy, &during), None, "keeping the value is no change");
+        // Before any judgment: Unknown.
+        let first = with(healthy(&[], &running), &[]);
+        assert_eq!(conditions::find(&first, types::HEALTHY).unwrap().status, "Unknown");
+        assert!(!judged(&during));
+        assert!(judged(&unhealthy));
+    }
+
+    #[test]
+    fn events_on_each_change_of_status_only() {
+        let up = with(healthy(&[], &judged_finding(&[])), &[]);
+        let first = transition(&[], &up).unwrap();
+        assert_eq!((first.reason.as_str(), first.type_), (reasons::HEALTHY, EventType::Normal));
+        let down = with(healthy(&up, &judged_finding(&["check web: refused"])), &up);
+        let t = transition(&up, &down).unwrap();
+        assert_eq!((t.reason.as_str(), t.type_), (reasons::UNHEALTHY, EventType::Warning));
+        assert_eq!(t.note, "check web: refused");
+        let still_down = with(healthy(&down, &judged_finding(&["check web: 500"])), &down);
+        assert_eq!(transition(&down, &still_down), None);
+        assert_eq!(transition(&still_down, &up).map(|t| t.reason), Some(reasons::HEALTHY.to_owned()));
+        assert_eq!((gauge_value(&up), gauge_value(&down), gauge_value(&[])), (Some(1), Some(0), None));
+    }
+
+    #[test]
+    fn rounds_are_due_once_per_interval_and_at_once_after_a_change() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(60);
+        let mark = Mark { at: t0, generation: Some(3), commit: "abc".into() };
+        let wait = |judged, generation, commit: &str, after: u64| {
+            wait_before_round(Some(&mark), judged, generation, commit, interval, t0 + Duration::from_secs(after))
+        };
+        assert_eq!(wait(true, Some(3), "abc", 20), Some(Duration::from_secs(40)));
+        assert_eq!(wait(true, Some(3), "abc", 60), None);
+        assert_eq!(wait(true, Some(3), "abc", 600), None);
+        assert_eq!(wait(true, Some(4), "abc", 20), None, "the spec changed");
+        assert_eq!(wait(true, Some(3), "def", 20), None, "another release");
+        assert_eq!(wait(false, Some(3), "abc", 20), None, "not judged by a round (after a deploy)");
+        assert_eq!(wait_before_round(None, true, Some(3), "abc", interval, t0), None, "a restarted controller");
+    }
+
+    #[test]
+    fn a_host_that_stops_answering_is_not_judged() {
+        let down = RemoteError::Unreachable { host: "h".into(), detail: "timeout".into() };
+        assert!(matches!(failed_round(&down, str::to_owned), Finding::NotChecked { .. }));
+        let invalid = RemoteError::ComposeInvalid { project: "p".into(), detail: "services.web: secret-value".into() };
+        let Finding::Judged { failed, .. } = failed_round(&invalid, |s| s.replace("secret-value", "***")) else {
+            panic!("judged")
+        };
+        assert!(failed[0].contains("***") && !failed[0].contains("secret-value"), "{failed:?}");
+    }
+
+    #[test]
+    fn process_cpu_moves_forward() {
+        let before = process_cpu();
+        let mut x = 0u64;
+        for i in 0..3_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(process_cpu() >= before, "{x}");
+    }
+}
