@@ -35,6 +35,9 @@ pub struct Context {
     pub gates: EnvironmentGates,
     /// Per Environment: when its monitor last ran a round.
     pub monitor: crate::environment::monitor::Rounds,
+    /// The controller's own user name as the API server knows it (a SelfSubjectReview at
+    /// startup, or `SLIPWAY_USER`): the requester of the DeployRequests it makes itself.
+    pub identity: std::sync::OnceLock<String>,
 }
 
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
@@ -77,6 +80,31 @@ impl Context {
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
             monitor: Default::default(),
+            identity: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Learns the controller's own user name: `SLIPWAY_USER`, else a SelfSubjectReview (what
+    /// `kubectl auth whoami` asks). Without it the controller makes no DeployRequest itself.
+    pub async fn learn_identity(&self) {
+        let name = match std::env::var("SLIPWAY_USER").ok().filter(|u| !u.is_empty()) {
+            Some(u) => Some(u),
+            None => {
+                use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+                let api: kube::Api<SelfSubjectReview> = kube::Api::all(self.client.clone());
+                let review = SelfSubjectReview::default();
+                match api.create(&kube::api::PostParams::default(), &review).await {
+                    Ok(r) => r.status.and_then(|s| s.user_info).and_then(|u| u.username),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SelfSubjectReview failed: drift heals are disabled");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(name) = name {
+            tracing::info!(user = %name, "the controller's own user name");
+            let _ = self.identity.set(name);
         }
     }
 

@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let client = kube::Client::try_default().await?;
     let ctx = Arc::new(Context::new(client));
+    ctx.learn_identity().await;
     let scope = args.namespace.clone().map_or(Scope::All, Scope::Namespace);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

@@ -17,3 +17,7 @@ pub const APPROVE_VERB: &str = "approve";
 
 /// The name and policy name of the ValidatingAdmissionPolicy and its binding.
 pub const ADMISSION_POLICY: &str = "slipway-deployrequest-identity";
+
+/// Label of a DeployRequest the controller made to heal an Environment's drift: the Environment's
+/// UID. Only the controller creates DeployRequests owned by an Environment (the admission policy).
+pub const DRIFT_HEAL_OF: &str = "slipway.dev/drift-heal-of";

@@ -12,6 +12,8 @@ pub mod types {
     pub const REACHABLE: &str = "Reachable";
     /// The Environment's stack passed its health checks (its monitor, between deploys).
     pub const HEALTHY: &str = "Healthy";
+    /// What runs differs from the recorded release (`status.current`): commit, files, images, services.
+    pub const DRIFTED: &str = "Drifted";
     /// One per deploy step: True once it succeeded (or was skipped), False when it failed,
     /// Unknown while it runs.
     pub const PREFLIGHT_PASSED: &str = "PreflightPassed";
@@ -99,4 +101,11 @@ pub mod reasons {
     pub const NOTHING_DEPLOYED: &str = "NothingDeployed";
     /// A deploy holds the lock: its own verification judges; the last value is kept.
     pub const DEPLOY_IN_PROGRESS: &str = "DeployInProgress";
+    // Condition Drifted.
+    /// What runs differs from the recorded release; the message lists each difference.
+    pub const DRIFTED: &str = "Drifted";
+    /// What runs is the recorded release.
+    pub const IN_SYNC: &str = "InSync";
+    /// Drifted with `drift: Heal`: an owned DeployRequest redeploys the recorded release.
+    pub const HEALING: &str = "Healing";
 }

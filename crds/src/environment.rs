@@ -36,6 +36,12 @@ use crate::patterns::{
         priority = "1",
         json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
     ),
+    printcolumn(
+        name = "Drifted",
+        type_ = "string",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Drifted\")].status"
+    ),
     printcolumn(name = "Quarantined", type_ = "string", priority = "1", json_path = ".status.quarantined[*].ref"),
     printcolumn(
         name = "Message",
@@ -87,6 +93,22 @@ pub struct EnvironmentSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 50))]
     pub history_limit: i32,
+    /// What the monitor does when what runs differs from the recorded release (condition
+    /// `Drifted`): `Report` (default) only says so; `Heal` redeploys the recorded release through
+    /// a DeployRequest it owns, discarding local changes on the host.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+}
+
+/// What drift leads to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DriftPolicy {
+    /// Condition `Drifted=True` listing each difference; nothing else.
+    #[default]
+    Report,
+    /// Also redeploy the recorded release (forced, local changes on the host discarded) through
+    /// an owned DeployRequest, queued, locked and verified like any other; one at a time.
+    Heal,
 }
 
 fn default_history_limit() -> i32 {

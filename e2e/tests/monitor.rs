@@ -171,3 +171,81 @@ fn a_stopped_service_makes_the_environment_unhealthy_and_starting_it_heals_the_c
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
     std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
 }
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "monitor-drift").unwrap();
+    let site = t.site(2, "drift").unwrap();
+    let env = EnvironmentManifest::new("drifting", App::Ticker, &site);
+    t.create_environment(&env).unwrap();
+    t.patch_environment("drifting", &json!({"spec": {"health": {"monitorIntervalSeconds": INTERVAL}}})).unwrap();
+    t.deploy(&DeployRequestManifest::tag("first", "drifting", "ticker-v1")).unwrap();
+    t.expect_outcome("first", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    wait_condition(&t, "drifting", "Drifted", "False", |_| true, Duration::from_secs(3 * INTERVAL));
+    let v1 = site.commit_of("ticker-v1").unwrap();
+    let v2 = site.commit_of("ticker-v2").unwrap();
+
+    // by hand on the host: a tracked file edited, then another commit checked out (the edit,
+    // in a file both commits share, comes along)
+    let dir = site.project.dir.clone();
+    site.run(&["sh", "-c", &format!("echo 'edited on the host' >> '{dir}/README.md'")]).unwrap();
+    site.run(&["git", "-C", &dir, "-c", "advice.detachedHead=false", "checkout", "--quiet", &v2]).unwrap();
+    let (message, _) = wait_condition(
+        &t,
+        "drifting",
+        "Drifted",
+        "True",
+        |m| m.contains("HEAD is") && m.contains("README.md"),
+        Duration::from_secs(2 * INTERVAL + 10),
+    );
+    assert!(message.contains(&v2[..12]) && message.contains(&v1[..12]), "{message}");
+    let wide = t.cluster.kubectl_ok(&["get", "environment", "drifting", "-o", "wide"]).unwrap();
+    assert!(wide.contains("DRIFTED"), "{wide}");
+    // Report (the default) changes nothing on the host
+    std::thread::sleep(Duration::from_secs(INTERVAL));
+    assert_eq!(site.head().unwrap(), v2);
+    let owned = t.cluster.kubectl_ok(&["get", "deployrequests", "-o", "name"]).unwrap();
+    assert_eq!(owned.trim(), "deployrequest.slipway.dev/first", "Report created a request");
+
+    // Heal: one owned, forced DeployRequest of the recorded commit restores it
+    t.patch_environment("drifting", &json!({"spec": {"drift": "Heal"}})).unwrap();
+    let heal = format!("drifting-heal-{}-1", &v1[..12]);
+    let start = Instant::now();
+    while !t.cluster.kubectl(&["get", "deployrequest", &heal]).unwrap().status.success() {
+        assert!(start.elapsed() < Duration::from_secs(3 * INTERVAL), "no heal request {heal}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let healed = t.expect_outcome(&heal, "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(healed.commit.as_deref(), Some(v1.as_str()));
+    let preflight = healed.require_step("Preflight").unwrap();
+    let said = preflight.message.clone().unwrap_or_default();
+    assert!(said.contains("discards local changes") && said.contains("README.md"), "{said}");
+    let dr = &t.get_json(&[&format!("deployrequest/{heal}")]).unwrap()[0];
+    assert_eq!(dr["spec"]["force"], true);
+    assert_eq!(dr["metadata"]["ownerReferences"][0]["kind"], "Environment");
+    assert_eq!(dr["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(
+        dr["metadata"]["annotations"]["slipway.dev/requested-by"],
+        "system:serviceaccount:slipway-system:slipway"
+    );
+    assert_eq!(site.head().unwrap(), v1);
+    let porcelain = site.run(&["git", "-C", &dir, "status", "--porcelain", "--untracked-files=no"]).unwrap();
+    assert_eq!(porcelain.trim(), "", "local changes left");
+    wait_condition(&t, "drifting", "Drifted", "False", |_| true, Duration::from_secs(3 * INTERVAL));
+    // one heal, not one per round
+    let requests = t.cluster.kubectl_ok(&["get", "deployrequests", "-o", "name"]).unwrap();
+    assert_eq!(requests.lines().count(), 2, "{requests}");
+
+    // nobody but the controller makes a DeployRequest owned by an Environment
+    let uid = t.cluster.jsonpath("environment/drifting", "{.metadata.uid}").unwrap();
+    let mut forged = DeployRequestManifest::tag("forged", "drifting", "ticker-v1").to_json();
+    forged["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment", "name": "drifting", "uid": uid, "controller": true
+    }]);
+    forged["metadata"]["annotations"] = json!({"slipway.dev/requested-by": t.cluster.user().unwrap()});
+    let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refusal.contains("only the Slipway controller"), "{refusal}");
+}

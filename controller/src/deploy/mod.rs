@@ -349,6 +349,8 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
         env_values: &credentials.env_values,
     };
     let phase = st.phase.unwrap_or(Phase::Preflight);
+    let heal =
+        req.as_deploy().is_some_and(|d| environment::drift::is_heal(d, env, ctx.identity.get().map(|s| s.as_str())));
     let deadline = |secs: i32| i64::from(secs.max(1));
     let deadlines = &env.spec.deadlines;
     let result: std::result::Result<Option<Action>, StepError> = async {
@@ -359,7 +361,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     return Ok(None);
                 }
                 site.prune(RUNS_KEPT).await;
-                match preflight::run(&site, req, run.envs).await {
+                match preflight::run(&site, req, run.envs, heal).await {
                     Ok(facts) => {
                         // Steps end when their work ended, not when the reconcile began.
                         let now = Timestamp::now();
@@ -373,7 +375,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             &mut st,
                             PREFLIGHT,
                             StepResult::Succeeded,
-                            format!("{} is commit {short}", req.revision_display()),
+                            format!("{} is commit {short}{}", req.revision_display(), preflight::discard_note(&facts)),
                             None,
                             now,
                         );
@@ -503,7 +505,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     .and_then(|s| s.started_at.as_deref())
                     .and_then(|t| t.parse::<Timestamp>().ok())
                     .unwrap_or(now);
-                match steps::rebuild(&site, &commit, since).await? {
+                match steps::rebuild(&site, &commit, since, heal).await? {
                     Progress::Running => Ok(Some(Action::requeue(POLL))),
                     Progress::Done { message } => {
                         Ok(Some(run.step(st.clone(), REBUILDING, message, Phase::Verifying).await?))

@@ -29,6 +29,8 @@ pub struct Facts {
     pub env_hash: String,
     /// The Environment already runs exactly this, healthy: nothing to do.
     pub up_to_date: bool,
+    /// A drift heal: the checkout's local changes that Rebuilding discards (`git status` lines).
+    pub discarded: Vec<String>,
 }
 
 /// Why preflight did not pass: a refusal a person must fix, or a host that could not be asked.
@@ -90,7 +92,9 @@ pub async fn not_promoted_ref(
     }))
 }
 
-pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) -> Result<Facts, Refusal> {
+/// `heal`: a drift heal the controller made ([`crate::environment::drift::is_heal`]): local
+/// changes of the checkout do not refuse it, they are listed for Rebuilding to discard.
+pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>, heal: bool) -> Result<Facts, Refusal> {
     let env = site.env;
     let dir = site.project.dir.clone();
     let repo = Repo::new(site.conn, dir.clone())?;
@@ -132,7 +136,10 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) ->
     }
 
     let dirty = repo.dirty().await?;
-    if !dirty.is_empty() {
+    // Untracked files are neither discarded nor in the way of `checkout --force`.
+    let discarded: Vec<String> =
+        if heal { dirty.iter().filter(|e| e.status != "??").map(ToString::to_string).collect() } else { Vec::new() };
+    if !dirty.is_empty() && !heal {
         let files: Vec<String> = dirty.iter().take(20).map(ToString::to_string).collect();
         return Err(stalled(
             reasons::DIRTY_CHECKOUT,
@@ -222,7 +229,15 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>) ->
         Req::Rollback(_) => head.clone(),
         Req::Deploy(_) => current.map(|r| r.commit),
     };
-    Ok(Facts { previous_commit, commit, migration_before, migration_target, env_hash, up_to_date })
+    Ok(Facts { previous_commit, commit, migration_before, migration_target, env_hash, up_to_date, discarded })
+}
+
+/// What a drift heal's Preflight message adds: the local changes Rebuilding discards.
+pub fn discard_note(facts: &Facts) -> String {
+    if facts.discarded.is_empty() {
+        return String::new();
+    }
+    format!("; drift heal: Rebuilding discards local changes on the host: {}", facts.discarded.join(", "))
 }
 
 /// The gates a DeployRequest can only be judged by once its commit is known: promotion and

@@ -125,15 +125,19 @@ pub fn with_no_deps(cmd: crate::remote::RemoteCommand) -> crate::remote::RemoteC
 }
 
 /// Rebuilding: the checkout moves to the commit, `.env` is written, then build and `up`.
+/// `discard` (a drift heal) throws local changes of the checkout away; otherwise they stop it.
 pub async fn rebuild(
     site: &Site<'_>,
     commit: &str,
     since: k8s_openapi::jiff::Timestamp,
+    discard: bool,
 ) -> Result<Progress, RemoteError> {
     if !site.started(REBUILD_JOBS[0]).await? {
         site.ensure_idle().await?;
         let repo = Repo::new(site.conn, site.project.dir.clone())?;
-        if repo.head().await?.as_deref() != Some(commit) {
+        if discard {
+            repo.checkout_discarding(commit).await?;
+        } else if repo.head().await?.as_deref() != Some(commit) {
             repo.checkout(commit).await?;
         }
         write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;

@@ -1,6 +1,7 @@
 //! The Environment controller: validates the Secrets an Environment names and reports Ready;
 //! between deploys its [`monitor`] judges `Healthy`.
 
+pub mod drift;
 pub mod monitor;
 
 use std::sync::Arc;
@@ -261,8 +262,18 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     };
     let now = Timestamp::now();
     let (mut status, transition) = decide(&env, &observed, now);
-    let healthy: Vec<_> = monitor::healthy(&status.conditions, &finding).into_iter().collect();
-    status.conditions = conditions::set(&status.conditions, &healthy, env.metadata.generation, now);
+    let current = env.status.as_ref().and_then(|s| s.current.as_ref());
+    let healing = match (&finding, current) {
+        (monitor::Finding::Judged { drift: Some(d), .. }, Some(current)) if !d.is_empty() => {
+            Some(drift::heal(&ctx, &env, current).await?).filter(|note| !note.is_empty())
+        }
+        _ => None,
+    };
+    let decided: Vec<_> = monitor::healthy(&status.conditions, &finding)
+        .into_iter()
+        .chain(drift::drifted(&status.conditions, &finding, healing.as_deref()))
+        .collect();
+    status.conditions = conditions::set(&status.conditions, &decided, env.metadata.generation, now);
     let old_conditions = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let health_transition = monitor::transition(old_conditions, &status.conditions);
     ctx.metrics.environment_healthy(&namespace, &env.name_any(), monitor::gauge_value(&status.conditions));

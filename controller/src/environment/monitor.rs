@@ -30,8 +30,9 @@ pub enum Finding {
     DeployRunning { holder: String },
     /// The host could not be asked (unreachable, Secrets missing).
     NotChecked { message: String },
-    /// A round ran: `failed` lists what failed (redacted), `passed` says what passed.
-    Judged { failed: Vec<String>, passed: String },
+    /// A round ran: `failed` lists what failed (redacted), `passed` says what passed; `drift`
+    /// each difference from the recorded release (`None`: the round could not look).
+    Judged { failed: Vec<String>, passed: String, drift: Option<Vec<String>> },
 }
 
 /// The `Healthy` condition `finding` leads to (`None`: leave it as it is).
@@ -66,7 +67,7 @@ pub fn healthy(old: &[Condition], finding: &Finding) -> Option<Decided> {
                 format!("not judged while {who} deploys (its verification judges){last}"),
             ))
         }
-        Finding::Judged { failed, passed } if failed.is_empty() => {
+        Finding::Judged { failed, passed, .. } if failed.is_empty() => {
             Some(Decided::new(types::HEALTHY, Status::True, reasons::HEALTHY, passed.clone()))
         }
         Finding::Judged { failed, .. } => {
@@ -183,16 +184,27 @@ pub fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// One round on the host: the deploy's health round over the Environment's master.
-pub async fn round(conn: &HostConnection, env: &Environment) -> Result<(HealthRound, Cost), RemoteError> {
+/// One round on the host: the deploy's health round over the Environment's master, then the
+/// checkout's HEAD and modified files (for drift).
+pub async fn round(
+    conn: &HostConnection,
+    env: &Environment,
+) -> Result<(HealthRound, super::drift::Seen, Cost), RemoteError> {
     let (started, cpu) = (Instant::now(), process_cpu());
     let flavor = detect_flavor(conn).await?;
     let no_values = std::collections::BTreeMap::new();
     // Reads only: no host job is started, so the request UID that keys jobs is never used.
     let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
     let health = steps::health_round(&site).await?;
+    let repo = crate::remote::Repo::new(conn, site.project.dir.clone())?;
+    let seen = super::drift::Seen {
+        head: repo.head().await?,
+        modified: repo.dirty().await?,
+        containers: health.containers.clone(),
+        one_shot: health.config.one_shot_services(),
+    };
     let cost = Cost { wall: started.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
-    Ok((health, cost))
+    Ok((health, seen, cost))
 }
 
 /// The finding of a round that could not finish: a host that stopped answering is not judged;
@@ -202,7 +214,7 @@ pub fn failed_round(e: &RemoteError, redact: impl Fn(&str) -> String) -> Finding
     if e.is_transient() {
         Finding::NotChecked { message }
     } else {
-        Finding::Judged { failed: vec![message], passed: String::new() }
+        Finding::Judged { failed: vec![message], passed: String::new(), drift: None }
     }
 }
 
@@ -244,9 +256,10 @@ pub(crate) async fn observe(
     ctx.monitor.record(&key, Mark { at: now, generation, commit: current.commit.clone() });
     let redactor = crate::remote::Exec::redactor(conn);
     let finding = match outcome {
-        Ok((health, cost)) => {
+        Ok((health, seen, cost)) => {
             log_cost(env, cost, health.failed.is_empty());
-            Finding::Judged { passed: health.passed_message(), failed: health.failed }
+            let drift = super::drift::differences(current, &seen);
+            Finding::Judged { passed: health.passed_message(), failed: health.failed, drift: Some(drift) }
         }
         Err(e) => failed_round(&e, |t| redactor.redact(t)),
     };
@@ -275,7 +288,11 @@ mod tests {
     }
 
     fn judged_finding(failed: &[&str]) -> Finding {
-        Finding::Judged { failed: failed.iter().map(|s| s.to_string()).collect(), passed: "2 containers".into() }
+        Finding::Judged {
+            failed: failed.iter().map(|s| s.to_string()).collect(),
+            passed: "2 containers".into(),
+            drift: Some(vec![]),
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
 const DOCKER_API_TIMEOUT_SECS: u64 = 60;
 
 /// One container of a compose project, as Docker reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerObservation {
     pub id: String,
     pub name: String,

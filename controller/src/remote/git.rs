@@ -208,6 +208,14 @@ impl<'a, E: Exec> Repo<'a, E> {
         self.conn.run(&cmd).await.map(|_| ())
     }
 
+    /// Detached checkout of a full commit id that discards local changes to tracked files (and
+    /// untracked files in the way), even when HEAD is that commit already: a drift heal.
+    pub async fn checkout_discarding(&self, commit: &str) -> Result<(), RemoteError> {
+        validate::commit_id(commit)?;
+        let cmd = self.git("checkout").args(["checkout", "--quiet", "--force", "--detach"]).arg(commit).arg("--");
+        self.conn.run(&cmd).await.map(|_| ())
+    }
+
     /// A file's content at a commit, `None` when the revision has no such file.
     pub async fn show_file(&self, commit: &str, path: &str) -> Result<Option<String>, RemoteError> {
         validate::commit_id(commit)?;
