@@ -63,6 +63,9 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
             vec![("environment", |s| validate::field(&patterns::ENVIRONMENT_NAME, "environment", text(s)))]
         }
         "reason" => vec![("reason", |s| validate::field(&patterns::REASON, "reason", text(s)))],
+        "cronSchedule" => vec![("schedule", |s| validate::field(&patterns::CRON_SCHEDULE, "schedule", text(s)))],
+        "windowDuration" => vec![("duration", |s| validate::field(&patterns::WINDOW_DURATION, "duration", text(s)))],
+        "timeZone" => vec![("timeZone", |s| validate::field(&patterns::TIME_ZONE, "timeZone", text(s)))],
         other => panic!("corpus kind {other:?} has no remote check: add one here"),
     }
 }

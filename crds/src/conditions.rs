@@ -41,6 +41,8 @@ pub mod reasons {
     pub const DIRECT_NOT_ALLOWED: &str = "DirectNotAllowed";
     pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
     pub const NOT_PROMOTED: &str = "NotPromoted";
+    /// Outside the Environment's deploy windows, or during a freeze: the request waits (`Queued`).
+    pub const OUTSIDE_DEPLOY_WINDOW: &str = "OutsideDeployWindow";
     /// The commit failed on this Environment and was rolled back (`spec.overrideQuarantine`).
     pub const QUARANTINED: &str = "Quarantined";
     /// A Rollback's target is not in the Environment's history.

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
 use crate::patterns::{
-    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH, HOST_USER,
-    HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, program_rule,
+    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH,
+    HOST_USER, HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE,
+    WINDOW_DURATION, WINDOWS_MAX_ITEMS, program_rule,
 };
 
 /// One compose host (staging, production, ...) and how Slipway deploys to it.
@@ -407,6 +408,49 @@ pub struct Policy {
     /// Roll back automatically when verification fails.
     #[serde(default = "default_true")]
     pub auto_rollback: bool,
+    /// Deploy windows, as Argo CD sync windows: a DeployRequest runs only while no `Deny` window
+    /// is open and, when any `Allow` window is declared, one of them is. Outside, it waits
+    /// (`Queued`, reason `OutsideDeployWindow`, saying when it may run) without holding the lock.
+    /// Rollbacks are never held; `mode: Direct` passes where `allowDirect` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = WINDOWS_MAX_ITEMS))]
+    pub windows: Vec<DeployWindow>,
+    /// A freeze: no DeployRequest runs until it is lifted (Rollbacks do; `mode: Direct` where
+    /// `allowDirect` is set).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub freeze: bool,
+}
+
+/// A time window for deploys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployWindow {
+    /// `Allow`: deploys run while it is open. `Deny`: they do not.
+    pub kind: WindowKind,
+    /// When the window opens: a five-field cron schedule such as `0 22 * * 1-5`, or `@daily`.
+    #[schemars(length(min = CRON_SCHEDULE.min_len, max = CRON_SCHEDULE.max_len))]
+    #[x_kube(validation = CRON_SCHEDULE.rule("schedule"))]
+    pub schedule: String,
+    /// How long it stays open after each start, such as `1h`, `90m` or `1h30m`.
+    #[schemars(length(min = WINDOW_DURATION.min_len, max = WINDOW_DURATION.max_len))]
+    #[x_kube(validation = WINDOW_DURATION.rule("duration"))]
+    pub duration: String,
+    /// The IANA time zone the schedule is read in, such as `Europe/Berlin`.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = TIME_ZONE.min_len, max = TIME_ZONE.max_len))]
+    #[x_kube(validation = TIME_ZONE.rule("timeZone"))]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+/// Whether a window lets deploys run or holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WindowKind {
+    Allow,
+    Deny,
 }
 
 impl Default for Policy {
@@ -417,6 +461,8 @@ impl Default for Policy {
             require_approval: false,
             promote_from: Vec::new(),
             auto_rollback: true,
+            windows: Vec::new(),
+            freeze: false,
         }
     }
 }

@@ -18,8 +18,9 @@ pub mod rollback;
 pub use common::{Revision, SecretKeyRef, SecretRef};
 pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult};
 pub use environment::{
-    Attention, Compose, Deadlines, DriftPolicy, EnvKeys, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck,
-    Health, HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release, Repository, TcpCheck,
+    Attention, Compose, Deadlines, DeployWindow, DriftPolicy, EnvKeys, Environment, EnvironmentSpec, EnvironmentStatus,
+    ExecCheck, Health, HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release, Repository, TcpCheck,
+    WindowKind,
 };
 pub use rollback::{Rollback, RollbackMigrations, RollbackSpec, RollbackStatus, RollbackTarget};
 

@@ -189,6 +189,41 @@ const TIER_MUST_BE: &str = "a tier label such as staging or production: letters,
 pub const TIER: Shape =
     Shape { name: "tier", pattern: TIER_PATTERN, min_len: 0, max_len: 63, must_be: TIER_MUST_BE, forbidden: None };
 
+/// A deploy window's cron schedule: five fields (minute hour day-of-month month day-of-week), as
+/// Argo CD sync windows and crontab write them, or a nickname such as `@daily`.
+pub const CRON_SCHEDULE: Shape = Shape {
+    name: "cronSchedule",
+    pattern: "^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9A-Za-z*?][0-9A-Za-z*?/,#-]*( [0-9A-Za-z*?/,#-]+){4})$",
+    min_len: 1,
+    max_len: 120,
+    must_be: "a cron schedule of five fields separated by single spaces (minute hour day-of-month month \
+              day-of-week, such as \"0 22 * * 1-5\") or @yearly, @monthly, @weekly, @daily, @hourly",
+    forbidden: None,
+};
+
+/// How long a deploy window stays open after each start: hours and minutes.
+pub const WINDOW_DURATION: Shape = Shape {
+    name: "windowDuration",
+    pattern: "^([1-9][0-9]{0,3}h([0-9]{1,4}m)?|[1-9][0-9]{0,5}m)$",
+    min_len: 2,
+    max_len: 16,
+    must_be: "a duration in hours and minutes such as 1h, 90m or 1h30m",
+    forbidden: None,
+};
+
+/// An IANA time zone name.
+pub const TIME_ZONE: Shape = Shape {
+    name: "timeZone",
+    pattern: "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$",
+    min_len: 1,
+    max_len: 64,
+    must_be: "an IANA time zone name such as UTC or Europe/Berlin",
+    forbidden: None,
+};
+
+/// Most deploy windows an Environment may declare.
+pub const WINDOWS_MAX_ITEMS: usize = 20;
+
 /// Most Environments `policy.promoteFrom` may name.
 pub const PROMOTE_FROM_MAX_ITEMS: usize = 5;
 
@@ -252,6 +287,9 @@ pub const ALL: &[&Shape] = &[
     &TIER,
     &ENVIRONMENT_NAME,
     &REASON,
+    &CRON_SCHEDULE,
+    &WINDOW_DURATION,
+    &TIME_ZONE,
     &PROGRAM,
     &ARGUMENT,
 ];
@@ -345,6 +383,9 @@ const fn field(kind: &'static str, pointer: &'static str, shape: FieldShape) -> 
 /// Every string field of the three specs that has a shape. The crate's tests check that the
 /// generated schema enforces each of them, and that no other string field exists unnoticed.
 pub const FIELDS: &[Field] = &[
+    field("Environment", "/spec/policy/windows/0/schedule", FieldShape::One(&CRON_SCHEDULE)),
+    field("Environment", "/spec/policy/windows/0/duration", FieldShape::One(&WINDOW_DURATION)),
+    field("Environment", "/spec/policy/windows/0/timeZone", FieldShape::One(&TIME_ZONE)),
     field("Environment", "/spec/tier", FieldShape::One(&TIER)),
     field("Environment", "/spec/host/address", FieldShape::One(&HOST_ADDRESS)),
     field("Environment", "/spec/host/user", FieldShape::One(&HOST_USER)),

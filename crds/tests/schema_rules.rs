@@ -19,6 +19,7 @@ const UNSHAPED: &[&str] = &[
     // Enums: the schema admits only their values.
     "Rollback/spec/migrations",
     "Environment/spec/drift",
+    "Environment/spec/policy/windows/0/kind",
 ];
 
 fn spec_schema(kind: &str) -> Value {

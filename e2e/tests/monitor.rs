@@ -1,6 +1,8 @@
 //! Environments that look after themselves, as a user sees it: between deploys the Environment
 //! judges `Healthy` every `health.monitorIntervalSeconds` over its SSH master (an Event on each
-//! change, a gauge per Environment), and it never judges while a deploy runs.
+//! change, a gauge per Environment), and it never judges while a deploy runs; it reports drift
+//! from the recorded release and, with `drift: Heal`, restores it; deploy windows and freezes
+//! hold DeployRequests (never Rollbacks) without taking the lock.
 //!
 //! Each test has its own namespace, controller and compose project; the one-service `ticker` app
 //! keeps them fast.
@@ -8,7 +10,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use slipway_e2e::deploy::{App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployTest, EnvironmentManifest};
+use slipway_e2e::deploy::{
+    App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployStatus, DeployTest, EnvironmentManifest, ROLLBACK,
+    RollbackManifest,
+};
 use slipway_e2e::require_sandbox;
 
 /// The monitor interval the tests set (the schema's minimum).
@@ -152,8 +157,31 @@ fn a_stopped_service_makes_the_environment_unhealthy_and_starting_it_heals_the_c
     t.expect_outcome("second", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     assert!(!seen.iter().any(|(_, status, _)| status == "False"), "judged during the deploy: {seen:?}");
     assert!(seen.iter().any(|(_, _, reason)| reason == "DeployInProgress"), "{seen:?}");
-    wait_condition(&t, "watched", "Healthy", "True", |_| true, Duration::from_secs(3 * INTERVAL));
+    // judged again at once when the deploy ended (reason Healthy, not DeployInProgress)
+    let judged = |t: &DeployTest| {
+        t.environment("watched")
+            .unwrap()
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Healthy" && c.reason == "Healthy")
+    };
+    let start = Instant::now();
+    while !judged(&t) {
+        assert!(start.elapsed() < Duration::from_secs(3 * INTERVAL), "not judged after the deploy");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // one round per interval, not one per status write
+    let before = round_costs(&t.cluster.controller_log()).len();
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL + 2));
     let log = t.cluster.controller_log();
+    let rounds = round_costs(&log).len() - before;
+    assert!(
+        (2..=4).contains(&rounds),
+        "{rounds} rounds in {}s with monitorIntervalSeconds {INTERVAL}",
+        3 * INTERVAL + 2
+    );
 
     // the cost of one round, for the benchmark note
     let costs = round_costs(&log);
@@ -248,4 +276,65 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
     let refusal = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && refusal.contains("only the Slipway controller"), "{refusal}");
+}
+
+/// Polls the DeployRequest until Ready's reason is `reason` (finished or not).
+fn wait_reason(t: &DeployTest, name: &str, reason: &str, timeout: Duration) -> DeployStatus {
+    let start = Instant::now();
+    loop {
+        let status = t.deploy_request(name).unwrap().status;
+        if status.ready_reason() == reason {
+            return status;
+        }
+        assert!(start.elapsed() < timeout, "{name} not {reason} within {timeout:?}:\n{}", t.describe(name));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn deploy_windows_and_freezes_hold_deploy_requests_but_never_rollbacks() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "monitor-windows").unwrap();
+    let site = t.site(3, "windows").unwrap();
+    let env = EnvironmentManifest::new("windowed", App::Ticker, &site);
+    t.create_environment(&env).unwrap();
+    t.deploy(&DeployRequestManifest::tag("first", "windowed", "ticker-v1")).unwrap();
+    t.expect_outcome("first", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+
+    // a deny window covering now (opens every minute for an hour): the request waits, visibly,
+    // without the lock
+    let deny = json!({"kind": "Deny", "schedule": "* * * * *", "duration": "1h", "timeZone": "Europe/Berlin"});
+    t.patch_environment("windowed", &json!({"spec": {"policy": {"windows": [deny]}}})).unwrap();
+    t.deploy(&DeployRequestManifest::tag("held", "windowed", "ticker-v2")).unwrap();
+    let held = wait_reason(&t, "held", "OutsideDeployWindow", Duration::from_secs(60));
+    assert_eq!(held.phase(), "Queued", "{held:#?}");
+    assert!(
+        held.ready_message().contains("deny window \"* * * * *\"") && held.ready_message().contains("may run from"),
+        "{}",
+        held.ready_message()
+    );
+    assert!(!held.ran("Preflight"), "{held:#?}");
+    let environment = t.environment("windowed").unwrap().status;
+    assert!(environment.active_deploy.is_none() && environment.queue.is_empty(), "{environment:#?}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(t.deploy_request("held").unwrap().status.ready_reason(), "OutsideDeployWindow");
+
+    // the window removed: it runs
+    t.patch_environment("windowed", &json!({"spec": {"policy": {"windows": null}}})).unwrap();
+    t.expect_outcome("held", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), site.commit_of("ticker-v2").unwrap());
+
+    // a freeze holds DeployRequests; a Rollback still runs, and so does Direct where allowed
+    t.patch_environment("windowed", &json!({"spec": {"policy": {"freeze": true}}})).unwrap();
+    t.deploy(&DeployRequestManifest::tag("frozen", "windowed", "ticker-v3")).unwrap();
+    let frozen = wait_reason(&t, "frozen", "OutsideDeployWindow", Duration::from_secs(60));
+    assert!(frozen.ready_message().contains("frozen"), "{}", frozen.ready_message());
+    t.rollback(&RollbackManifest::previous("undo", "windowed")).unwrap();
+    t.expect_request_outcome(ROLLBACK, "undo", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), site.commit_of("ticker-v1").unwrap());
+    t.patch_environment("windowed", &json!({"spec": {"policy": {"allowDirect": true}}})).unwrap();
+    t.deploy(&DeployRequestManifest::tag("direct", "windowed", "ticker-v3").without_issue().direct()).unwrap();
+    t.expect_outcome("direct", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(t.deploy_request("frozen").unwrap().status.ready_reason(), "OutsideDeployWindow");
 }

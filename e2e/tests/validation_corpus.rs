@@ -42,7 +42,10 @@ fn base(kind: &str) -> Value {
                 {"name": "db-port", "tcp": {"service": "db", "port": 5432}},
                 {"name": "db", "exec": {"service": "db", "command": ["pg_isready"]}},
             ]},
-            "policy": {"promoteFrom": ["staging"]},
+            "policy": {
+                "promoteFrom": ["staging"],
+                "windows": [{"kind": "Deny", "schedule": "0 22 * * 5", "duration": "60h", "timeZone": "Europe/Berlin"}],
+            },
         }),
         "DeployRequest" => json!({
             "environment": "production",

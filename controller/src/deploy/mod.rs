@@ -16,6 +16,7 @@ pub mod request;
 pub mod site;
 pub mod steps;
 pub mod teardown;
+pub mod windows;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,9 +153,11 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let holding = holder.as_deref() == Some(me.as_str());
     // Gates are judged until the request holds the lock. Once it does, its host jobs may be
     // running: a policy change or a withdrawn approval must not abandon them half-way.
-    if !holding && let Err(gate) = plan::gates(&req, &env) {
+    let gated = plan::gates(&req, &env).and_then(|()| plan::window_gate(&req, &env, now));
+    if !holding && let Err(gate) = gated {
         // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
+        let mut wake = None;
         let decided = match gate {
             // The spec cannot change, so a refusal is final.
             plan::Gate::Refused(problem) => {
@@ -166,6 +169,12 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
                 st.phase = None;
                 crate::references::stalled(&problem)
             }
+            // A deploy window opens by itself: waiting, visibly, for then.
+            plan::Gate::Waiting { problem, until } => {
+                st.phase = Some(Phase::Queued);
+                wake = Some(until.map_or(WAIT * 15, |t| plan::until(now, t)));
+                plan::conditions_for(Phase::Queued, problem.reason, problem.message)
+            }
         };
         st.conditions = conditions::set(&old.conditions, &decided, req.generation(), now);
         let queued = env.status.as_ref().map(|s| s.queue.as_slice()).unwrap_or_default();
@@ -176,7 +185,7 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
             ctx.metrics.queue_depth(&ns, &env.name_any(), rest.len());
         }
         run.write(st, EventType::Warning).await?;
-        return Ok(Action::await_change());
+        return Ok(wake.map_or_else(Action::await_change, Action::requeue));
     }
 
     // Promotion, judged on the object level before the queue (by ref name or commit prefix); the

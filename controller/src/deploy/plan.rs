@@ -41,12 +41,16 @@ pub enum Gate {
     /// It may pass later without a new request (an approver annotates it): the request waits
     /// outside the queue, Stalled, with its phase unset, and the watch wakes it when that happens.
     Awaiting(Problem),
+    /// It passes by itself later (a deploy window opens): the request waits visibly, `Queued`
+    /// without holding or joining the queue, and looks again at `until` (or when the
+    /// Environment changes).
+    Waiting { problem: Problem, until: Option<Timestamp> },
 }
 
 impl Gate {
     pub fn problem(&self) -> &Problem {
         match self {
-            Gate::Refused(p) | Gate::Awaiting(p) => p,
+            Gate::Refused(p) | Gate::Awaiting(p) | Gate::Waiting { problem: p, .. } => p,
         }
     }
 }
@@ -109,6 +113,19 @@ fn deploy_gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
     Ok(())
 }
 
+/// Deploy windows and freezes (`policy.windows`, `policy.freeze`) at `now`: Rollbacks are never
+/// held, nor a `mode: Direct` request where `policy.allowDirect` lets it skip the process.
+pub fn window_gate(req: &Req, env: &Environment, now: Timestamp) -> Result<(), Gate> {
+    let Req::Deploy(dr) = req else { return Ok(()) };
+    if dr.spec.mode == DeployMode::Direct && env.spec.policy.allow_direct {
+        return Ok(());
+    }
+    super::windows::judge(&env.name_any(), &env.spec.policy, now).map_err(|closed| Gate::Waiting {
+        problem: Problem { reason: reasons::OUTSIDE_DEPLOY_WINDOW, message: closed.message },
+        until: closed.until,
+    })
+}
+
 /// The quarantine entry matching `rev` by ref name or commit prefix (before the commit is known).
 fn quarantined_ref<'a>(env: &'a Environment, rev: &slipway_crds::Revision) -> Option<&'a slipway_crds::Quarantined> {
     let list = env.status.as_ref().map(|s| s.quarantined.as_slice()).unwrap_or_default();
@@ -137,6 +154,13 @@ pub fn quarantine_problem(dr: &DeployRequest, env: &Environment, q: &slipway_crd
             q.failed_in.as_deref().and_then(parse_holder).map(|(_, name, _)| format!(" in {name}")).unwrap_or_default()
         ),
     }
+}
+
+/// How long from `now` to `then` (at least a second, at most five minutes: a changed clock or
+/// policy is seen again soon).
+pub fn until(now: Timestamp, then: Timestamp) -> std::time::Duration {
+    let secs = then.as_second().saturating_sub(now.as_second()).clamp(1, 300);
+    std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(1))
 }
 
 /// The first 12 characters of a commit id.
