@@ -265,6 +265,9 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     // one heal, not one per round
     let requests = t.cluster.kubectl_ok(&["get", "deployrequests", "-o", "name"]).unwrap();
     assert_eq!(requests.lines().count(), 2, "{requests}");
+    let events = t.cluster.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=drifting"]).unwrap();
+    assert!(events.contains("Drifted") || events.contains("Healing"), "{events}");
+    assert!(events.contains("InSync"), "{events}");
 
     // nobody but the controller makes a DeployRequest owned by an Environment
     let uid = t.cluster.jsonpath("environment/drifting", "{.metadata.uid}").unwrap();

@@ -126,6 +126,21 @@ pub fn drifted(old: &[Condition], finding: &super::monitor::Finding, healing: Op
     }
 }
 
+/// An Event when `Drifted` changed its status: `Drifted`/`Healing` (Warning), `InSync` (Normal).
+pub fn transition(old: &[Condition], new: &[Condition]) -> Option<crate::Transition> {
+    let after = conditions::find(new, types::DRIFTED)?;
+    let before = conditions::find(old, types::DRIFTED);
+    if before.is_some_and(|b| b.status == after.status) || after.status == "Unknown" {
+        return None;
+    }
+    let type_ = if after.status == "True" {
+        kube::runtime::events::EventType::Warning
+    } else {
+        kube::runtime::events::EventType::Normal
+    };
+    Some(crate::Transition { type_, reason: after.reason.clone(), note: after.message.clone() })
+}
+
 /// A heal request the Environment owns, as the decision needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealRequest {
@@ -354,6 +369,15 @@ mod tests {
             k8s_openapi::jiff::Timestamp::now(),
         );
         assert_eq!(drifted(&was, &running, None), None, "kept during a deploy");
+        let synced = conditions::set(
+            &was,
+            &[Decided::new(types::DRIFTED, Status::False, reasons::IN_SYNC, "ok")],
+            None,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        assert_eq!(transition(&[], &was).map(|t| t.reason), Some(reasons::DRIFTED.to_owned()));
+        assert_eq!(transition(&was, &synced).map(|t| t.reason), Some(reasons::IN_SYNC.to_owned()));
+        assert_eq!(transition(&synced, &synced), None);
     }
 
     fn req(name: &str, commit: &str, phase: Option<Phase>) -> HealRequest {

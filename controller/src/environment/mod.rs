@@ -276,6 +276,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     status.conditions = conditions::set(&status.conditions, &decided, env.metadata.generation, now);
     let old_conditions = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let health_transition = monitor::transition(old_conditions, &status.conditions);
+    let drift_transition = drift::transition(old_conditions, &status.conditions);
     ctx.metrics.environment_healthy(&namespace, &env.name_any(), monitor::gauge_value(&status.conditions));
     if env.status.as_ref() != Some(&status) {
         // Only the fields this reconcile owns: the lock, queue, current and history belong to
@@ -286,7 +287,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         });
         status::apply_as(&api, env.as_ref(), &own, crate::context::ENVIRONMENT_MANAGER).await?;
     }
-    for t in transition.into_iter().chain(health_transition) {
+    for t in transition.into_iter().chain(health_transition).chain(drift_transition) {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
     let key = crate::object_key(env.as_ref());
