@@ -53,7 +53,7 @@ fn base(kind: &str) -> Value {
         other => panic!("no base object for {other}"),
     };
     let mut metadata = json!({"name": "base"});
-    if kind == "DeployRequest" {
+    if kind == "DeployRequest" || kind == "Rollback" {
         metadata["annotations"] = json!({"slipway.dev/requested-by": AS[1]});
     }
     json!({"apiVersion": "slipway.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec})
