@@ -338,18 +338,24 @@ pub fn redactor_for(url: &reqwest::Url) -> Redactor {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl Sender {
     pub fn new() -> Sender {
+        Sender::with_timeout(REQUEST_TIMEOUT)
+    }
+
+    /// A sender whose requests (connecting included) end after `timeout`.
+    pub fn with_timeout(timeout: Duration) -> Sender {
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(timeout.min(CONNECT_TIMEOUT))
+            .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client with rustls and webpki roots always builds");
-        Sender { client }
+        Sender { client, timeout }
     }
 
     /// POSTs `body` to `url`; any 2xx is delivered. Errors never name the URL.
@@ -370,7 +376,7 @@ impl Sender {
                 answer.status()
             )),
             Ok(answer) => Attempt::Failed(format!("the receiver answered HTTP {}", answer.status())),
-            Err(e) => Attempt::Failed(redactor.redact(&describe(e.without_url()))),
+            Err(e) => Attempt::Failed(redactor.redact(&describe(e.without_url(), self.timeout))),
         }
     }
 }
@@ -382,9 +388,9 @@ impl Default for Sender {
 }
 
 /// An HTTP error as a person reads it: what failed and why, with its causes.
-fn describe(e: reqwest::Error) -> String {
+fn describe(e: reqwest::Error, timeout: Duration) -> String {
     let what = if e.is_timeout() {
-        format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+        format!("no answer within {} s", timeout.as_secs_f32())
     } else if e.is_connect() {
         "could not connect".to_owned()
     } else {
@@ -681,6 +687,82 @@ mod tests {
         let text =
             r.redact("error sending request for url (https://hooks.example.com/services/T0/B0/SECRETTOKEN?k=abcdefgh)");
         assert!(!text.contains("SECRETTOKEN") && !text.contains("abcdefgh"), "{text}");
+    }
+
+    /// A one-connection-at-a-time HTTP server on the loopback answering `status` (and `extra`
+    /// headers), or never when `status` is 0; returns its URL and the requests it read.
+    fn serve(status: u16, extra: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook-token-abcdef", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let (mut read, mut buf) = (Vec::new(), [0; 4096]);
+                // the head, then as many body bytes as it announces
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    read.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&read).to_ascii_lowercase();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break;
+                    }
+                }
+                record.lock().unwrap().push(String::from_utf8_lossy(&read).into_owned());
+                if status == 0 {
+                    std::thread::sleep(Duration::from_secs(5));
+                    continue;
+                }
+                let _ = write!(stream, "HTTP/1.1 {status} X\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn answers_are_judged_and_errors_name_no_url() {
+        let sender = Sender::with_timeout(Duration::from_millis(500));
+        let (url, seen) = serve(204, String::new());
+        let url = reqwest::Url::parse(&url).unwrap();
+        assert_eq!(sender.send(url, "u/Succeeded", b"{\"a\":1}".to_vec()).await, Attempt::Delivered);
+        let request = seen.lock().unwrap()[0].clone();
+        assert!(request.starts_with("POST /hook-token-abcdef HTTP/1.1"), "{request}");
+        let lower = request.to_ascii_lowercase();
+        assert!(lower.contains("content-type: application/json") && lower.contains("x-slipway-event-id: u/succeeded"));
+        assert!(request.ends_with("{\"a\":1}"), "{request}");
+
+        let (url, _) = serve(500, String::new());
+        let got = sender.send(reqwest::Url::parse(&url).unwrap(), "u/Failed", Vec::new()).await;
+        assert_eq!(got, Attempt::Failed("the receiver answered HTTP 500 Internal Server Error".into()));
+
+        // a redirect is not followed (it could lead anywhere, the URL's token with it)
+        let (target, followed) = serve(200, String::new());
+        let (url, _) = serve(302, format!("Location: {target}\r\n"));
+        match sender.send(reqwest::Url::parse(&url).unwrap(), "u/Succeeded", Vec::new()).await {
+            Attempt::Failed(e) => assert!(e.contains("302") && e.contains("not followed"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(followed.lock().unwrap().is_empty(), "the redirect was followed");
+
+        // a receiver that reads and never answers: bounded by the timeout
+        let (url, _) = serve(0, String::new());
+        let start = std::time::Instant::now();
+        match sender.send(reqwest::Url::parse(&url).unwrap(), "u/Succeeded", Vec::new()).await {
+            Attempt::Failed(e) => {
+                assert!(e.starts_with("no answer within 0.5 s"), "{e}");
+                assert!(!e.contains("hook-token"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
     }
 
     #[tokio::test]
