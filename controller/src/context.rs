@@ -33,6 +33,8 @@ pub struct Context {
     pub ready: AtomicBool,
     /// Per Environment: deploy steps against its deletion.
     pub gates: EnvironmentGates,
+    /// The HTTP client notifications go out with.
+    pub notifier: crate::notify::Sender,
 }
 
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
@@ -74,6 +76,7 @@ impl Context {
             backoff: Backoff::default(),
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
+            notifier: crate::notify::Sender::new(),
         }
     }
 

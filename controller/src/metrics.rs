@@ -44,6 +44,7 @@ pub struct Metrics {
     deploys: Family<ResultLabel, Counter>,
     phase_durations: Family<PhaseLabel, Histogram>,
     queue_depth: Family<QueueLabels, Gauge>,
+    notifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,7 +77,13 @@ impl Default for Metrics {
         );
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         registry.register("queue_depth", "Requests waiting for an Environment's deploy lock", queue_depth.clone());
-        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth }
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
+            notifications.clone(),
+        );
+        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, notifications }
     }
 }
 
@@ -108,6 +115,11 @@ impl Metrics {
     pub fn queue_depth(&self, namespace: &str, environment: &str, depth: usize) {
         let labels = QueueLabels { namespace: namespace.to_owned(), environment: environment.to_owned() };
         self.queue_depth.get_or_create(&labels).set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// A notification attempt ended with `result` (`delivered`, `failed`, `gave_up`).
+    pub fn notification(&self, result: &'static str) {
+        self.notifications.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -150,5 +162,10 @@ mod tests {
         assert!(text.contains("slipway_deploys_total{result=\"Succeeded\"} 1"), "{text}");
         assert!(text.contains("slipway_deploy_phase_duration_seconds_count{phase=\"Migrating\"} 1"), "{text}");
         assert!(text.contains("slipway_queue_depth{namespace=\"team\",environment=\"staging\"} 2"), "{text}");
+        m.notification("delivered");
+        m.notification("gave_up");
+        let text = m.render();
+        assert!(text.contains("slipway_notifications_total{result=\"delivered\"} 1"), "{text}");
+        assert!(text.contains("slipway_notifications_total{result=\"gave_up\"} 1"), "{text}");
     }
 }

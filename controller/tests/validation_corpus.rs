@@ -63,6 +63,7 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
             vec![("environment", |s| validate::field(&patterns::ENVIRONMENT_NAME, "environment", text(s)))]
         }
         "reason" => vec![("reason", |s| validate::field(&patterns::REASON, "reason", text(s)))],
+        "receiverName" => vec![("receiver", |s| validate::field(&patterns::RECEIVER_NAME, "receiver", text(s)))],
         other => panic!("corpus kind {other:?} has no remote check: add one here"),
     }
 }

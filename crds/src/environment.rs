@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
+use crate::notifications::{RECEIVERS_MAX_ITEMS, Receiver};
 use crate::patterns::{
     ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH, HOST_USER,
     HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, program_rule,
@@ -81,6 +82,14 @@ pub struct EnvironmentSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 50))]
     pub history_limit: i32,
+    /// Where outcomes are sent: receivers, each a URL held in a Secret, a format and the events
+    /// it wants. Delivery never holds up or fails a deploy; it is retried for up to 10 minutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = RECEIVERS_MAX_ITEMS),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub notifications: Vec<Receiver>,
 }
 
 fn default_history_limit() -> i32 {

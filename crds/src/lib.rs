@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod corpus;
 pub mod deploy_request;
 pub mod environment;
+pub mod notifications;
 pub mod patterns;
 pub mod rollback;
 
@@ -20,6 +21,9 @@ pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployReq
 pub use environment::{
     Attention, Compose, Deadlines, EnvKeys, Environment, EnvironmentSpec, EnvironmentStatus, ExecCheck, Health,
     HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release, Repository, TcpCheck,
+};
+pub use notifications::{
+    DeliveryState, NotificationEvent, NotificationFormat, NotificationRecord, RECEIVERS_MAX_ITEMS, Receiver,
 };
 pub use rollback::{Rollback, RollbackMigrations, RollbackSpec, RollbackStatus, RollbackTarget};
 

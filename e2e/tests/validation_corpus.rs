@@ -43,6 +43,9 @@ fn base(kind: &str) -> Value {
                 {"name": "db", "exec": {"service": "db", "command": ["pg_isready"]}},
             ]},
             "policy": {"promoteFrom": ["staging"]},
+            "notifications": [
+                {"name": "qa", "urlSecretRef": {"name": "shop-hooks", "key": "qa"}, "events": ["Succeeded"]},
+            ],
         }),
         "DeployRequest" => json!({
             "environment": "production",
