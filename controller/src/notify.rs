@@ -246,6 +246,9 @@ pub fn json_payload(req: &Req, st: &DeployRequestStatus, r: &NotificationRecord)
 /// The one line (plus the message) a Slack channel shows.
 pub fn slack_text(req: &Req, st: &DeployRequestStatus, r: &NotificationRecord) -> String {
     let s = subject(req, st);
+    // Slack reads `<...>` as mentions and links and `&` as entities: text from the cluster (a
+    // host's stderr in a message) must not ping a channel or hide a link.
+    let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mark = match r.event {
         NotificationEvent::Succeeded => ":white_check_mark:",
         NotificationEvent::Failed => ":x:",
@@ -266,20 +269,20 @@ pub fn slack_text(req: &Req, st: &DeployRequestStatus, r: &NotificationRecord) -
         s.kind,
         s.namespace,
         s.name,
-        s.revision.as_deref().unwrap_or("-"),
+        esc(s.revision.as_deref().unwrap_or("-")),
         s.environment
     );
     if let Some(commit) = &s.commit {
         text.push_str(&format!(", commit {}", crate::deploy::plan::short(commit)));
     }
     if let Some(issue) = &s.issue {
-        text.push_str(&format!(", issue {issue}"));
+        text.push_str(&format!(", issue {}", esc(issue)));
     }
     if let Some(who) = &s.requested_by {
-        text.push_str(&format!(", asked by {who}"));
+        text.push_str(&format!(", asked by {}", esc(who)));
     }
     if let (Some(reason), Some(message)) = (&s.reason, &s.message) {
-        text.push_str(&format!("\n{reason}: {message}"));
+        text.push_str(&format!("\n{reason}: {}", esc(message)));
     }
     text.push_str(&format!("\n(event {})", r.event_id));
     text
@@ -313,12 +316,37 @@ pub fn check_url(url: &SecretBytes, receiver: &Receiver) -> Result<reqwest::Url,
     let r = &receiver.url_secret_ref;
     let text = std::str::from_utf8(url.expose()).map(str::trim).unwrap_or_default();
     match reqwest::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            if link_local(&u) {
+                return Err(format!(
+                    "the URL in key {:?} of Secret {:?} names a link-local address (such as a cloud metadata \
+                     service): Slipway does not send notifications there; put the receiver's URL there",
+                    r.key, r.name
+                ));
+            }
+            Ok(u)
+        }
         _ => Err(format!(
             "the value of key {:?} in Secret {:?} is not an http:// or https:// URL: Slipway sends notifications \
              only over HTTP(S); put the receiver's URL there",
             r.key, r.name
         )),
+    }
+}
+
+/// Does `url` name a link-local address (169.254.0.0/16, fe80::/10: where cloud metadata services
+/// answer) or the metadata host names? The controller would reach them from its own position.
+fn link_local(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
+        Err(_) => {
+            let d = host.trim_end_matches('.').to_ascii_lowercase();
+            d == "metadata.google.internal" || d == "metadata"
+        }
     }
 }
 
@@ -411,6 +439,21 @@ fn describe(e: reqwest::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_and_metadata_hosts_are_refused() {
+        for bad in [
+            "http://169.254.169.254/latest",
+            "http://[fe80::1]/x",
+            "http://metadata.google.internal/",
+            "http://[::ffff:169.254.1.1]/",
+        ] {
+            assert!(link_local(&reqwest::Url::parse(bad).unwrap()), "{bad}");
+        }
+        for ok in ["https://hooks.slack.com/services/T/B/X", "http://127.0.0.1:9000/hook", "http://10.0.0.5/"] {
+            assert!(!link_local(&reqwest::Url::parse(ok).unwrap()), "{ok}");
+        }
+    }
     use slipway_crds::{DeployRequest, DeployRequestSpec, Revision, Rollback, SecretKeyRef};
 
     fn t(s: i64) -> Timestamp {
