@@ -83,9 +83,22 @@ impl Context {
     /// Records a Kubernetes Event; a failure to record is logged, never fatal. The note is cut
     /// to what the Events API accepts.
     pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.event_for(regarding, type_, reason, "Reconcile", note).await;
+    }
+
+    /// [`Context::event`] with its own `action`. The recorder folds Events of one object with the
+    /// same type, reason and action into one series and keeps only the first note: Events that
+    /// must each be read (a failed delivery per receiver) need an action of their own.
+    pub async fn event_for(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let note = event_note(&note);
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }

@@ -93,7 +93,8 @@ pub(super) async fn deliver(run: &Run<'_>, env: Option<&Environment>) -> Result<
             }
         };
         tracing::warn!(kind = req.kind(), name = %req.name(), receiver, event_id = %id, attempts = n, error = %error, "notification not delivered");
-        run.ctx.event(&req.object_ref(), EventType::Warning, reasons::NOTIFICATION_FAILED, note).await;
+        let action: String = format!("Notify {receiver}").chars().take(128).collect();
+        run.ctx.event_for(&req.object_ref(), EventType::Warning, reasons::NOTIFICATION_FAILED, &action, note).await;
     }
     let fresh = Run { ctx: run.ctx, req: &req, envs: run.envs, old: &old, receivers: run.receivers };
     fresh.write(st.clone(), EventType::Normal).await?;
