@@ -28,6 +28,9 @@ build_pid=$!
 wait "$build_pid"
 echo "[tests] sandbox and build ready after $((SECONDS - start)) s" >&2
 
+# The end-to-end tests spend most of their time waiting on hosts (builds, health intervals,
+# migrations that sleep), not on this machine's cores: three at a time per test binary.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-3}
 # The binary cargo just built (CARGO_TARGET_DIR may put it outside the worktree).
 export SLIPWAY_CONTROLLER_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/slipway-controller
 export SLIPWAY_PLUGIN_BIN=${CARGO_TARGET_DIR:-$root/target}/debug/kubectl-slipway

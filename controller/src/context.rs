@@ -38,6 +38,8 @@ pub struct Context {
     /// The controller's own user name as the API server knows it (a SelfSubjectReview at
     /// startup, or `SLIPWAY_USER`): the requester of the DeployRequests it makes itself.
     pub identity: std::sync::OnceLock<String>,
+    /// The HTTP client notifications go out with.
+    pub notifier: crate::notify::Sender,
 }
 
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
@@ -81,6 +83,7 @@ impl Context {
             gates: EnvironmentGates::default(),
             monitor: Default::default(),
             identity: std::sync::OnceLock::new(),
+            notifier: crate::notify::Sender::new(),
         }
     }
 
@@ -111,9 +114,22 @@ impl Context {
     /// Records a Kubernetes Event; a failure to record is logged, never fatal. The note is cut
     /// to what the Events API accepts.
     pub async fn event(&self, regarding: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.event_for(regarding, type_, reason, "Reconcile", note).await;
+    }
+
+    /// [`Context::event`] with its own `action`. The recorder folds Events of one object with the
+    /// same type, reason and action into one series and keeps only the first note: Events that
+    /// must each be read (a failed delivery per receiver) need an action of their own.
+    pub async fn event_for(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let note = event_note(&note);
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }

@@ -9,6 +9,7 @@ pub mod environment;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod references;
 pub mod remote;
 pub mod rollback;

@@ -45,6 +45,7 @@ pub struct Metrics {
     phase_durations: Family<PhaseLabel, Histogram>,
     queue_depth: Family<QueueLabels, Gauge>,
     environment_healthy: Family<QueueLabels, Gauge>,
+    notifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,7 +84,13 @@ impl Default for Metrics {
             "1 when the Environment's last monitor round passed, 0 when it failed; absent while not judged",
             environment_healthy.clone(),
         );
-        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, environment_healthy }
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
+            notifications.clone(),
+        );
+        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, environment_healthy, notifications }
     }
 }
 
@@ -128,6 +135,11 @@ impl Metrics {
                 self.environment_healthy.remove(&labels);
             }
         }
+    }
+
+    /// A notification attempt ended with `result` (`delivered`, `failed`, `gave_up`).
+    pub fn notification(&self, result: &'static str) {
+        self.notifications.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -175,5 +187,10 @@ mod tests {
         assert!(text.contains("slipway_environment_healthy{namespace=\"team\",environment=\"staging\"} 0"), "{text}");
         m.environment_healthy("team", "staging", None);
         assert!(!m.render().contains("slipway_environment_healthy{"), "not judged: no series");
+        m.notification("delivered");
+        m.notification("gave_up");
+        let text = m.render();
+        assert!(text.contains("slipway_notifications_total{result=\"delivered\"} 1"), "{text}");
+        assert!(text.contains("slipway_notifications_total{result=\"gave_up\"} 1"), "{text}");
     }
 }

@@ -66,6 +66,7 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
         "cronSchedule" => vec![("schedule", |s| validate::field(&patterns::CRON_SCHEDULE, "schedule", text(s)))],
         "windowDuration" => vec![("duration", |s| validate::field(&patterns::WINDOW_DURATION, "duration", text(s)))],
         "timeZone" => vec![("timeZone", |s| validate::field(&patterns::TIME_ZONE, "timeZone", text(s)))],
+        "receiverName" => vec![("receiver", |s| validate::field(&patterns::RECEIVER_NAME, "receiver", text(s)))],
         other => panic!("corpus kind {other:?} has no remote check: add one here"),
     }
 }

@@ -84,6 +84,9 @@ pub mod reasons {
     pub const HOST_JOB_TERMINATED: &str = "HostJobTerminated";
     /// The host could not be asked about the lock holder's host job; the deletion went ahead.
     pub const HOST_JOB_NOT_CHECKED: &str = "HostJobNotChecked";
+    // Events of notifications.
+    /// A notification could not be delivered to a receiver (retried, or given up: the note says which).
+    pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
     // Outcomes.
     pub const SUCCEEDED: &str = "Succeeded";
     pub const UP_TO_DATE: &str = "UpToDate";

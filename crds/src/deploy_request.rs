@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotations;
 use crate::common::{Revision, conditions_schema};
+use crate::notifications::NotificationRecord;
 use crate::patterns::{ENVIRONMENT_NAME, ISSUE};
 
 /// A request to put one git revision on one Environment. Its spec cannot change once created.
@@ -185,6 +186,10 @@ pub struct DeployRequestStatus {
     /// undid it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// The outbox of notifications: one entry per receiver and event, recorded when the request
+    /// finished and updated after each delivery attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationRecord>,
 }
 
 /// One step of a deploy.

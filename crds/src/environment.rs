@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
+use crate::notifications::{RECEIVERS_MAX_ITEMS, Receiver};
 use crate::patterns::{
     ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH,
     HOST_USER, HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE,
@@ -99,6 +100,14 @@ pub struct EnvironmentSpec {
     /// a DeployRequest it owns, discarding local changes on the host.
     #[serde(default)]
     pub drift: DriftPolicy,
+    /// Where outcomes are sent: receivers, each a URL held in a Secret, a format and the events
+    /// it wants. Delivery never holds up or fails a deploy; it is retried for up to 10 minutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = RECEIVERS_MAX_ITEMS),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
+    )]
+    pub notifications: Vec<Receiver>,
 }
 
 /// What drift leads to.

@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod corpus;
 pub mod deploy_request;
 pub mod environment;
+pub mod notifications;
 pub mod patterns;
 pub mod rollback;
 
@@ -21,6 +22,9 @@ pub use environment::{
     Attention, Compose, Deadlines, DeployWindow, DriftPolicy, EnvKeys, Environment, EnvironmentSpec, EnvironmentStatus,
     ExecCheck, Health, HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release, Repository, TcpCheck,
     WindowKind,
+};
+pub use notifications::{
+    DeliveryState, NotificationEvent, NotificationFormat, NotificationRecord, RECEIVERS_MAX_ITEMS, Receiver,
 };
 pub use rollback::{Rollback, RollbackMigrations, RollbackSpec, RollbackStatus, RollbackTarget};
 

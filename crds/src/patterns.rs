@@ -119,6 +119,16 @@ pub const CHECK_NAME: Shape = Shape {
     forbidden: None,
 };
 
+/// The name of a notification receiver, shown in status and events instead of its URL.
+pub const RECEIVER_NAME: Shape = Shape {
+    name: "receiverName",
+    pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    min_len: 1,
+    max_len: 63,
+    must_be: "a short name such as qa-slack or oncall: letters, digits, _ . -, starting with a letter or digit",
+    forbidden: None,
+};
+
 /// The path (and query) of an HTTP health check: printable ASCII without spaces, from `/`.
 pub const HTTP_PATH: Shape = Shape {
     name: "httpPath",
@@ -279,6 +289,7 @@ pub const ALL: &[&Shape] = &[
     &PROJECT_NAME,
     &SERVICE_NAME,
     &CHECK_NAME,
+    &RECEIVER_NAME,
     &HTTP_PATH,
     &HOST_ADDRESS,
     &HOST_USER,
@@ -404,6 +415,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/health/checks/2/exec/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/2/exec/command", FieldShape::Argv),
     field("Environment", "/spec/policy/promoteFrom", FieldShape::Each(&ENVIRONMENT_NAME)),
+    field("Environment", "/spec/notifications/0/name", FieldShape::One(&RECEIVER_NAME)),
     field("DeployRequest", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("DeployRequest", "/spec/revision/branch", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),

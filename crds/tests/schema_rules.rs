@@ -15,6 +15,11 @@ const UNSHAPED: &[&str] = &[
     "Environment/spec/knownHostsSecretRef/key",
     "Environment/spec/envSecretRef/name",
     "Environment/spec/health/checks/0/http/expectJson/*",
+    "Environment/spec/notifications/0/urlSecretRef/name",
+    "Environment/spec/notifications/0/urlSecretRef/key",
+    // Enums: the schema admits only their values.
+    "Environment/spec/notifications/0/format",
+    "Environment/spec/notifications/0/events",
     "DeployRequest/spec/mode",
     // Enums: the schema admits only their values.
     "Rollback/spec/migrations",

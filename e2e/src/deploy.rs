@@ -75,6 +75,28 @@ pub struct Gates {
     pub auto_rollback: bool,
 }
 
+/// One entry of an Environment's `spec.notifications`; its URL goes into the Environment's
+/// hooks Secret (`<env>-hooks`, key = the receiver's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationManifest {
+    pub name: String,
+    pub url: String,
+    /// `Json` or `Slack`.
+    pub format: String,
+    pub events: Vec<String>,
+}
+
+impl NotificationManifest {
+    pub fn new(name: &str, url: &str, format: &str, events: &[&str]) -> NotificationManifest {
+        NotificationManifest {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            format: format.to_owned(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+}
+
 /// An Environment as a user would write it, for one [`Site`].
 #[derive(Debug, Clone)]
 pub struct EnvironmentManifest {
@@ -95,6 +117,8 @@ pub struct EnvironmentManifest {
     pub gates: Gates,
     /// Declare `migrations.downgrade` (the shop only).
     pub downgrade: bool,
+    /// `spec.notifications`; their URLs are kept in the Secret [`EnvironmentManifest::hooks_secret`].
+    pub notifications: Vec<NotificationManifest>,
 }
 
 impl EnvironmentManifest {
@@ -113,7 +137,13 @@ impl EnvironmentManifest {
             health_timeout_seconds: 120,
             gates: Gates { require_issue: true, ..Gates::default() },
             downgrade: true,
+            notifications: Vec::new(),
         }
+    }
+
+    /// The Secret holding the receivers' URLs (made by [`DeployTest::create_environment`]).
+    pub fn hooks_secret(&self) -> String {
+        format!("{}-hooks", self.name)
     }
 
     /// The value of one `.env` key.
@@ -162,6 +192,21 @@ impl EnvironmentManifest {
             "health": {"timeoutSeconds": self.health_timeout_seconds, "checks": checks},
             "policy": policy,
         });
+        if !self.notifications.is_empty() {
+            let hooks = self.hooks_secret();
+            spec["notifications"] = self
+                .notifications
+                .iter()
+                .map(|n| {
+                    json!({
+                        "name": n.name,
+                        "urlSecretRef": {"name": hooks, "key": n.name},
+                        "format": n.format,
+                        "events": n.events,
+                    })
+                })
+                .collect();
+        }
         if !migrations.is_null() {
             spec["migrations"] = migrations;
             if !self.downgrade {
@@ -400,6 +445,22 @@ pub struct DeployStatus {
     pub migration_target: Option<String>,
     /// A DeployRequest rolled back automatically: its Rollback's name.
     pub rollback: Option<String>,
+    /// The outbox: one entry per receiver and event.
+    pub notifications: Vec<NotificationView>,
+}
+
+/// `status.notifications[]` of a finished request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NotificationView {
+    pub receiver: String,
+    pub event: String,
+    pub event_id: String,
+    pub time: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_attempt: Option<String>,
+    pub last_error: Option<String>,
 }
 
 impl DeployStatus {
@@ -445,6 +506,11 @@ impl DeployStatus {
     /// How many records of step `name` there are.
     pub fn step_count(&self, name: &str) -> usize {
         self.steps.iter().filter(|s| s.name == name).count()
+    }
+
+    /// The outbox entry of `receiver` for `event`.
+    pub fn notification(&self, receiver: &str, event: &str) -> Option<&NotificationView> {
+        self.notifications.iter().find(|n| n.receiver == receiver && n.event == event)
     }
 
     /// Did step `name` run (a record that is not `Skipped`)?
@@ -776,6 +842,11 @@ impl DeployTest {
         let values: Vec<(&str, &str)> = env.env_values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.cluster.secret(&env.env_secret, &values)?;
         self.label_secret(&env.env_secret)?;
+        if !env.notifications.is_empty() {
+            let urls: Vec<(&str, &str)> = env.notifications.iter().map(|n| (n.name.as_str(), n.url.as_str())).collect();
+            self.cluster.secret(&env.hooks_secret(), &urls)?;
+            self.label_secret(&env.hooks_secret())?;
+        }
         self.cluster.apply(&env.to_json().to_string())?;
         Ok(())
     }

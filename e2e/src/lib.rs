@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod deploy;
 pub mod hosts;
 pub mod plugin;
+pub mod receiver;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

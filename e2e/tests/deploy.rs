@@ -727,7 +727,9 @@ fn deleting_the_environment_mid_migration_waits_for_the_host_job_fails_its_reque
     let sandbox = require_sandbox!();
     let mut t = DeployTest::start(&sandbox, "deploy-envdel").unwrap();
     let site = t.site(3, "envdel").unwrap();
-    let idle_site = t.site(3, "envdel-idle").unwrap();
+    // on another host: an idle Environment's master is closed by the pool's sweep (within a
+    // minute), not by its deletion, and must not be mistaken for the deleted one's
+    let idle_site = t.site(2, "envdel-idle").unwrap();
     t.create_environment(&EnvironmentManifest::new("doomed", App::Shop, &site)).unwrap();
     t.create_environment(&EnvironmentManifest::new("idle", App::Ticker, &idle_site)).unwrap();
     let finalizers = |env: &str| t.cluster.jsonpath(&format!("environment/{env}"), "{.metadata.finalizers}").unwrap();

@@ -193,16 +193,27 @@ fn rollback_reports_a_missing_environment() {
     let sandbox = require_sandbox!();
     let mut cluster = TestCluster::new(&sandbox, "rollback").unwrap();
     cluster.start_controller().unwrap();
+    let user = cluster.user().unwrap();
     cluster
-        .apply("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: undo}\nspec:\n  environment: staging\n  to: {previous: true}\n")
+        .apply(&format!(
+            "apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {{name: undo, annotations: {{slipway.dev/requested-by: {user:?}}}}}\n\
+             spec:\n  environment: staging\n  to: {{previous: true}}\n  reason: 5xx after v1.1.0\n"
+        ))
         .unwrap();
     cluster.wait_ready_reason("rollback/undo", "EnvironmentNotFound", Duration::from_secs(30)).unwrap();
+    // Once the Environment exists it is judged: a new Environment has no release to go back to.
     cluster.apply(ENVIRONMENT).unwrap();
-    cluster.wait("rollback/undo", "jsonpath={.status.phase}=Queued", Duration::from_secs(10)).unwrap();
+    cluster.wait_ready_reason("rollback/undo", "ReleaseNotInHistory", Duration::from_secs(30)).unwrap();
+    let message = cluster.jsonpath("rollback/undo", "{.status.conditions[?(@.type==\"Ready\")].message}").unwrap();
+    assert!(message.contains("the history is empty"), "{message}");
     let refused = cluster
-        .refused("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: two}\nspec:\n  environment: staging\n  to: {previous: true, tag: v1.0.0}\n")
+        .refused("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: two}\nspec:\n  environment: staging\n  to: {previous: true, tag: v1.0.0}\n  reason: x\n")
         .unwrap();
     assert!(refused.contains("to must set exactly one of previous: true, tag or release"), "{refused}");
+    let refused = cluster
+        .refused("apiVersion: slipway.dev/v1alpha1\nkind: Rollback\nmetadata: {name: three}\nspec:\n  environment: staging\n  to: {previous: true}\n")
+        .unwrap();
+    assert!(refused.contains("spec.reason: Required value"), "a Rollback says why: {refused}");
 }
 
 #[test]

@@ -162,6 +162,13 @@ fn plugin_deploys_follows_reads_back_and_rolls_back() {
     );
     assert!(run.stdout.contains("✓ Rebuilding Succeeded") && run.stdout.contains("Succeeded after "), "{run}");
     assert_eq!(site.head().unwrap(), site.commit_of("ticker-v1").unwrap());
+    // the release is recorded as the lock is released, a moment after Succeeded
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.slipway(&["status", "staging", "-o", "json"]).unwrap().expect_code(OK).json()["release"] != "ticker-v1"
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let run = c.slipway(&["status", "staging"]).unwrap().expect_code(OK);
     println!("$ kubectl slipway status staging\n{}", run.stdout);
     assert!(run.stdout.contains("Release:         ticker-v1 ("), "{run}");
@@ -247,7 +254,15 @@ fn plugin_deploy_waits_for_the_approver_who_approves_with_the_plugin() {
         "{run}"
     );
     assert!(run.stdout.contains("Waiting ") && run.stdout.contains("Succeeded after "), "{run}");
-    let history = c.slipway(&["history", "prod", "-o", "json"]).unwrap().expect_code(OK).json();
+    // the release is recorded in the history as the lock is released, a moment after Succeeded
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let history = c.slipway(&["history", "prod", "-o", "json"]).unwrap().expect_code(OK).json();
+        if !history[0].is_null() || Instant::now() > deadline {
+            break history;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(history[0]["approvedBy"], user.as_str(), "{history:#}");
 
     // approving what does not exist names the fix

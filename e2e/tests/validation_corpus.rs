@@ -46,6 +46,10 @@ fn base(kind: &str) -> Value {
                 "promoteFrom": ["staging"],
                 "windows": [{"kind": "Deny", "schedule": "0 22 * * 5", "duration": "60h", "timeZone": "Europe/Berlin"}],
             },
+            "policy": {"promoteFrom": ["staging"]},
+            "notifications": [
+                {"name": "qa", "urlSecretRef": {"name": "shop-hooks", "key": "qa"}, "events": ["Succeeded"]},
+            ],
         }),
         "DeployRequest" => json!({
             "environment": "production",
@@ -56,7 +60,7 @@ fn base(kind: &str) -> Value {
         other => panic!("no base object for {other}"),
     };
     let mut metadata = json!({"name": "base"});
-    if kind == "DeployRequest" {
+    if kind == "DeployRequest" || kind == "Rollback" {
         metadata["annotations"] = json!({"slipway.dev/requested-by": AS[1]});
     }
     json!({"apiVersion": "slipway.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec})

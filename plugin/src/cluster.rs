@@ -53,7 +53,7 @@ impl Cluster {
         let review =
             api.create(&PostParams::default(), &SelfSubjectReview::default()).await.map_err(|e| doing.error(e))?;
         review.status.and_then(|s| s.user_info).and_then(|u| u.username).filter(|u| !u.is_empty()).ok_or_else(|| {
-            Error::Usage(
+            Error::NoAnswer(
                 "the API server did not say who you are (SelfSubjectReview has no user name): check `kubectl auth \
                  whoami`"
                     .to_owned(),

@@ -43,6 +43,13 @@ pub enum Error {
     Deleted { kind: &'static str, name: String },
     #[error("writing output: {0}")]
     Output(String),
+    #[error(
+        "could not watch {object} for {secs} s ({detail}): check access with `kubectl auth can-i watch {resource} \
+         -n {namespace}`; the request carries on, see it with `kubectl slipway logs {object}`"
+    )]
+    WatchFailed { object: String, secs: u64, detail: String, resource: &'static str, namespace: String },
+    #[error("{0}")]
+    NoAnswer(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

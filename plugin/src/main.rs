@@ -152,7 +152,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     args.environment
                 );
             }
-            follow_request(api, &name, &format!("dr/{name}"), |d| d.status.as_ref(), args.wait, paint).await
+            follow_request(api, &ns, &name, &format!("dr/{name}"), |d| d.status.as_ref(), args.wait, paint).await
         }
         Command::Rollback(args) => {
             environment_named(&cluster, &args.environment).await?;
@@ -170,7 +170,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 (None, None) => "the previous release".to_owned(),
             };
             println!("rollback/{name} created: Environment {} back to {to} (requested by {user})", args.environment);
-            follow_request(api, &name, &format!("rollback/{name}"), |r| r.status.as_ref(), args.wait, paint).await
+            follow_request(api, &ns, &name, &format!("rollback/{name}"), |r| r.status.as_ref(), args.wait, paint).await
         }
     }
 }
@@ -236,16 +236,21 @@ fn emit<T: Serialize>(output: Option<Format>, value: &T, text: impl FnOnce() -> 
             s
         }
         Some(Format::Yaml) => serde_yaml::to_string(value).map_err(|e| Error::Output(e.to_string()))?,
-        None => text(),
+        // Text from the cluster never drives the terminal.
+        None => paint::terminal_safe(&text()),
     };
     print!("{out}");
     Ok(())
 }
 
+/// How long a watch may keep failing before following gives up.
+const WATCH_GIVE_UP: Duration = Duration::from_secs(60);
+
 /// Follows a DeployRequest or Rollback phase by phase until it ends (or `--timeout` passes),
 /// printing each finished step and each new phase; returns the exit code of its outcome.
 async fn follow_request<K>(
     api: Api<K>,
+    api_namespace: &str,
     name: &str,
     object: &str,
     status_of: fn(&K) -> Option<&DeployRequestStatus>,
@@ -266,6 +271,9 @@ where
     futures::pin_mut!(stream);
     let mut last = DeployRequestStatus::default();
     let mut warned = false;
+    // A watch that keeps failing (no watch permission, an expired token) ends the command
+    // rather than hang it: the request itself carries on.
+    let mut failing_since: Option<Instant> = None;
     loop {
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
@@ -282,7 +290,7 @@ where
             None => stream.next().await,
         };
         let object_now = match next {
-            None => return Err(Error::Usage(format!("the watch of {object} ended"))),
+            None => return Err(Error::NoAnswer(format!("the watch of {object} ended"))),
             Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => o,
             Some(Ok(watcher::Event::Delete(_))) => {
                 return Err(Error::Deleted {
@@ -292,6 +300,16 @@ where
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= WATCH_GIVE_UP {
+                    return Err(Error::WatchFailed {
+                        object: object.to_owned(),
+                        secs: WATCH_GIVE_UP.as_secs(),
+                        detail: e.to_string(),
+                        resource: if object.starts_with("dr/") { "deployrequests" } else { "rollbacks" },
+                        namespace: api_namespace.to_owned(),
+                    });
+                }
                 if !warned {
                     eprintln!("warning: watching {object}: {e}; retrying");
                     warned = true;
@@ -300,13 +318,14 @@ where
                 continue;
             }
         };
+        failing_since = None;
         let st = status_of(&object_now).cloned().unwrap_or_default();
         let at = elapsed(start.elapsed().as_secs());
         for event in events(&last, &st) {
-            println!("{}", render_event(&event, &at, paint));
+            println!("{}", paint::terminal_safe(&render_event(&event, &at, paint)));
         }
         if let Some(end) = outcome(&st) {
-            println!("{}", end.render(object, &at, paint));
+            println!("{}", paint::terminal_safe(&end.render(object, &at, paint)));
             return Ok(end.exit_code());
         }
         last = st;

@@ -124,3 +124,45 @@ mod tests {
         assert_eq!(painted.lines().nth(1).unwrap(), "staging       \x1b[32mTrue\x1b[0m    v1");
     }
 }
+
+/// Text from the cluster made safe for a terminal: status messages and output tails come from
+/// hosts and repositories, and a control sequence in them could rewrite what was printed
+/// (`\r`, cursor moves), set the clipboard (OSC 52) or hide links (OSC 8). Kept: newlines, tabs
+/// and the colour codes (SGR, `ESC [ digits ; m`) this plugin paints with; every other C0, DEL or
+/// C1 character becomes U+FFFD.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            let rest: String = chars.clone().skip(1).take_while(|c| c.is_ascii_digit() || *c == ';').collect();
+            if chars.clone().nth(1 + rest.len()) == Some('m') {
+                out.push('\x1b');
+                out.push('[');
+                out.push_str(&rest);
+                out.push('m');
+                for _ in 0..rest.len() + 2 {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        let control = (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c);
+        out.push(if control { '\u{fffd}' } else { c });
+    }
+    out
+}
+
+#[cfg(test)]
+mod safety {
+    use super::terminal_safe;
+
+    #[test]
+    fn only_colours_newlines_and_tabs_reach_the_terminal() {
+        assert_eq!(terminal_safe("\x1b[31mFailed\x1b[0m\tok\n"), "\x1b[31mFailed\x1b[0m\tok\n");
+        assert_eq!(terminal_safe("fail\r\x1b[1A\x1b[2K✓ Succeeded"), "fail\u{fffd}\u{fffd}[1A\u{fffd}[2K✓ Succeeded");
+        assert_eq!(terminal_safe("\x1b]52;c;ZXZpbA==\x07"), "\u{fffd}]52;c;ZXZpbA==\u{fffd}");
+        assert_eq!(terminal_safe("c1 \u{9b}31m"), "c1 \u{fffd}31m");
+        assert_eq!(terminal_safe("Zurück ✓"), "Zurück ✓");
+    }
+}

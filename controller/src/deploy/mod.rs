@@ -9,6 +9,7 @@
 
 pub mod auto;
 pub mod lock;
+mod outbox;
 pub mod plan;
 pub mod preflight;
 pub mod record;
@@ -66,6 +67,8 @@ pub(crate) struct Run<'a> {
     req: &'a Req,
     envs: &'a Api<Environment>,
     old: &'a DeployRequestStatus,
+    /// The Environment's notification receivers: a request that ends records what is due to them.
+    receivers: &'a [slipway_crds::Receiver],
 }
 
 async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
@@ -87,7 +90,8 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let old = req.status().cloned().unwrap_or_default();
     let env = envs.get_opt(req.environment()).await?;
     let now = Timestamp::now();
-    let run = Run { ctx: &ctx, req: &req, envs: &envs, old: &old };
+    let receivers = env.as_ref().map(|e| e.spec.notifications.clone()).unwrap_or_default();
+    let run = Run { ctx: &ctx, req: &req, envs: &envs, old: &old, receivers: &receivers };
 
     if old.phase.is_some_and(Phase::is_terminal) {
         // Finished but still holding the lock: the controller stopped between the final status
@@ -101,7 +105,7 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
             finish_lock(&envs, env, &me, None, left).await?;
         }
         run.finalizer(false).await?;
-        return Ok(Action::await_change());
+        return outbox::deliver(&run, env.as_ref()).await;
     }
     // A failed deploy hands its lock to the Rollback that undoes it even when it is being
     // deleted (or pruned by a GitOps tool): the host must not be left half-way.
@@ -886,6 +890,7 @@ impl Run<'_> {
     /// Writes the request's status when it changed, and an Event when Ready changed its reason.
     async fn write(&self, st: DeployRequestStatus, type_: EventType) -> Result<()> {
         let mut st = st;
+        crate::notify::enqueue(self.req, self.receivers, self.old, &mut st, Timestamp::now());
         let steps = plan::step_conditions(&st);
         st.conditions = conditions::set(&st.conditions, &steps, self.req.generation(), Timestamp::now());
         if self.req.status() != Some(&st) {
