@@ -46,7 +46,6 @@ fn base(kind: &str) -> Value {
                 "promoteFrom": ["staging"],
                 "windows": [{"kind": "Deny", "schedule": "0 22 * * 5", "duration": "60h", "timeZone": "Europe/Berlin"}],
             },
-            "policy": {"promoteFrom": ["staging"]},
             "notifications": [
                 {"name": "qa", "urlSecretRef": {"name": "shop-hooks", "key": "qa"}, "events": ["Succeeded"]},
             ],
