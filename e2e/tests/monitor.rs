@@ -305,15 +305,18 @@ fn deploy_windows_and_freezes_hold_deploy_requests_but_never_rollbacks() {
     t.deploy(&DeployRequestManifest::tag("first", "windowed", "ticker-v1")).unwrap();
     t.expect_outcome("first", "Succeeded", DEPLOY_TIMEOUT).unwrap();
 
-    // a deny window covering now (opens every minute for an hour): the request waits, visibly,
-    // without the lock
-    let deny = json!({"kind": "Deny", "schedule": "* * * * *", "duration": "1h", "timeZone": "Europe/Berlin"});
+    // a deny window covering now (opened this minute, for two hours): the request waits, visibly,
+    // without the lock, and says when it may run
+    let since_midnight = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 86_400;
+    let schedule = format!("{} {} * * *", since_midnight / 60 % 60, since_midnight / 3600);
+    let deny = json!({"kind": "Deny", "schedule": schedule, "duration": "2h", "timeZone": "UTC"});
     t.patch_environment("windowed", &json!({"spec": {"policy": {"windows": [deny]}}})).unwrap();
     t.deploy(&DeployRequestManifest::tag("held", "windowed", "ticker-v2")).unwrap();
     let held = wait_reason(&t, "held", "OutsideDeployWindow", Duration::from_secs(60));
     assert_eq!(held.phase(), "Queued", "{held:#?}");
     assert!(
-        held.ready_message().contains("deny window \"* * * * *\"") && held.ready_message().contains("may run from"),
+        held.ready_message().contains(&format!("deny window \"{schedule}\""))
+            && held.ready_message().contains("may run from"),
         "{}",
         held.ready_message()
     );
