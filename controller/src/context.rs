@@ -35,6 +35,8 @@ pub struct Context {
     pub gates: EnvironmentGates,
     /// Per Environment: when its monitor last ran a round.
     pub monitor: crate::environment::monitor::Rounds,
+    /// Per Environment: the last look-up of its `spec.revision`.
+    pub revisions: crate::environment::revision::Lookups,
     /// The controller's own user name as the API server knows it (a SelfSubjectReview at
     /// startup, or `SLIPWAY_USER`): the requester of the DeployRequests it makes itself.
     pub identity: std::sync::OnceLock<String>,
@@ -82,6 +84,7 @@ impl Context {
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
             monitor: Default::default(),
+            revisions: Default::default(),
             identity: std::sync::OnceLock::new(),
             notifier: crate::notify::Sender::new(),
         }

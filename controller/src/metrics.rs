@@ -90,7 +90,17 @@ impl Default for Metrics {
             "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
             notifications.clone(),
         );
-        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, environment_healthy, notifications }
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            deploys,
+            phase_durations,
+            queue_depth,
+            environment_healthy,
+            notifications,
+        }
     }
 }
 

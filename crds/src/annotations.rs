@@ -21,3 +21,19 @@ pub const ADMISSION_POLICY: &str = "slipway-deployrequest-identity";
 /// Label of a DeployRequest the controller made to heal an Environment's drift: the Environment's
 /// UID. Only the controller creates DeployRequests owned by an Environment (the admission policy).
 pub const DRIFT_HEAL_OF: &str = "slipway.dev/drift-heal-of";
+
+/// Label of a DeployRequest the controller made for an Environment's `spec.revision`: the
+/// Environment's UID (owned by it, like a drift heal).
+pub const REVISION_OF: &str = "slipway.dev/revision-of";
+
+/// Annotation of such a DeployRequest: the declared revision it was made for (`tag v1.1.0`).
+pub const DESIRED_REVISION: &str = "slipway.dev/desired-revision";
+
+/// Annotation of an Environment: a new value makes the controller look up `spec.revision` at
+/// once (and try again a revision whose DeployRequest failed). Copied to the DeployRequests made.
+pub const REFRESH: &str = "slipway.dev/refresh";
+
+/// Annotation of a DeployRequest made for `spec.revision`: the `spec.revision.approvedBy` it was
+/// made with. Honoured by the approval gate only on a DeployRequest the Environment owns (which
+/// only the controller may make); who may set `approvedBy` is checked by the admission policy.
+pub const APPROVED_IN_SPEC: &str = "slipway.dev/approved-in-spec";

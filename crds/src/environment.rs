@@ -7,11 +7,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{SecretKeyRef, SecretRef, conditions_schema};
+use crate::common::{Revision, SecretKeyRef, SecretRef, conditions_schema};
 use crate::notifications::{RECEIVERS_MAX_ITEMS, Receiver};
 use crate::patterns::{
     ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH,
-    HOST_USER, HTTP_PATH, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE,
+    HOST_USER, HTTP_PATH, ISSUE, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE,
     WINDOW_DURATION, WINDOWS_MAX_ITEMS, program_rule,
 };
 
@@ -29,6 +29,7 @@ use crate::patterns::{
     doc = "A compose host reached over SSH with a pinned host key, and how to deploy to it.",
     printcolumn(name = "Host", type_ = "string", json_path = ".spec.host.address"),
     printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
+    printcolumn(name = "Desired", type_ = "string", json_path = ".status.revision.desired"),
     printcolumn(name = "Current", type_ = "string", json_path = ".status.current.ref"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -108,6 +109,70 @@ pub struct EnvironmentSpec {
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"])
     )]
     pub notifications: Vec<Receiver>,
+    /// What the Environment should run, declared (a GitOps repository bumps this one line to
+    /// release): when it differs from what runs, the controller creates a DeployRequest it owns,
+    /// queued, gated and verified like any other. A branch is followed: a new commit on it is
+    /// deployed. A manual Rollback suspends it until it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<DesiredRevision>,
+}
+
+/// `spec.revision`: a branch, tag or commit, and what the gates ask of the DeployRequests it
+/// makes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredRevision {
+    /// Exactly one of branch, tag or commit.
+    #[serde(flatten)]
+    pub revision: Revision,
+    /// The issue the DeployRequests it makes name (for `policy.requireIssue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = ISSUE.min_len, max = ISSUE.max_len))]
+    #[x_kube(validation = ISSUE.rule("issue"))]
+    pub issue: Option<String>,
+    /// Who approved this revision (for `policy.requireApproval`), recorded in the release as
+    /// approved in the Environment's spec. Admitted only from a user allowed the verb `approve`
+    /// on deployrequests in the namespace (the GitOps tool's account, bound to slipway-approver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub approved_by: Option<String>,
+    /// How often a branch is looked up on the remote, in seconds (default 60); annotating the
+    /// Environment `slipway.dev/refresh=<anything new>` looks at once.
+    #[serde(default = "default_poll_interval")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub poll_interval_seconds: i32,
+}
+
+fn default_poll_interval() -> i32 {
+    60
+}
+
+/// What became of `spec.revision` (written by the Environment controller).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionStatus {
+    /// The revision as declared (`tag v1.1.0`, `branch main`).
+    pub desired: String,
+    /// The commit it stood for when last looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When it was last looked up (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// `Synced`, `Deploying`, `Failed`, `Quarantined`, `Suspended` or `Unresolved`.
+    pub state: String,
+    /// What the state means, for a person.
+    #[serde(default)]
+    pub message: String,
+    /// The last DeployRequest made for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// The manual Rollback that suspended it, and the revision then declared: a change of
+    /// `spec.revision` resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_desired: Option<String>,
 }
 
 /// What drift leads to.
@@ -516,6 +581,9 @@ pub struct EnvironmentStatus {
     /// recorded when a deploy or rollback succeeds, for people without access to the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_keys: Option<EnvKeys>,
+    /// What became of `spec.revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<RevisionStatus>,
 }
 
 /// Key names of a release's `.env.example`, and which of them the env Secret lacked.

@@ -19,7 +19,14 @@ fn the_policy_judges_the_annotations_the_controller_reads() {
     let text = repo_file("manifests/install/admission-policy.yaml");
     let docs = documents(&text);
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]);
+    assert_eq!(kinds, ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"].repeat(2));
+    // the second judges who may approve through an Environment's spec.revision.approvedBy
+    let (env_policy, env_binding) = (&docs[2], &docs[3]);
+    assert_eq!(env_binding["spec"]["policyName"], env_policy["metadata"]["name"]);
+    assert_eq!(env_binding["spec"]["validationActions"][0].as_str(), Some("Deny"));
+    let env_rules = serde_yaml::to_string(&env_policy["spec"]).unwrap();
+    assert!(env_rules.contains("resources:\n    - environments"), "{env_rules}");
+    assert!(env_rules.contains(&format!(".check('{APPROVE_VERB}')")) && env_rules.contains("revision.?approvedBy"));
     let (policy, binding) = (&docs[0], &docs[1]);
     assert_eq!(policy["metadata"]["name"].as_str(), Some(ADMISSION_POLICY));
     assert_eq!(binding["spec"]["policyName"].as_str(), Some(ADMISSION_POLICY));

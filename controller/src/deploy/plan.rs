@@ -93,7 +93,7 @@ fn deploy_gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
             ),
         }));
     }
-    if policy.require_approval && dr.approved_by().is_none() {
+    if policy.require_approval && approval(dr, env).is_none() {
         return Err(Gate::Awaiting(Problem {
             reason: reasons::APPROVAL_REQUIRED,
             message: format!(
@@ -111,6 +111,21 @@ fn deploy_gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
         return Err(Gate::Refused(quarantine_problem(dr, env, q)));
     }
     Ok(())
+}
+
+/// Who approved `dr`: its `slipway.dev/approved-by` annotation, or, on a DeployRequest made for
+/// the Environment's `spec.revision` (owned by it: only the controller may make one), the
+/// `spec.revision.approvedBy` it was made with.
+pub fn approval(dr: &DeployRequest, env: &Environment) -> Option<String> {
+    if let Some(user) = dr.approved_by() {
+        return Some(user.to_owned());
+    }
+    if !crate::environment::revision::is_made_for(dr, env) {
+        return None;
+    }
+    let annotations = dr.metadata.annotations.as_ref()?;
+    let user = annotations.get(slipway_crds::annotations::APPROVED_IN_SPEC).filter(|u| !u.is_empty())?;
+    Some(format!("{user} (Environment spec.revision)"))
 }
 
 /// Deploy windows and freezes (`policy.windows`, `policy.freeze`) at `now`: Rollbacks are never
@@ -254,7 +269,7 @@ pub fn release(
         Req::Deploy(dr) => (
             dr.spec.revision.name().unwrap_or_default().to_owned(),
             dr.spec.issue.clone(),
-            dr.approved_by().map(str::to_owned),
+            approval(dr, env),
             None,
         ),
         Req::Rollback(rb) => {
@@ -350,7 +365,12 @@ pub fn is_waiting(req: &Req) -> bool {
     let refused = status
         .and_then(|s| crate::conditions::find(&s.conditions, slipway_crds::conditions::types::STALLED))
         .is_some_and(|c| c.status == "True");
-    !refused && !req.deleting()
+    // Held by a deploy window: it waits outside the queue (else a Rollback behind it would wait
+    // for a request that cannot take the lock) and joins it when the window lets it.
+    let held = status
+        .and_then(|s| crate::conditions::find(&s.conditions, slipway_crds::conditions::types::READY))
+        .is_some_and(|c| c.reason == reasons::OUTSIDE_DEPLOY_WINDOW);
+    !refused && !held && !req.deleting()
 }
 
 /// The requests waiting for `env_name`, oldest first (creation time, then name). `me` (a request
@@ -589,6 +609,20 @@ mod tests {
             ),
             ..Default::default()
         });
+        // held by a deploy window: Queued, but outside the queue until the window lets it
+        let mut held = request("held", 2, None, DeployMode::Change);
+        held.status = Some(DeployRequestStatus {
+            phase: Some(Phase::Queued),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: slipway_crds::conditions::types::READY.into(),
+                status: "False".into(),
+                reason: reasons::OUTSIDE_DEPLOY_WINDOW.into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+            }],
+            ..Default::default()
+        });
         let all: Vec<Req> = [
             request("c", 10, None, DeployMode::Change),
             request("b", 20, None, DeployMode::Change),
@@ -596,6 +630,7 @@ mod tests {
             request("z", 10, None, DeployMode::Change),
             done,
             refused,
+            held,
         ]
         .into_iter()
         .map(Req::Deploy)

@@ -3,6 +3,7 @@
 
 pub mod drift;
 pub mod monitor;
+pub mod revision;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,6 +235,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     if env.metadata.deletion_timestamp.is_some() {
         ctx.metrics.environment_healthy(&namespace, &env.name_any(), None);
         ctx.monitor.forget(&crate::object_key(env.as_ref()));
+        ctx.revisions.forget(&crate::object_key(env.as_ref()));
         return teardown::reconcile(&ctx, &env).await;
     }
     // The finalizer that makes a deletion wait for a running deploy is added by the request
@@ -269,6 +271,8 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         }
         _ => None,
     };
+    let declared = revision::reconcile(&ctx, &env, conn.as_deref()).await?;
+    status.revision = declared.status;
     let decided: Vec<_> = monitor::healthy(&status.conditions, &finding)
         .into_iter()
         .chain(drift::drifted(&status.conditions, &finding, healing.as_deref()))
@@ -281,20 +285,24 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     if env.status.as_ref() != Some(&status) {
         // Only the fields this reconcile owns: the lock, queue, current and history belong to
         // the deploy path and an apply that named them would fight it.
-        let own = serde_json::json!({
+        let mut own = serde_json::json!({
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
         });
+        // Left out when nothing is declared: the apply then drops what this manager wrote.
+        if let Some(revision) = &status.revision {
+            own["revision"] = serde_json::json!(revision);
+        }
         status::apply_as(&api, env.as_ref(), &own, crate::context::ENVIRONMENT_MANAGER).await?;
     }
-    for t in transition.into_iter().chain(health_transition).chain(drift_transition) {
+    for t in transition.into_iter().chain(health_transition).chain(drift_transition).chain(declared.transition) {
         ctx.event(&env.object_ref(&()), t.type_, &t.reason, t.note).await;
     }
     let key = crate::object_key(env.as_ref());
     Ok(match observed {
         Observation::Reachable => {
             ctx.backoff.succeeded(&key);
-            Action::requeue(RECHECK.min(next_round))
+            Action::requeue(RECHECK.min(next_round).min(declared.next.unwrap_or(RECHECK)))
         }
         // Secrets are read with `get` (no watch) and hosts come back by themselves: look again,
         // less and less often while nothing changes.

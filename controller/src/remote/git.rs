@@ -87,6 +87,53 @@ fn is_full_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// The full commit id `rev` stands for at the repository now, asked with `git ls-remote` from
+/// the host (which holds the credentials for it): at `origin` when given (no work tree needed),
+/// else at the `origin` remote of the work tree at `path`. A commit is returned as given.
+pub async fn ls_remote<E: Exec>(
+    conn: &E,
+    path: &str,
+    origin: Option<&str>,
+    rev: &RevisionRef,
+) -> Result<String, RemoteError> {
+    rev.validate()?;
+    let wanted = match rev {
+        RevisionRef::Commit(c) => return Ok(c.clone()),
+        RevisionRef::Branch(b) => vec![format!("refs/heads/{b}")],
+        // an annotated tag's own object first, then the commit it peels to
+        RevisionRef::Tag(t) => vec![format!("refs/tags/{t}"), format!("refs/tags/{t}^{{}}")],
+    };
+    let cmd = match origin {
+        Some(url) => {
+            validate::git_url(url)?;
+            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").args(["ls-remote", "--"]).arg(url)
+        }
+        None => {
+            validate::host_path("work tree path", path)?;
+            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").arg("-C").arg(path).args(["ls-remote", "--", "origin"])
+        }
+    };
+    let cmd = cmd
+        .args(wanted.iter().cloned())
+        .label("git ls-remote")
+        .timeout(conn.command_timeout() * 5);
+    let out = conn.run(&cmd).await?;
+    pick_ls_remote(&out.stdout(), &wanted).ok_or_else(|| RemoteError::RevisionNotFound {
+        revision: rev.describe(),
+        detail: "not found at origin (git ls-remote)".into(),
+    })
+}
+
+/// The id of the last of `wanted` that `git ls-remote` printed (exact names only: its patterns
+/// also match longer names ending the same way).
+fn pick_ls_remote(stdout: &str, wanted: &[String]) -> Option<String> {
+    let lines: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once('\t')).collect();
+    wanted.iter().rev().find_map(|w| {
+        lines.iter().find(|(_, name)| name.trim() == w).map(|(id, _)| id.trim().to_owned())
+    })
+    .filter(|id| is_full_commit_id(id))
+}
+
 /// A git work tree at an absolute path on a host.
 pub struct Repo<'a, E: Exec> {
     conn: &'a E,
@@ -248,6 +295,19 @@ impl<'a, E: Exec> Repo<'a, E> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ls_remote_output_is_read_by_exact_name_peeled_tags_first() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let c = "c".repeat(40);
+        let out = format!("{a}\trefs/heads/other/main\n{b}\trefs/tags/v1\n{c}\trefs/tags/v1^{{}}\n");
+        let tag = ["refs/tags/v1".to_owned(), "refs/tags/v1^{}".to_owned()];
+        assert_eq!(super::pick_ls_remote(&out, &tag), Some(c.clone()));
+        assert_eq!(super::pick_ls_remote(&format!("{b}\trefs/tags/v1\n"), &tag), Some(b.clone()));
+        assert_eq!(super::pick_ls_remote(&out, &["refs/heads/main".to_owned()]), None, "a longer name is not it");
+        assert_eq!(super::pick_ls_remote("", &tag), None);
+    }
+
     use super::*;
 
     #[test]
