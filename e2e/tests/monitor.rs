@@ -344,3 +344,102 @@ fn deploy_windows_and_freezes_hold_deploy_requests_but_never_rollbacks() {
     t.expect_outcome("direct", "Succeeded", DEPLOY_TIMEOUT).unwrap();
     assert_eq!(t.deploy_request("frozen").unwrap().status.ready_reason(), "OutsideDeployWindow");
 }
+
+/// Polls the Environment until `status.revision.state` is `state`; returns its message.
+fn wait_revision(t: &DeployTest, env: &str, state: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let seen = t.cluster.jsonpath(&format!("environment/{env}"), "{.status.revision.state}").unwrap_or_default();
+        if seen == state {
+            return t.cluster.jsonpath(&format!("environment/{env}"), "{.status.revision.message}").unwrap();
+        }
+        let revision = t.cluster.jsonpath(&format!("environment/{env}"), "{.status.revision}").unwrap_or_default();
+        assert!(start.elapsed() < timeout, "spec.revision of {env} not {state} within {timeout:?}: {revision}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn a_declared_revision_is_deployed_through_owned_requests_and_a_followed_branch_moves_it() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "monitor-revision").unwrap();
+    let site = t.site(1, "revision").unwrap();
+    let env = EnvironmentManifest::new("declared", App::Ticker, &site);
+    t.create_environment(&env).unwrap();
+    t.deploy(&DeployRequestManifest::tag("first", "declared", "ticker-v1")).unwrap();
+    t.expect_outcome("first", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let [v2, v3] = ["ticker-v2", "ticker-v3"].map(|tag| site.commit_of(tag).unwrap());
+    let uid = t.cluster.jsonpath("environment/declared", "{.metadata.uid}").unwrap();
+    let made = || -> Vec<String> {
+        let selector = format!("slipway.dev/revision-of={uid}");
+        let out = t.cluster.kubectl_ok(&["get", "deployrequests", "-l", &selector, "-o", "name"]).unwrap();
+        out.lines().map(|l| l.trim_start_matches("deployrequest.slipway.dev/").to_owned()).collect()
+    };
+    let wait_made = |n: usize| {
+        let start = Instant::now();
+        while made().len() < n {
+            assert!(start.elapsed() < Duration::from_secs(60), "no request number {n} made: {:?}", made());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+
+    // one line declares the release: one owned request appears and succeeds
+    let declared = json!({"spec": {"revision": {"tag": "ticker-v2", "issue": "#7", "pollIntervalSeconds": INTERVAL}}});
+    t.patch_environment("declared", &declared).unwrap();
+    wait_made(1);
+    let first = format!("declared-rev-{}-1", &v2[..12]);
+    assert_eq!(made(), std::slice::from_ref(&first));
+    t.expect_outcome(&first, "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), v2);
+    let dr = &t.get_json(&[&format!("deployrequest/{first}")]).unwrap()[0];
+    assert_eq!(dr["metadata"]["ownerReferences"][0]["kind"], "Environment");
+    assert_eq!(dr["spec"]["revision"]["commit"], v2.as_str());
+    assert_eq!(dr["spec"]["issue"], "#7");
+    wait_revision(&t, "declared", "Synced", Duration::from_secs(30));
+    let table = t.cluster.kubectl_ok(&["get", "environment", "declared"]).unwrap();
+    assert!(table.contains("DESIRED") && table.contains("tag ticker-v2") && table.contains("ticker-v2"), "{table}");
+    // the same spec again: nothing new, over more than two poll intervals
+    t.patch_environment("declared", &declared).unwrap();
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL + 5));
+    assert_eq!(made(), std::slice::from_ref(&first), "re-applying the spec made a request");
+
+    // a followed branch: declared where it runs, nothing; a new commit on it is deployed once
+    let branch = format!("swt-follow-{}", &uid[..8]);
+    let origin = site.origin.trim_start_matches("file://").to_owned();
+    let move_branch = |to: &str| {
+        site.run(&["git", "--git-dir", &origin, "update-ref", &format!("refs/heads/{branch}"), to]).unwrap();
+    };
+    move_branch(&v2);
+    let follow = json!({"spec": {"revision": {"tag": null, "branch": branch}}});
+    t.patch_environment("declared", &follow).unwrap();
+    let start = Instant::now();
+    while t.cluster.jsonpath("environment/declared", "{.status.revision.desired}").unwrap()
+        != format!("branch {branch}")
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "branch not looked up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_revision(&t, "declared", "Synced", Duration::from_secs(30));
+    assert_eq!(made().len(), 1);
+    move_branch(&v3);
+    wait_made(2);
+    let second = format!("declared-rev-{}-1", &v3[..12]);
+    assert!(made().contains(&second), "{:?}", made());
+    t.expect_outcome(&second, "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), v3);
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL + 5));
+    assert_eq!(made().len(), 2, "the branch's new commit was deployed more than once: {:?}", made());
+
+    // a manual Rollback suspends the declaration (else it would undo the rollback)
+    t.rollback(&RollbackManifest::previous("undo", "declared")).unwrap();
+    t.expect_request_outcome(ROLLBACK, "undo", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_eq!(site.head().unwrap(), v2);
+    let message = wait_revision(&t, "declared", "Suspended", Duration::from_secs(30));
+    assert!(message.contains("undo"), "{message}");
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL + 5));
+    assert_eq!((made().len(), site.head().unwrap()), (2, v2.clone()), "the declaration undid the rollback");
+    let events = t.cluster.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=declared"]).unwrap();
+    assert!(events.contains("RevisionDeploying") && events.contains("RevisionSuspended"), "{events}");
+    site.run(&["git", "--git-dir", &origin, "update-ref", "-d", &format!("refs/heads/{branch}")]).unwrap();
+}

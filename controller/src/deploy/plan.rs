@@ -266,12 +266,9 @@ pub fn release(
 ) -> Release {
     let commit = st.commit.clone().unwrap_or_default();
     let (ref_, issue, approved_by, reason) = match req {
-        Req::Deploy(dr) => (
-            dr.spec.revision.name().unwrap_or_default().to_owned(),
-            dr.spec.issue.clone(),
-            approval(dr, env),
-            None,
-        ),
+        Req::Deploy(dr) => {
+            (dr.spec.revision.name().unwrap_or_default().to_owned(), dr.spec.issue.clone(), approval(dr, env), None)
+        }
         Req::Rollback(rb) => {
             let history = env.status.as_ref().map(|s| s.history.as_slice()).unwrap_or_default();
             let ref_ = history.iter().find(|r| !commit.is_empty() && r.commit == commit).map(|r| r.ref_.clone());

@@ -100,9 +100,9 @@ pub fn plan(
     if quarantined.iter().any(|q| same_commit(q)) {
         return Plan::Quarantined;
     }
-    let mut same = made.iter().filter(|r| {
-        r.commit.as_deref().is_some_and(|c| c == commit) && r.desired == desired && r.refresh == refresh
-    });
+    let mut same = made
+        .iter()
+        .filter(|r| r.commit.as_deref().is_some_and(|c| c == commit) && r.desired == desired && r.refresh == refresh);
     if let Some(r) = same.clone().find(|r| r.phase == Some(Phase::Succeeded)) {
         return Plan::Superseded { name: r.name.clone() };
     }
@@ -117,13 +117,12 @@ pub fn plan(
 /// `(suspended_by, suspended_desired)`; suspended while `suspended_desired` is what is declared.
 /// `manual_rollback` made what runs now. A Rollback seen for the first time suspends what was
 /// declared before it; one that ran before anything was declared suspends nothing.
-pub fn suspension(
-    old: Option<&RevisionStatus>,
-    manual_rollback: Option<&str>,
-) -> (Option<String>, Option<String>) {
+pub fn suspension(old: Option<&RevisionStatus>, manual_rollback: Option<&str>) -> (Option<String>, Option<String>) {
     let Some(rollback) = manual_rollback else { return (None, None) };
     match old {
-        Some(o) if o.suspended_by.as_deref() == Some(rollback) => (Some(rollback.to_owned()), o.suspended_desired.clone()),
+        Some(o) if o.suspended_by.as_deref() == Some(rollback) => {
+            (Some(rollback.to_owned()), o.suspended_desired.clone())
+        }
         Some(o) => (Some(rollback.to_owned()), Some(o.desired.clone())),
         None => (Some(rollback.to_owned()), None),
     }
@@ -147,7 +146,13 @@ fn revision_ref(r: &Revision) -> Option<RevisionRef> {
 }
 
 /// The request for `desired` at `commit`, owned by `env`, asked for by the controller.
-pub fn request(env: &Environment, desired: &DesiredRevision, commit: &str, name: &str, identity: &str) -> DeployRequest {
+pub fn request(
+    env: &Environment,
+    desired: &DesiredRevision,
+    commit: &str,
+    name: &str,
+    identity: &str,
+) -> DeployRequest {
     let owner = OwnerReference {
         api_version: Environment::api_version(&()).into_owned(),
         kind: Environment::kind(&()).into_owned(),
@@ -251,9 +256,15 @@ pub(crate) async fn reconcile(
     let lookup = match (ctx.revisions.get(&key), conn) {
         (Some(l), _) if l.key == lookup_key && l.at.elapsed() < interval => l,
         (_, Some(conn)) => {
-            let commit = git::ls_remote(conn, &env.spec.host.path, env.spec.repository.as_ref().map(|r| r.url.as_str()), &rev).await.map_err(|e| {
-                format!("could not look up {desired} at the repository: {}", conn.redactor().redact(&e.to_string()))
-            });
+            let commit =
+                git::ls_remote(conn, &env.spec.host.path, env.spec.repository.as_ref().map(|r| r.url.as_str()), &rev)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "could not look up {desired} at the repository: {}",
+                            conn.redactor().redact(&e.to_string())
+                        )
+                    });
             let l = Lookup { key: lookup_key, at: Instant::now(), resolved_at: Timestamp::now().to_string(), commit };
             ctx.revisions.put(&key, l.clone());
             l
@@ -263,7 +274,9 @@ pub(crate) async fn reconcile(
     };
     let next = Some(interval.saturating_sub(lookup.at.elapsed()).max(Duration::from_secs(1)));
     let current = env.status.as_ref().and_then(|s| s.current.as_ref());
-    let manual_rollback = match current.filter(|r| r.reason.is_some()).and_then(|r| r.deployed_by.as_deref()) {
+    // `deployed_by` is `<kind>/<name>/<uid>`
+    let rollback = current.and_then(|r| r.deployed_by.as_deref()).and_then(|by| by.strip_prefix("Rollback/"));
+    let manual_rollback = match rollback.and_then(|rest| rest.split('/').next()) {
         Some(name) => manual(ctx, env, name).await?.then_some(name),
         None => None,
     };
@@ -363,7 +376,8 @@ fn paren(s: &str) -> String {
 
 /// The outcome, with an Event when the state or the request changed.
 fn finish(old: Option<&RevisionStatus>, status: RevisionStatus, next: Option<Duration>) -> Outcome {
-    let changed = old.is_none_or(|o| o.state != status.state || o.request != status.request || o.desired != status.desired);
+    let changed =
+        old.is_none_or(|o| o.state != status.state || o.request != status.request || o.desired != status.desired);
     let transition = changed.then(|| Transition {
         type_: match status.state.as_str() {
             SYNCED | DEPLOYING => EventType::Normal,
@@ -462,7 +476,10 @@ mod tests {
     #[test]
     fn quarantined_commits_and_manual_rollbacks_stop_the_declaration() {
         assert_eq!(plan("s", "tag v2", C2, "", Some(C1), &[C2[..12].to_owned()], &[], None), Plan::Quarantined);
-        assert_eq!(plan("s", "tag v2", C2, "", Some(C1), &[], &[], Some("undo")), Plan::Suspended { by: "undo".into() });
+        assert_eq!(
+            plan("s", "tag v2", C2, "", Some(C1), &[], &[], Some("undo")),
+            Plan::Suspended { by: "undo".into() }
+        );
         // an abbreviated declared commit runs when the full id starts with it
         assert_eq!(plan("s", "commit 2222222", "2222222", "", Some(C2), &[], &[], None), Plan::Synced);
     }

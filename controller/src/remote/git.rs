@@ -110,13 +110,14 @@ pub async fn ls_remote<E: Exec>(
         }
         None => {
             validate::host_path("work tree path", path)?;
-            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").arg("-C").arg(path).args(["ls-remote", "--", "origin"])
+            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").arg("-C").arg(path).args([
+                "ls-remote",
+                "--",
+                "origin",
+            ])
         }
     };
-    let cmd = cmd
-        .args(wanted.iter().cloned())
-        .label("git ls-remote")
-        .timeout(conn.command_timeout() * 5);
+    let cmd = cmd.args(wanted.iter().cloned()).label("git ls-remote").timeout(conn.command_timeout() * 5);
     let out = conn.run(&cmd).await?;
     pick_ls_remote(&out.stdout(), &wanted).ok_or_else(|| RemoteError::RevisionNotFound {
         revision: rev.describe(),
@@ -128,10 +129,11 @@ pub async fn ls_remote<E: Exec>(
 /// also match longer names ending the same way).
 fn pick_ls_remote(stdout: &str, wanted: &[String]) -> Option<String> {
     let lines: Vec<(&str, &str)> = stdout.lines().filter_map(|l| l.split_once('\t')).collect();
-    wanted.iter().rev().find_map(|w| {
-        lines.iter().find(|(_, name)| name.trim() == w).map(|(id, _)| id.trim().to_owned())
-    })
-    .filter(|id| is_full_commit_id(id))
+    wanted
+        .iter()
+        .rev()
+        .find_map(|w| lines.iter().find(|(_, name)| name.trim() == w).map(|(id, _)| id.trim().to_owned()))
+        .filter(|id| is_full_commit_id(id))
 }
 
 /// A git work tree at an absolute path on a host.
