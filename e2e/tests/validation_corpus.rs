@@ -49,6 +49,7 @@ fn base(kind: &str) -> Value {
             "notifications": [
                 {"name": "qa", "urlSecretRef": {"name": "shop-hooks", "key": "qa"}, "events": ["Succeeded"]},
             ],
+            "revision": {"tag": "v1.0.0", "issue": "#45"},
         }),
         "DeployRequest" => json!({
             "environment": "production",
@@ -77,7 +78,10 @@ fn object(field: &Field, name: &str, sample: &Sample) -> Value {
     };
     let mut obj = base(field.kind);
     obj["metadata"]["name"] = name.into();
-    if let Some(one_of) = ONE_OF.iter().find(|p| field.pointer.starts_with(&format!("{p}/"))) {
+    // Only the one-of members themselves empty their object (an Environment's revision also
+    // holds its issue, which needs a member next to it).
+    let member = ["branch", "tag", "commit", "release"].iter().any(|k| field.pointer.ends_with(&format!("/{k}")));
+    if let Some(one_of) = ONE_OF.iter().find(|p| member && field.pointer.starts_with(&format!("{p}/"))) {
         *obj.pointer_mut(one_of).expect("one-of object in base") = json!({});
     }
     let (parent, key) = field.pointer.rsplit_once('/').expect("pointer has a parent");
