@@ -250,8 +250,20 @@ pub fn parse_config_output(flavor: ComposeFlavor, stdout: &str) -> Result<Compos
 }
 
 /// Which compose CLI the host has: v2 where `docker compose` works, else v1. A transport
-/// failure is an error, never taken as "v1".
+/// failure is an error, never taken as "v1". Asked once per connection where the connection
+/// keeps it (each poll of a running step would otherwise start the CLI once or twice).
 pub async fn detect_flavor<E: Exec>(host: &E) -> Result<ComposeFlavor, RemoteError> {
+    if let Some(known) = host.flavor_cache().and_then(|c| c.get()) {
+        return Ok(*known);
+    }
+    let flavor = ask_flavor(host).await?;
+    if let Some(cache) = host.flavor_cache() {
+        let _ = cache.set(flavor);
+    }
+    Ok(flavor)
+}
+
+async fn ask_flavor<E: Exec>(host: &E) -> Result<ComposeFlavor, RemoteError> {
     let v2 = RemoteCommand::new("docker").args(["compose", "version", "--short"]).label("docker compose version");
     if host.output(&v2).await?.success() {
         return Ok(ComposeFlavor::V2);

@@ -117,6 +117,12 @@ pub trait Exec: Send + Sync {
         }
     }
 
+    /// Where the compose CLI flavor found on this host is kept for the life of the connection
+    /// (a new SSH master looks again); `None`: not kept, detected on every use.
+    fn flavor_cache(&self) -> Option<&std::sync::OnceLock<super::compose::ComposeFlavor>> {
+        None
+    }
+
     /// A local unix socket whose connections reach `host:port` as seen from the host.
     fn forward_to_tcp(&self, host: &str, port: u16) -> impl Future<Output = Result<PathBuf, RemoteError>> + Send;
 

@@ -109,6 +109,8 @@ pub struct HostConnection {
     options: ConnectOptions,
     redactor: Redactor,
     pub(super) docker: OnceCell<bollard::Docker>,
+    /// The compose CLI flavor, detected once per master.
+    flavor: std::sync::OnceLock<super::compose::ComposeFlavor>,
     /// Open forwards by target; held while one is set up so a target is forwarded once.
     forwards: tokio::sync::Mutex<HashMap<String, Forward>>,
     forward_seq: AtomicU64,
@@ -322,6 +324,7 @@ impl HostConnection {
             options,
             redactor,
             docker: OnceCell::new(),
+            flavor: std::sync::OnceLock::new(),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
         })
@@ -546,6 +549,10 @@ impl Exec for HostConnection {
 
     fn command_timeout(&self) -> Duration {
         self.options.command_timeout
+    }
+
+    fn flavor_cache(&self) -> Option<&std::sync::OnceLock<super::compose::ComposeFlavor>> {
+        Some(&self.flavor)
     }
 
     fn output(&self, cmd: &RemoteCommand) -> impl Future<Output = Result<CommandOutput, RemoteError>> + Send {
