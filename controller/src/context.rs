@@ -44,6 +44,19 @@ pub struct Context {
     pub notifier: crate::notify::Sender,
 }
 
+/// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
+/// decisions that must tell its requests from a person's read it here.
+static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn controller_identity() -> Option<&'static str> {
+    IDENTITY.get().map(String::as_str)
+}
+
+#[cfg(test)]
+pub fn set_controller_identity(name: &str) {
+    let _ = IDENTITY.set(name.to_owned());
+}
+
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
 /// start a host job holds the gate's read side and gives up once the gate is closing; the
 /// deletion closes it and takes the write side before it looks for running jobs, so no job can
@@ -110,6 +123,7 @@ impl Context {
         };
         if let Some(name) = name {
             tracing::info!(user = %name, "the controller's own user name");
+            let _ = IDENTITY.set(name.clone());
             let _ = self.identity.set(name);
         }
     }

@@ -45,6 +45,8 @@ pub struct Metrics {
     phase_durations: Family<PhaseLabel, Histogram>,
     queue_depth: Family<QueueLabels, Gauge>,
     environment_healthy: Family<QueueLabels, Gauge>,
+    /// The series `environment_healthy` holds (a Family cannot list its own).
+    environment_seen: std::sync::Mutex<std::collections::HashSet<QueueLabels>>,
     notifications: Family<ResultLabel, Counter>,
 }
 
@@ -99,6 +101,7 @@ impl Default for Metrics {
             phase_durations,
             queue_depth,
             environment_healthy,
+            environment_seen: Default::default(),
             notifications,
         }
     }
@@ -140,11 +143,24 @@ impl Metrics {
         match value {
             Some(v) => {
                 self.environment_healthy.get_or_create(&labels).set(v);
+                self.environment_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(labels);
             }
             None => {
                 self.environment_healthy.remove(&labels);
             }
         }
+    }
+
+    /// Drops the health series of Environments `alive` does not name (deleted ones).
+    pub fn retain_environments(&self, alive: impl Fn(&str, &str) -> bool) {
+        let seen = self.environment_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for labels in seen.iter().filter(|l| !alive(&l.namespace, &l.environment)) {
+            self.environment_healthy.remove(labels);
+        }
+        self.environment_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|l| alive(&l.namespace, &l.environment));
     }
 
     /// A notification attempt ended with `result` (`delivered`, `failed`, `gave_up`).
@@ -197,6 +213,11 @@ mod tests {
         assert!(text.contains("slipway_environment_healthy{namespace=\"team\",environment=\"staging\"} 0"), "{text}");
         m.environment_healthy("team", "staging", None);
         assert!(!m.render().contains("slipway_environment_healthy{"), "not judged: no series");
+        m.environment_healthy("team", "staging", Some(1));
+        m.environment_healthy("team", "gone", Some(1));
+        m.retain_environments(|_, name| name == "staging");
+        let text = m.render();
+        assert!(text.contains("environment=\"staging\"") && !text.contains("environment=\"gone\""), "{text}");
         m.notification("delivered");
         m.notification("gave_up");
         let text = m.render();

@@ -32,8 +32,3 @@ pub const DESIRED_REVISION: &str = "slipway.dev/desired-revision";
 /// Annotation of an Environment: a new value makes the controller look up `spec.revision` at
 /// once (and try again a revision whose DeployRequest failed). Copied to the DeployRequests made.
 pub const REFRESH: &str = "slipway.dev/refresh";
-
-/// Annotation of a DeployRequest made for `spec.revision`: the `spec.revision.approvedBy` it was
-/// made with. Honoured by the approval gate only on a DeployRequest the Environment owns (which
-/// only the controller may make); who may set `approvedBy` is checked by the admission policy.
-pub const APPROVED_IN_SPEC: &str = "slipway.dev/approved-in-spec";

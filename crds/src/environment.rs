@@ -156,10 +156,11 @@ pub struct RevisionStatus {
     /// The commit it stood for when last looked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    /// When it was last looked up (RFC 3339).
+    /// When the look-up last found it standing for another commit (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
-    /// `Synced`, `Deploying`, `Failed`, `Quarantined`, `Suspended` or `Unresolved`.
+    /// `Synced`, `Deploying`, `Failed`, `Superseded`, `Quarantined`, `Suspended`, `Held` (the
+    /// Environment needs a person) or `Unresolved`.
     pub state: String,
     /// What the state means, for a person.
     #[serde(default)]
@@ -173,6 +174,23 @@ pub struct RevisionStatus {
     pub suspended_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_desired: Option<String>,
+    /// The last request made for it that failed, and what it was made for: that commit is not
+    /// retried for the same declaration and refresh annotation, even once the request is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<RevisionFailure>,
+}
+
+/// A request made for `spec.revision` that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionFailure {
+    pub request: String,
+    pub commit: String,
+    /// The declared revision (`tag v1.1.0`).
+    pub desired: String,
+    /// The Environment's `slipway.dev/refresh` annotation then.
+    #[serde(default)]
+    pub refresh: String,
 }
 
 /// What drift leads to.

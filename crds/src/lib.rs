@@ -21,7 +21,7 @@ pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployReq
 pub use environment::{
     Attention, Compose, Deadlines, DeployWindow, DesiredRevision, DriftPolicy, EnvKeys, Environment, EnvironmentSpec,
     EnvironmentStatus, ExecCheck, Health, HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release,
-    Repository, RevisionStatus, TcpCheck, WindowKind,
+    Repository, RevisionFailure, RevisionStatus, TcpCheck, WindowKind,
 };
 pub use notifications::{
     DeliveryState, NotificationEvent, NotificationFormat, NotificationRecord, RECEIVERS_MAX_ITEMS, Receiver,

@@ -279,6 +279,16 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
     let refusal = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && refusal.contains("only the Slipway controller"), "{refusal}");
+    // ... whatever the owner's kind is spelled, nor one carrying the controller's own labels
+    forged["metadata"]["ownerReferences"][0]["kind"] = "environment".into();
+    let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refusal.contains("controller: true"), "{refusal}");
+    forged["metadata"]["ownerReferences"] = json!([]);
+    forged["metadata"]["labels"] = json!({"slipway.dev/revision-of": uid});
+    let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refusal.contains("are the controller's"), "{refusal}");
 }
 
 /// Polls the DeployRequest until Ready's reason is `reason` (finished or not).
@@ -439,7 +449,38 @@ fn a_declared_revision_is_deployed_through_owned_requests_and_a_followed_branch_
     assert!(message.contains("undo"), "{message}");
     std::thread::sleep(Duration::from_secs(2 * INTERVAL + 5));
     assert_eq!((made().len(), site.head().unwrap()), (2, v2.clone()), "the declaration undid the rollback");
+    // ... also when the followed branch moves on
+    let v1 = site.commit_of("ticker-v1").unwrap();
+    move_branch(&v1);
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL + 5));
+    assert_eq!((made().len(), site.head().unwrap()), (2, v2.clone()), "a push undid the rollback");
+    wait_revision(&t, "declared", "Suspended", Duration::from_secs(5));
     let events = t.cluster.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=declared"]).unwrap();
     assert!(events.contains("RevisionDeploying") && events.contains("RevisionSuspended"), "{events}");
     site.run(&["git", "--git-dir", &origin, "update-ref", "-d", &format!("refs/heads/{branch}")]).unwrap();
+
+    // approval through the declaration: only from a user allowed to approve
+    let role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: env-editor, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [slipway.dev], resources: [environments], verbs: [get, patch]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: alice-envs, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: env-editor}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n",
+        ns = t.cluster.namespace
+    );
+    t.cluster.apply(&role).unwrap();
+    let approve = json!({"spec": {"policy": {"requireApproval": true},
+                                  "revision": {"branch": null, "tag": "ticker-v3", "approvedBy": "carol"}}});
+    let patch = ["patch", "environment", "declared", "--type=merge", "-p", &approve.to_string()];
+    let out = t.cluster.kubectl_as("alice", &patch, None).unwrap();
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refusal.contains("may not approve"), "{refusal}");
+    // an approver (the admin here) declares it approved: the request it makes passes the gate
+    t.patch_environment("declared", &approve).unwrap();
+    wait_made(3);
+    let third = format!("declared-rev-{}-1", &v3[..12]);
+    assert!(made().contains(&third), "{:?}", made());
+    t.expect_outcome(&third, "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let approved = t.cluster.jsonpath("environment/declared", "{.status.current.approvedBy}").unwrap();
+    assert_eq!(approved, "carol (Environment spec.revision)");
 }

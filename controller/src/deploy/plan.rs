@@ -113,19 +113,25 @@ fn deploy_gates(dr: &DeployRequest, env: &Environment) -> Result<(), Gate> {
     Ok(())
 }
 
-/// Who approved `dr`: its `slipway.dev/approved-by` annotation, or, on a DeployRequest made for
-/// the Environment's `spec.revision` (owned by it: only the controller may make one), the
-/// `spec.revision.approvedBy` it was made with.
+/// Who approved `dr`: its `slipway.dev/approved-by` annotation, or, on a DeployRequest the
+/// controller made for the Environment's `spec.revision` (owned by it, asked for by the
+/// controller), the live `spec.revision.approvedBy`, as long as the request is for what is
+/// declared now (the same declared revision and the commit it stands for).
 pub fn approval(dr: &DeployRequest, env: &Environment) -> Option<String> {
     if let Some(user) = dr.approved_by() {
         return Some(user.to_owned());
     }
-    if !crate::environment::revision::is_made_for(dr, env) {
+    let me = crate::context::controller_identity()?;
+    if !crate::environment::revision::is_made_for(dr, env) || dr.requested_by() != Some(me) {
         return None;
     }
-    let annotations = dr.metadata.annotations.as_ref()?;
-    let user = annotations.get(slipway_crds::annotations::APPROVED_IN_SPEC).filter(|u| !u.is_empty())?;
-    Some(format!("{user} (Environment spec.revision)"))
+    let declared = env.spec.revision.as_ref()?;
+    let approver = declared.approved_by.as_deref().filter(|a| !a.is_empty())?;
+    let for_declared = dr.metadata.annotations.as_ref()?.get(slipway_crds::annotations::DESIRED_REVISION)
+        == Some(&declared.revision.display());
+    let resolved = env.status.as_ref().and_then(|s| s.revision.as_ref()).and_then(|r| r.commit.as_deref());
+    let same_commit = resolved.is_some() && dr.spec.revision.commit.as_deref() == resolved;
+    (for_declared && same_commit).then(|| format!("{approver} (Environment spec.revision)"))
 }
 
 /// Deploy windows and freezes (`policy.windows`, `policy.freeze`) at `now`: Rollbacks are never
@@ -533,6 +539,57 @@ mod tests {
             Timestamp::from_second(1_700_000_000 + created).unwrap(),
         ));
         dr
+    }
+
+    #[test]
+    fn a_declared_revisions_approval_holds_only_for_the_controllers_own_request_for_it() {
+        let me = "system:serviceaccount:slipway-system:slipway";
+        crate::context::set_controller_identity(me);
+        let commit = "2".repeat(40);
+        let mut environment = env(serde_json::json!({"requireApproval": true}));
+        environment.metadata.uid = Some("env-uid".into());
+        environment.spec.revision =
+            Some(serde_json::from_value(serde_json::json!({"tag": "v2", "approvedBy": "carol"})).unwrap());
+        environment.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "revision": {"desired": "tag v2", "commit": commit, "state": "Deploying"}
+            }))
+            .unwrap(),
+        );
+        let made = |kind: &str, by: &str, desired: &str, commit: &str| {
+            let mut dr = request("staging-rev-222222222222-1", 0, None, DeployMode::Change);
+            dr.spec.revision = Revision { commit: Some(commit.into()), ..Default::default() };
+            dr.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "slipway.dev/v1alpha1".into(),
+                kind: kind.into(),
+                name: "staging".into(),
+                uid: "env-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]);
+            dr.metadata.labels = Some([("slipway.dev/revision-of".to_owned(), "env-uid".to_owned())].into());
+            dr.metadata.annotations = Some(
+                [
+                    ("slipway.dev/requested-by".to_owned(), by.to_owned()),
+                    ("slipway.dev/desired-revision".to_owned(), desired.to_owned()),
+                ]
+                .into(),
+            );
+            dr
+        };
+        let approved = approval(&made("Environment", me, "tag v2", &commit), &environment);
+        assert_eq!(approved.as_deref(), Some("carol (Environment spec.revision)"));
+        assert!(gates(&Req::Deploy(made("Environment", me, "tag v2", &commit)), &environment).is_ok());
+        for (why, dr) in [
+            ("another kind", made("environment", me, "tag v2", &commit)),
+            ("someone else's", made("Environment", "mallory", "tag v2", &commit)),
+            ("an earlier declaration", made("Environment", me, "tag v1", &commit)),
+            ("another commit", made("Environment", me, "tag v2", &"3".repeat(40))),
+        ] {
+            assert_eq!(approval(&dr, &environment), None, "{why}");
+        }
+        environment.spec.revision.as_mut().unwrap().approved_by = None;
+        assert_eq!(approval(&made("Environment", me, "tag v2", &commit), &environment), None, "nobody approved it");
     }
 
     #[test]

@@ -193,7 +193,8 @@ pub fn heal_request(env: &Environment, current: &Release, name: &str, identity: 
         name: env.name_any(),
         uid: env.uid().unwrap_or_default(),
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        // `true` would need update on environments/finalizers where owner references are enforced
+        block_owner_deletion: None,
     };
     let labels = [(slipway_crds::annotations::DRIFT_HEAL_OF.to_owned(), env.uid().unwrap_or_default())].into();
     let annotations = [(slipway_crds::annotations::REQUESTED_BY.to_owned(), identity.to_owned())].into();
@@ -245,6 +246,10 @@ pub(crate) async fn heal(
     let Some(identity) = ctx.identity.get() else {
         return Ok("not healed: the controller does not know its own user name (SelfSubjectReview failed)".into());
     };
+    // A failed automatic rollback left the host for a person to look at: no heal replaces them.
+    if env.status.as_ref().and_then(|s| s.needs_attention.as_ref()).is_some() {
+        return Ok("not healed: the Environment needs a person (a failed automatic rollback)".into());
+    }
     let api: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     let selector = format!("{}={}", slipway_crds::annotations::DRIFT_HEAL_OF, env.uid().unwrap_or_default());
     let owned: Vec<HealRequest> = api
@@ -252,6 +257,7 @@ pub(crate) async fn heal(
         .await?
         .items
         .iter()
+        .filter(|d| is_heal(d, env, Some(identity)))
         .map(|d| HealRequest {
             name: d.name_any(),
             commit: d.spec.revision.commit.clone(),

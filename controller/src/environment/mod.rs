@@ -49,6 +49,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             let alive: std::collections::HashSet<String> =
                 store.state().iter().map(|e| crate::object_key(e.as_ref())).collect();
             let closed = sweep_ctx.hosts.retain(|key| alive.contains(key)).await;
+            // What this process keeps per Environment goes with it (an idle one is deleted
+            // without a last reconcile).
+            sweep_ctx.monitor.retain(|key| alive.contains(key));
+            sweep_ctx.revisions.retain(|key| alive.contains(key));
+            sweep_ctx
+                .metrics
+                .retain_environments(|namespace, name| alive.contains(&format!("Environment/{namespace}/{name}")));
             if closed > 0 {
                 tracing::info!(closed, "closed the SSH masters of deleted Environments");
             }
@@ -267,11 +274,25 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     let current = env.status.as_ref().and_then(|s| s.current.as_ref());
     let healing = match (&finding, current) {
         (monitor::Finding::Judged { drift: Some(d), .. }, Some(current)) if !d.is_empty() => {
-            Some(drift::heal(&ctx, &env, current).await?).filter(|note| !note.is_empty())
+            // A failed heal (the API refused the request) is said in Drifted, never stops the rest.
+            let note = drift::heal(&ctx, &env, current).await.unwrap_or_else(|e| {
+                tracing::warn!(environment = %env.name_any(), error = %e, "drift heal failed");
+                format!("not healed: {e}")
+            });
+            Some(note).filter(|note| !note.is_empty())
         }
         _ => None,
     };
-    let declared = revision::reconcile(&ctx, &env, conn.as_deref()).await?;
+    // A failed look-up or create keeps the last status and is tried again soon; Ready, Healthy
+    // and Drifted are written all the same.
+    let declared = revision::reconcile(&ctx, &env, conn.as_deref()).await.unwrap_or_else(|e| {
+        tracing::warn!(environment = %env.name_any(), error = %e, "spec.revision: reconcile failed");
+        revision::Outcome {
+            status: env.status.as_ref().and_then(|s| s.revision.clone()).filter(|_| env.spec.revision.is_some()),
+            next: Some(RECHECK_SOON),
+            transition: None,
+        }
+    });
     status.revision = declared.status;
     let decided: Vec<_> = monitor::healthy(&status.conditions, &finding)
         .into_iter()

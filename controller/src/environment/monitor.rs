@@ -157,6 +157,11 @@ impl Rounds {
     pub fn forget(&self, key: &str) {
         self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
+
+    /// Keeps the marks of the Environments `alive` says exist.
+    pub fn retain(&self, alive: impl Fn(&str) -> bool) {
+        self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|k, _| alive(k));
+    }
 }
 
 /// What one round cost: wall time and the controller process's CPU time (user + system, all

@@ -17,10 +17,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use slipway_crds::annotations::{APPROVED_IN_SPEC, DESIRED_REVISION, REFRESH, REQUESTED_BY, REVISION_OF};
+use slipway_crds::annotations::{DESIRED_REVISION, REFRESH, REQUESTED_BY, REVISION_OF};
 use slipway_crds::{
-    DeployMode, DeployRequest, DeployRequestSpec, DesiredRevision, Environment, Phase, Revision, RevisionStatus,
-    Rollback,
+    DeployMode, DeployRequest, DeployRequestSpec, DesiredRevision, Environment, Phase, Revision, RevisionFailure,
+    RevisionStatus, Rollback,
 };
 
 use crate::Transition;
@@ -35,6 +35,7 @@ pub const SUPERSEDED: &str = "Superseded";
 pub const QUARANTINED: &str = "Quarantined";
 pub const SUSPENDED: &str = "Suspended";
 pub const UNRESOLVED: &str = "Unresolved";
+pub const HELD: &str = "Held";
 
 /// A DeployRequest made for the declaration, as far as deciding goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct Made {
     pub refresh: String,
     /// Its Ready condition's reason, for the message.
     pub reason: String,
+    /// It passed its gates and ran (a phase past `Queued`): it can no longer be withdrawn.
+    pub started: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +69,9 @@ pub enum Plan {
     Quarantined,
     /// A manual Rollback ran since the declaration.
     Suspended { by: String },
+    /// A request made for an earlier declaration has not started: delete it (the next look
+    /// makes the one for what is declared now).
+    Withdraw { name: String },
 }
 
 /// `<environment>-rev-<commit12>-<attempt>`, a valid object name.
@@ -86,11 +92,16 @@ pub fn plan(
     quarantined: &[String],
     made: &[Made],
     suspended_by: Option<&str>,
+    failed_before: Option<&str>,
 ) -> Plan {
     if let Some(by) = suspended_by {
         return Plan::Suspended { by: by.to_owned() };
     }
     if let Some(r) = made.iter().find(|r| !r.phase.is_some_and(Phase::is_terminal)) {
+        let current = r.commit.as_deref() == Some(commit) && r.desired == desired;
+        if !current && !r.started {
+            return Plan::Withdraw { name: r.name.clone() };
+        }
         return Plan::Deploying { name: r.name.clone() };
     }
     let same_commit = |c: &str| !c.is_empty() && (c.starts_with(commit) || commit.starts_with(c));
@@ -109,6 +120,10 @@ pub fn plan(
     if let Some(r) = same.next() {
         return Plan::Failed { name: r.name.clone() };
     }
+    // its request failed and was deleted since: still not retried by itself
+    if let Some(name) = failed_before {
+        return Plan::Failed { name: name.to_owned() };
+    }
     let attempt = (1..).find(|n| !made.iter().any(|r| r.name == request_name(env, commit, *n))).unwrap_or(1);
     Plan::Create { name: request_name(env, commit, attempt) }
 }
@@ -116,15 +131,24 @@ pub fn plan(
 /// Which manual Rollback suspends the declaration, and the declaration it suspends:
 /// `(suspended_by, suspended_desired)`; suspended while `suspended_desired` is what is declared.
 /// `manual_rollback` made what runs now. A Rollback seen for the first time suspends what was
-/// declared before it; one that ran before anything was declared suspends nothing.
-pub fn suspension(old: Option<&RevisionStatus>, manual_rollback: Option<&str>) -> (Option<String>, Option<String>) {
-    let Some(rollback) = manual_rollback else { return (None, None) };
-    match old {
-        Some(o) if o.suspended_by.as_deref() == Some(rollback) => {
+/// declared before it; one that ran before anything was declared suspends nothing. The
+/// suspension outlives the rollback's release (a heal or a hotfix deployed since) for as long
+/// as the same revision is declared.
+pub fn suspension(
+    old: Option<&RevisionStatus>,
+    manual_rollback: Option<&str>,
+    desired: &str,
+) -> (Option<String>, Option<String>) {
+    match (manual_rollback, old) {
+        (Some(rollback), Some(o)) if o.suspended_by.as_deref() == Some(rollback) => {
             (Some(rollback.to_owned()), o.suspended_desired.clone())
         }
-        Some(o) => (Some(rollback.to_owned()), Some(o.desired.clone())),
-        None => (Some(rollback.to_owned()), None),
+        (Some(rollback), Some(o)) => (Some(rollback.to_owned()), Some(o.desired.clone())),
+        (Some(rollback), None) => (Some(rollback.to_owned()), None),
+        (None, Some(o)) if o.suspended_by.is_some() && o.suspended_desired.as_deref() == Some(desired) => {
+            (o.suspended_by.clone(), o.suspended_desired.clone())
+        }
+        (None, _) => (None, None),
     }
 }
 
@@ -132,7 +156,12 @@ pub fn suspension(old: Option<&RevisionStatus>, manual_rollback: Option<&str>) -
 /// (which the admission policy admits only from the Slipway controller) and labelled with its UID.
 pub fn is_made_for(dr: &DeployRequest, env: &Environment) -> bool {
     let uid = env.uid();
-    let owned = dr.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref());
+    let owned = dr.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && Some(&o.uid) == uid.as_ref()
+            && o.kind == Environment::kind(&())
+            && o.api_version == Environment::api_version(&())
+    });
     owned && dr.labels().get(REVISION_OF) == uid.as_ref()
 }
 
@@ -159,18 +188,16 @@ pub fn request(
         name: env.name_any(),
         uid: env.uid().unwrap_or_default(),
         controller: Some(true),
-        block_owner_deletion: Some(true),
+        // `true` would need update on environments/finalizers where owner references are enforced
+        block_owner_deletion: None,
     };
     let labels = [(REVISION_OF.to_owned(), env.uid().unwrap_or_default())].into();
-    let mut annotations: std::collections::BTreeMap<String, String> = [
+    let annotations = [
         (REQUESTED_BY.to_owned(), identity.to_owned()),
         (DESIRED_REVISION.to_owned(), desired.revision.display()),
         (REFRESH.to_owned(), refresh_token(env)),
     ]
     .into();
-    if let Some(approver) = desired.approved_by.as_ref().filter(|a| !a.is_empty()) {
-        annotations.insert(APPROVED_IN_SPEC.to_owned(), approver.clone());
-    }
     let mut dr = DeployRequest::new(
         name,
         DeployRequestSpec {
@@ -223,6 +250,11 @@ impl Lookups {
 
     pub fn forget(&self, key: &str) {
         self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+
+    /// Keeps the look-ups of the Environments `alive` says exist.
+    pub fn retain(&self, alive: impl Fn(&str) -> bool) {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|k, _| alive(k));
     }
 }
 
@@ -280,14 +312,21 @@ pub(crate) async fn reconcile(
         Some(name) => manual(ctx, env, name).await?.then_some(name),
         None => None,
     };
-    let (suspended_by, suspended_desired) = suspension(old.as_ref(), manual_rollback);
+    let (suspended_by, suspended_desired) = suspension(old.as_ref(), manual_rollback, &desired);
+    // Written only when the commit changes: a status write per poll would wake every request
+    // that names this Environment.
+    let resolved_at = match &old {
+        Some(o) if o.commit.is_some() && o.commit == lookup.commit.as_ref().ok().cloned() => o.resolved_at.clone(),
+        _ => Some(lookup.resolved_at.clone()),
+    };
     let mut status = RevisionStatus {
         desired: desired.clone(),
         commit: lookup.commit.as_ref().ok().cloned(),
-        resolved_at: Some(lookup.resolved_at.clone()),
+        resolved_at,
         suspended_by: suspended_by.clone(),
         suspended_desired: suspended_desired.clone(),
         request: old.as_ref().and_then(|o| o.request.clone()),
+        failed: old.as_ref().and_then(|o| o.failed.clone()),
         ..Default::default()
     };
     let commit = match &lookup.commit {
@@ -298,37 +337,78 @@ pub(crate) async fn reconcile(
             return Ok(finish(old.as_ref(), status, next));
         }
     };
+    if let Some(attention) = env.status.as_ref().and_then(|s| s.needs_attention.as_ref()) {
+        status.state = HELD.into();
+        status.message = format!(
+            "held: the Environment needs a person ({}); the controller makes no request until a person's \
+             DeployRequest or Rollback has run",
+            attention.message
+        );
+        return Ok(finish(old.as_ref(), status, next));
+    }
     let made = made_for(ctx, env).await?;
     let quarantined: Vec<String> =
         env.status.as_ref().map(|s| s.quarantined.iter().map(|q| q.commit.clone()).collect()).unwrap_or_default();
-    let suspended = suspended_desired.as_deref() == Some(desired.as_str()).filter(|_| suspended_by.is_some());
+    let suspended = suspended_by.is_some() && suspended_desired.as_deref() == Some(desired.as_str());
+    let refresh = refresh_token(env);
+    let failed_before = status
+        .failed
+        .as_ref()
+        .filter(|f| f.commit == commit && f.desired == desired && f.refresh == refresh)
+        .map(|f| f.request.clone());
     let plan = plan(
         &env.name_any(),
         &desired,
         &commit,
-        &refresh_token(env),
+        &refresh,
         current.map(|r| r.commit.as_str()),
         &quarantined,
         &made,
         suspended_by.as_deref().filter(|_| suspended),
+        failed_before.as_deref(),
     );
     let short = &commit[..commit.len().min(12)];
-    let reason_of = |name: &str| made.iter().find(|r| r.name == name).map(|r| r.reason.clone()).unwrap_or_default();
+    let made_named = |name: &str| made.iter().find(|r| r.name == name).cloned().unwrap_or_default();
+    let api: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
     (status.state, status.message) = match plan {
         Plan::Synced => (SYNCED.into(), format!("{desired} is commit {short}, which runs")),
         Plan::Deploying { name } => {
-            let why = reason_of(&name);
+            let r = made_named(&name);
+            let of = r.commit.as_deref().map_or("", |c| &c[..c.len().min(12)]).to_owned();
             status.request = Some(name.clone());
-            (DEPLOYING.into(), format!("DeployRequest {name} deploys {desired} ({short}){}", paren(&why)))
+            (DEPLOYING.into(), format!("DeployRequest {name} deploys {} ({of}){}", r.desired, paren(&r.reason)))
         }
-        Plan::Failed { name } => (
-            FAILED.into(),
-            format!(
-                "DeployRequest {name} for {desired} ({short}) failed{}: not retried until spec.revision changes or \
-                 the Environment is annotated {REFRESH}=<a new value>",
-                paren(&reason_of(&name))
-            ),
-        ),
+        Plan::Withdraw { name } => {
+            match api.delete(&name, &kube::api::DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            let was = made_named(&name).desired;
+            tracing::info!(environment = %env.name_any(), request = %name, "spec.revision changed: withdrew a request that had not started");
+            let message = format!("withdrew DeployRequest {name} (made for {was}, not started): {desired} is next");
+            return Ok(finish(
+                old.as_ref(),
+                RevisionStatus { state: DEPLOYING.into(), message, ..status },
+                Some(Duration::from_secs(1)),
+            ));
+        }
+        Plan::Failed { name } => {
+            status.failed = Some(RevisionFailure {
+                request: name.clone(),
+                commit: commit.clone(),
+                desired: desired.clone(),
+                refresh: refresh.clone(),
+            });
+            (
+                FAILED.into(),
+                format!(
+                    "DeployRequest {name} for {desired} ({short}) failed{}: not retried until spec.revision changes \
+                     or the Environment is annotated {REFRESH}=<a new value>",
+                    paren(&made_named(&name).reason)
+                ),
+            )
+        }
         Plan::Superseded { name } => (
             SUPERSEDED.into(),
             format!(
@@ -355,12 +435,7 @@ pub(crate) async fn reconcile(
                     .into(),
             ),
             Some(identity) => {
-                let api: Api<DeployRequest> = Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-                match api.create(&PostParams::default(), &request(env, declared, &commit, &name, identity)).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(e.into()),
-                }
+                let name = create(&api, env, declared, &commit, &name, identity).await?;
                 tracing::info!(environment = %env.name_any(), request = %name, %desired, "spec.revision: created a DeployRequest");
                 status.request = Some(name.clone());
                 (DEPLOYING.into(), format!("DeployRequest {name} deploys {desired} ({short})"))
@@ -368,6 +443,35 @@ pub(crate) async fn reconcile(
         },
     };
     Ok(finish(old.as_ref(), status, next))
+}
+
+/// Creates the request, under `name` or, where someone else's object took that name, the next
+/// free attempt number; an object of ours by that name (a watch that lags) counts as created.
+async fn create(
+    api: &Api<DeployRequest>,
+    env: &Environment,
+    declared: &DesiredRevision,
+    commit: &str,
+    name: &str,
+    identity: &str,
+) -> crate::error::Result<String> {
+    let first = name.rsplit_once('-').and_then(|(_, n)| n.parse::<usize>().ok()).unwrap_or(1);
+    let mut last = None;
+    for attempt in first..first + 10 {
+        let candidate = request_name(&env.name_any(), commit, attempt);
+        match api.create(&PostParams::default(), &request(env, declared, commit, &candidate, identity)).await {
+            Ok(_) => return Ok(candidate),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let theirs = api.get_opt(&candidate).await?;
+                if theirs.as_ref().is_some_and(|d| is_made_for(d, env) && d.requested_by() == Some(identity)) {
+                    return Ok(candidate);
+                }
+                last = Some(kube::Error::Api(s));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.expect("ten attempts were made").into())
 }
 
 fn paren(s: &str) -> String {
@@ -414,6 +518,7 @@ async fn made_for(ctx: &Context, env: &Environment) -> crate::error::Result<Vec<
                     .and_then(|s| crate::conditions::find(&s.conditions, slipway_crds::conditions::types::READY))
                     .map(|c| c.reason.clone())
                     .unwrap_or_default(),
+                started: d.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p != Phase::Queued),
             }
         })
         .collect())
@@ -444,11 +549,12 @@ mod tests {
             desired: "tag v2".into(),
             refresh: String::new(),
             reason: String::new(),
+            started: phase.is_some_and(|p| p != Phase::Queued),
         }
     }
 
     fn decide(current: Option<&str>, made: &[Made]) -> Plan {
-        plan("staging", "tag v2", C2, "", current, &[], made, None)
+        plan("staging", "tag v2", C2, "", current, &[], made, None, None)
     }
 
     #[test]
@@ -467,34 +573,60 @@ mod tests {
         let failed = made("staging-rev-222222222222-1", C2, Some(Phase::Failed));
         assert_eq!(decide(Some(C1), std::slice::from_ref(&failed)), Plan::Failed { name: failed.name.clone() });
         let next = Plan::Create { name: "staging-rev-222222222222-2".into() };
-        assert_eq!(plan("staging", "tag v2", C2, "again", Some(C1), &[], std::slice::from_ref(&failed), None), next);
-        assert_eq!(plan("staging", "branch main", C2, "", Some(C1), &[], std::slice::from_ref(&failed), None), next);
+        assert_eq!(
+            plan("staging", "tag v2", C2, "again", Some(C1), &[], std::slice::from_ref(&failed), None, None),
+            next
+        );
+        assert_eq!(
+            plan("staging", "branch main", C2, "", Some(C1), &[], std::slice::from_ref(&failed), None, None),
+            next
+        );
         let done = made("staging-rev-222222222222-1", C2, Some(Phase::Succeeded));
         assert_eq!(decide(Some(C1), &[done]), Plan::Superseded { name: "staging-rev-222222222222-1".into() });
     }
 
     #[test]
+    fn a_request_for_an_earlier_declaration_is_withdrawn_until_it_has_started() {
+        // declared tag v2 (C2); a request for branch main at C1 waits for approval
+        let waiting = Made { desired: "branch main".into(), ..made("staging-rev-111111111111-1", C1, None) };
+        assert_eq!(decide(Some(C1), std::slice::from_ref(&waiting)), Plan::Withdraw { name: waiting.name.clone() });
+        let running =
+            Made { desired: "branch main".into(), ..made("staging-rev-111111111111-1", C1, Some(Phase::Migrating)) };
+        assert_eq!(decide(Some(C1), &[running]), Plan::Deploying { name: "staging-rev-111111111111-1".into() });
+    }
+
+    #[test]
+    fn a_failed_request_deleted_since_is_still_not_retried() {
+        let failed = plan("staging", "tag v2", C2, "", Some(C1), &[], &[], None, Some("staging-rev-222222222222-1"));
+        assert_eq!(failed, Plan::Failed { name: "staging-rev-222222222222-1".into() });
+    }
+
+    #[test]
     fn quarantined_commits_and_manual_rollbacks_stop_the_declaration() {
-        assert_eq!(plan("s", "tag v2", C2, "", Some(C1), &[C2[..12].to_owned()], &[], None), Plan::Quarantined);
+        assert_eq!(plan("s", "tag v2", C2, "", Some(C1), &[C2[..12].to_owned()], &[], None, None), Plan::Quarantined);
         assert_eq!(
-            plan("s", "tag v2", C2, "", Some(C1), &[], &[], Some("undo")),
+            plan("s", "tag v2", C2, "", Some(C1), &[], &[], Some("undo"), None),
             Plan::Suspended { by: "undo".into() }
         );
         // an abbreviated declared commit runs when the full id starts with it
-        assert_eq!(plan("s", "commit 2222222", "2222222", "", Some(C2), &[], &[], None), Plan::Synced);
+        assert_eq!(plan("s", "commit 2222222", "2222222", "", Some(C2), &[], &[], None, None), Plan::Synced);
     }
 
     #[test]
     fn a_manual_rollback_suspends_what_was_declared_before_it_until_that_changes() {
         let declared = RevisionStatus { desired: "tag v2".into(), ..Default::default() };
-        assert_eq!(suspension(Some(&declared), None), (None, None), "no rollback: nothing suspended");
-        let (by, what) = suspension(Some(&declared), Some("undo"));
+        assert_eq!(suspension(Some(&declared), None, "tag v2"), (None, None), "no rollback: nothing suspended");
+        let (by, what) = suspension(Some(&declared), Some("undo"), "tag v2");
         assert_eq!((by.as_deref(), what.as_deref()), (Some("undo"), Some("tag v2")));
         // remembered while the same rollback's release runs, also after the declaration changed
         let seen = RevisionStatus { desired: "tag v3".into(), suspended_by: by, suspended_desired: what, ..declared };
-        assert_eq!(suspension(Some(&seen), Some("undo")).1.as_deref(), Some("tag v2"));
+        assert_eq!(suspension(Some(&seen), Some("undo"), "tag v3").1.as_deref(), Some("tag v2"));
+        // something else deployed since (a heal, a hotfix): still suspended while tag v2 is declared
+        let kept = RevisionStatus { desired: "tag v2".into(), ..seen.clone() };
+        assert_eq!(suspension(Some(&kept), None, "tag v2"), (Some("undo".into()), Some("tag v2".into())));
+        assert_eq!(suspension(Some(&kept), None, "tag v3"), (None, None), "a new declaration resumes");
         // a rollback that ran before anything was declared suspends nothing
-        assert_eq!(suspension(None, Some("undo")), (Some("undo".into()), None));
+        assert_eq!(suspension(None, Some("undo"), "tag v2"), (Some("undo".into()), None));
     }
 
     #[test]

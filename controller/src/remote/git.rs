@@ -87,6 +87,9 @@ fn is_full_commit_id(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// How long a look-up of a declared revision may take.
+pub const LS_REMOTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The full commit id `rev` stands for at the repository now, asked with `git ls-remote` from
 /// the host (which holds the credentials for it): at `origin` when given (no work tree needed),
 /// else at the `origin` remote of the work tree at `path`. A commit is returned as given.
@@ -103,21 +106,20 @@ pub async fn ls_remote<E: Exec>(
         // an annotated tag's own object first, then the commit it peels to
         RevisionRef::Tag(t) => vec![format!("refs/tags/{t}"), format!("refs/tags/{t}^{{}}")],
     };
+    // Asked from a reconcile: never a prompt (a passphrase, an unknown host key), and bounded.
+    let git =
+        || RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     let cmd = match origin {
         Some(url) => {
             validate::git_url(url)?;
-            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").args(["ls-remote", "--"]).arg(url)
+            git().args(["ls-remote", "--"]).arg(url)
         }
         None => {
             validate::host_path("work tree path", path)?;
-            RemoteCommand::new("git").env("GIT_TERMINAL_PROMPT", "0").arg("-C").arg(path).args([
-                "ls-remote",
-                "--",
-                "origin",
-            ])
+            git().arg("-C").arg(path).args(["ls-remote", "--", "origin"])
         }
     };
-    let cmd = cmd.args(wanted.iter().cloned()).label("git ls-remote").timeout(conn.command_timeout() * 5);
+    let cmd = cmd.args(wanted.iter().cloned()).label("git ls-remote").timeout(LS_REMOTE_TIMEOUT);
     let out = conn.run(&cmd).await?;
     pick_ls_remote(&out.stdout(), &wanted).ok_or_else(|| RemoteError::RevisionNotFound {
         revision: rev.describe(),
