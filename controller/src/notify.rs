@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use slipway_crds::conditions::types;
@@ -75,6 +76,8 @@ pub fn due(req: &Req, receivers: &[Receiver], st: &DeployRequestStatus, now: Tim
                 attempts: 0,
                 last_attempt: None,
                 last_error: None,
+                status: None,
+                message: None,
             });
         }
     }
@@ -94,6 +97,143 @@ pub fn enqueue(
     if ends && st.notifications.is_empty() {
         st.notifications = due(req, receivers, st, now);
     }
+}
+
+/// Settled entries of an Environment's outbox kept (the newest); pending ones are always kept.
+pub const ENVIRONMENT_OUTBOX_KEPT: usize = 20;
+/// Longest condition message an Environment's event carries.
+const EVENT_MESSAGE_MAX: usize = 1000;
+
+/// The Environment's own events between its conditions before (`old`) and after (`new`) a
+/// reconcile, given its outbox: `Healthy` turning False, or True again after a False that was
+/// told (a host out of reach in between, `Unknown`, does not hide the recovery), and `Drifted`
+/// turning True. Each carries the condition it comes from; its id is the Environment's UID, the
+/// event and the condition's transition time, so a reconcile repeated after a failed write
+/// enqueues nothing twice.
+pub fn environment_events<'a>(
+    old: &[Condition],
+    new: &'a [Condition],
+    outbox: &[NotificationRecord],
+) -> Vec<(NotificationEvent, &'a Condition)> {
+    let status = |conds: &[Condition], t: &str| conditions::find(conds, t).map(|c| c.status.clone());
+    let mut out = Vec::new();
+    if let Some(now) = conditions::find(new, types::HEALTHY).filter(|c| c.status == "True" || c.status == "False") {
+        let last_told = outbox
+            .iter()
+            .filter(|r| r.event == NotificationEvent::HealthChanged)
+            .max_by(|a, b| a.time.cmp(&b.time))
+            .and_then(|r| r.status.clone());
+        let before = status(old, types::HEALTHY)
+            .filter(|s| s == "True" || s == "False")
+            .or(last_told)
+            .unwrap_or_else(|| "True".into());
+        if before != now.status {
+            out.push((NotificationEvent::HealthChanged, now));
+        }
+    }
+    if let Some(now) = conditions::find(new, types::DRIFTED).filter(|c| c.status == "True")
+        && status(old, types::DRIFTED).as_deref() != Some("True")
+    {
+        out.push((NotificationEvent::Drifted, now));
+    }
+    out
+}
+
+/// The outbox entries for an Environment's `events`: one per receiver wanting each, skipping
+/// those already in `outbox` (same event id and receiver).
+pub fn environment_due(
+    uid: &str,
+    receivers: &[Receiver],
+    events: &[(NotificationEvent, &Condition)],
+    outbox: &[NotificationRecord],
+    now: Timestamp,
+) -> Vec<NotificationRecord> {
+    let mut out = Vec::new();
+    for (event, condition) in events {
+        let id = format!("{uid}/{event}/{}", condition.last_transition_time.0);
+        for r in receivers.iter().filter(|r| r.events.contains(event)) {
+            if outbox.iter().any(|o| o.event_id == id && o.receiver == r.name) {
+                continue;
+            }
+            let message: String = condition.message.chars().take(EVENT_MESSAGE_MAX).collect();
+            out.push(NotificationRecord {
+                receiver: r.name.clone(),
+                event: *event,
+                event_id: id.clone(),
+                time: now.to_string(),
+                state: DeliveryState::Pending,
+                attempts: 0,
+                last_attempt: None,
+                last_error: None,
+                status: Some(condition.status.clone()),
+                message: Some(message).filter(|m| !m.is_empty()),
+            });
+        }
+    }
+    out
+}
+
+/// The outbox with `added` appended, keeping every pending entry and the newest settled ones.
+pub fn environment_outbox(
+    mut outbox: Vec<NotificationRecord>,
+    added: Vec<NotificationRecord>,
+) -> Vec<NotificationRecord> {
+    outbox.extend(added);
+    let settled = outbox.iter().filter(|r| r.state != DeliveryState::Pending).count();
+    let mut drop = settled.saturating_sub(ENVIRONMENT_OUTBOX_KEPT);
+    // oldest first: entries are appended in time order
+    outbox.retain(|r| {
+        if drop > 0 && r.state != DeliveryState::Pending {
+            drop -= 1;
+            return false;
+        }
+        true
+    });
+    outbox
+}
+
+/// The body of an Environment's event for a receiver's format (documented in the README).
+pub fn environment_body(
+    format: NotificationFormat,
+    env: &slipway_crds::Environment,
+    r: &NotificationRecord,
+) -> Vec<u8> {
+    use kube::ResourceExt;
+    let current = env.status.as_ref().and_then(|s| s.current.as_ref());
+    let (name, namespace) = (env.name_any(), env.namespace().unwrap_or_default());
+    let value = match format {
+        NotificationFormat::Json => json!({
+            "eventId": r.event_id,
+            "event": r.event,
+            "time": r.time,
+            "kind": "Environment",
+            "name": name,
+            "namespace": namespace,
+            "environment": name,
+            "status": r.status,
+            "message": r.message,
+            "release": {"ref": current.map(|c| &c.ref_), "commit": current.map(|c| &c.commit)},
+        }),
+        NotificationFormat::Slack => {
+            let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            let healthy = r.status.as_deref() == Some("True");
+            let (mark, what) = match r.event {
+                NotificationEvent::HealthChanged if healthy => (":white_check_mark:", "is healthy again"),
+                NotificationEvent::HealthChanged => (":warning:", "is unhealthy"),
+                _ => (":warning:", "drifted from its recorded release"),
+            };
+            let mut text = format!("{mark} Environment {namespace}/*{name}* {what}");
+            if let Some(c) = current {
+                text.push_str(&format!(" (runs {}, commit {})", esc(&c.ref_), crate::deploy::plan::short(&c.commit)));
+            }
+            if let Some(m) = &r.message {
+                text.push_str(&format!("\n{}", esc(m)));
+            }
+            text.push_str(&format!("\n(event {})", r.event_id));
+            json!({"text": text})
+        }
+    };
+    serde_json::to_vec(&value).expect("a JSON value always serializes")
 }
 
 /// The delay after `attempts` failed attempts.
@@ -654,6 +794,8 @@ mod tests {
             attempts: 0,
             last_attempt: None,
             last_error: None,
+            status: None,
+            message: None,
         }
     }
 
@@ -819,5 +961,106 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn cond(type_: &str, status: &str, at: i64, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(at)),
+        }
+    }
+
+    fn events_of(
+        old: &[Condition],
+        new: &[Condition],
+        outbox: &[NotificationRecord],
+    ) -> Vec<(NotificationEvent, String)> {
+        environment_events(old, new, outbox).into_iter().map(|(e, c)| (e, c.status.clone())).collect()
+    }
+
+    #[test]
+    fn an_environment_tells_health_changes_and_drift_once_each() {
+        let healthy = [cond("Healthy", "True", 0, "1 containers running and healthy")];
+        let sick = [cond("Healthy", "False", 5, "container p-web-1 is exited")];
+        let unknown = [cond("Healthy", "Unknown", 9, "the host was not reached")];
+        assert_eq!(events_of(&[], &healthy, &[]), [], "first judged healthy: nothing to tell");
+        assert_eq!(events_of(&healthy, &healthy, &[]), []);
+        assert_eq!(events_of(&healthy, &sick, &[]), [(HealthChanged, "False".into())]);
+        assert_eq!(events_of(&sick, &healthy, &[]), [(HealthChanged, "True".into())]);
+        assert_eq!(events_of(&[], &sick, &[]), [(HealthChanged, "False".into())], "first judged unhealthy");
+        assert_eq!(events_of(&sick, &unknown, &[]), [], "not judged: nothing to tell");
+        // recovered while out of reach: the last told status decides
+        let receivers = [receiver("qa", &[HealthChanged, Drifted], NotificationFormat::Json)];
+        let told = environment_due("uid", &receivers, &environment_events(&healthy, &sick, &[]), &[], t(5));
+        assert_eq!(told.len(), 1);
+        assert_eq!(events_of(&unknown, &healthy, &told), [(HealthChanged, "True".into())]);
+        assert_eq!(events_of(&unknown, &sick, &told), [], "still unhealthy: told already");
+        // drift: when it appears, not while it lasts nor when it goes
+        let drifted = [cond("Drifted", "True", 7, "HEAD is 2222 instead of 1111")];
+        let in_sync = [cond("Drifted", "False", 8, "the host runs the recorded release")];
+        assert_eq!(events_of(&in_sync, &drifted, &[]), [(Drifted, "True".into())]);
+        assert_eq!(events_of(&drifted, &drifted, &[]), []);
+        assert_eq!(events_of(&drifted, &in_sync, &[]), []);
+    }
+
+    #[test]
+    fn environment_events_go_to_the_receivers_that_want_them_once_and_the_outbox_stays_small() {
+        let receivers = [
+            receiver("ops", &[HealthChanged], NotificationFormat::Json),
+            receiver("chat", &[Drifted, HealthChanged], NotificationFormat::Slack),
+            receiver("qa", &[Succeeded], NotificationFormat::Json),
+        ];
+        let sick = [cond("Healthy", "False", 5, "container p-web-1 is exited")];
+        let events = environment_events(&[], &sick, &[]);
+        let due = environment_due("uid", &receivers, &events, &[], t(6));
+        let to: Vec<&str> = due.iter().map(|r| r.receiver.as_str()).collect();
+        assert_eq!(to, ["ops", "chat"]);
+        assert_eq!(due[0].event_id, format!("uid/HealthChanged/{}", t(5)));
+        assert_eq!(
+            (due[0].status.as_deref(), due[0].message.as_deref()),
+            (Some("False"), Some("container p-web-1 is exited"))
+        );
+        // the same transition again (a reconcile repeated after a failed write): nothing new
+        assert!(environment_due("uid", &receivers, &events, &due, t(7)).is_empty());
+        // settled entries beyond the limit go, oldest first; pending ones stay
+        let mut settled = due[0].clone();
+        settled.state = DeliveryState::Delivered;
+        let many: Vec<NotificationRecord> =
+            (0..30).map(|i| NotificationRecord { event_id: format!("e{i}"), ..settled.clone() }).collect();
+        let kept = environment_outbox(many, due.clone());
+        assert_eq!(kept.len(), ENVIRONMENT_OUTBOX_KEPT + 2);
+        assert_eq!(kept[0].event_id, "e10");
+        assert!(kept.iter().filter(|r| r.state == DeliveryState::Pending).count() == 2);
+    }
+
+    #[test]
+    fn an_environment_event_body_says_what_changed_and_escapes_for_slack() {
+        let env: slipway_crds::Environment = serde_json::from_value(json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "team", "uid": "uid"},
+            "spec": {"host": {"address": "10.0.0.5", "path": "/srv/shop"},
+                     "sshKeySecretRef": {"name": "s", "key": "id"}, "knownHostsSecretRef": {"name": "s", "key": "k"}},
+            "status": {"current": {"ref": "v1.2.3", "commit": "4f1c2ab0123456789abcdef0123456789abcdef0"}}
+        }))
+        .unwrap();
+        let receivers = [receiver("chat", &[HealthChanged], NotificationFormat::Slack)];
+        let sick = [cond("Healthy", "False", 5, "container <p-web-1> is exited")];
+        let due = environment_due("uid", &receivers, &environment_events(&[], &sick, &[]), &[], t(6));
+        let json: Value = serde_json::from_slice(&environment_body(NotificationFormat::Json, &env, &due[0])).unwrap();
+        assert_eq!(json["kind"], "Environment");
+        assert_eq!(json["event"], "HealthChanged");
+        assert_eq!(json["status"], "False");
+        assert_eq!(json["release"]["ref"], "v1.2.3");
+        let slack: Value = serde_json::from_slice(&environment_body(NotificationFormat::Slack, &env, &due[0])).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":warning: Environment team/*staging* is unhealthy (runs v1.2.3, commit 4f1c2ab01234)"),
+            "{text}"
+        );
+        assert!(text.contains("container &lt;p-web-1&gt; is exited"), "{text}");
     }
 }

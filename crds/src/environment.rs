@@ -602,6 +602,10 @@ pub struct EnvironmentStatus {
     /// What became of `spec.revision`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<RevisionStatus>,
+    /// The outbox of the Environment's own events (`HealthChanged`, `Drifted`): one entry per
+    /// receiver and event, each attempt recorded; the last 20 settled ones are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::NotificationRecord>,
 }
 
 /// Key names of a release's `.env.example`, and which of them the env Secret lacked.

@@ -26,8 +26,8 @@ pub struct Receiver {
     /// message (`{"text": ...}`).
     #[serde(default)]
     pub format: NotificationFormat,
-    /// The outcomes this receiver wants. `HealthChanged` and `Drifted` are accepted but not sent
-    /// yet (they come with the Environment monitor).
+    /// The events this receiver wants: outcomes of DeployRequests and Rollbacks, and the
+    /// Environment's own `HealthChanged` and `Drifted`.
     #[schemars(length(min = 1, max = 6), extend("x-kubernetes-list-type" = "set"))]
     pub events: Vec<NotificationEvent>,
 }
@@ -54,9 +54,10 @@ pub enum NotificationEvent {
     RolledBack,
     /// A DeployRequest's commit was quarantined on the Environment (it was rolled back).
     Quarantined,
-    /// The Environment's health changed. Not sent yet.
+    /// The Environment's health changed (condition `Healthy` turned False, or True again after
+    /// False), judged by its monitor between deploys.
     HealthChanged,
-    /// The host no longer runs what the Environment recorded. Not sent yet.
+    /// The host no longer runs what the Environment recorded (condition `Drifted` turned True).
     Drifted,
 }
 
@@ -115,4 +116,10 @@ pub struct NotificationRecord {
     /// Why the last attempt failed (never the URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// An Environment's event: the condition's status and message when it happened (the
+    /// payload's `status` and `message`, the same on every attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

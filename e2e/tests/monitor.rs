@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slipway_e2e::deploy::{
-    App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployStatus, DeployTest, EnvironmentManifest, ROLLBACK,
-    RollbackManifest,
+    App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployStatus, DeployTest, EnvironmentManifest, NotificationManifest,
+    ROLLBACK, RollbackManifest,
 };
+use slipway_e2e::receiver::{Answer, HttpReceiver};
 use slipway_e2e::require_sandbox;
 
 /// The monitor interval the tests set (the schema's minimum).
@@ -89,7 +90,10 @@ fn a_stopped_service_makes_the_environment_unhealthy_and_starting_it_heals_the_c
     let sandbox = require_sandbox!();
     let mut t = DeployTest::start(&sandbox, "monitor-health").unwrap();
     let site = t.site(1, "health").unwrap();
-    let env = EnvironmentManifest::new("watched", App::Ticker, &site);
+    let mut env = EnvironmentManifest::new("watched", App::Ticker, &site);
+    // told of each change of health, as Slipway's JSON
+    let receiver = HttpReceiver::start(Answer::Ok).unwrap();
+    env.notifications = vec![NotificationManifest::new("ops", &receiver.url(), "Json", &["HealthChanged"])];
     t.create_environment(&env).unwrap();
     t.patch_environment("watched", &json!({"spec": {"health": {"monitorIntervalSeconds": INTERVAL}}})).unwrap();
 
@@ -123,9 +127,23 @@ fn a_stopped_service_makes_the_environment_unhealthy_and_starting_it_heals_the_c
     let gauge = metrics.lines().find(|l| l.starts_with("slipway_environment_healthy{") && l.contains("watched"));
     assert!(gauge.is_some_and(|l| l.ends_with(" 0")), "gauge: {gauge:?}");
 
+    let told = receiver.wait_for(1, Duration::from_secs(60)).unwrap();
+    let env_uid = t.cluster.jsonpath("environment/watched", "{.metadata.uid}").unwrap();
+    let body = &told[0].body;
+    assert_eq!((body["kind"].as_str(), body["name"].as_str()), (Some("Environment"), Some("watched")), "{body}");
+    assert_eq!((body["event"].as_str(), body["status"].as_str()), (Some("HealthChanged"), Some("False")), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("service ticker")), "{body}");
+    assert!(told[0].event_id().starts_with(&format!("{env_uid}/HealthChanged/")), "{}", told[0].event_id());
+
     // started again: back to True
     site.run(&["docker", "start", &container]).unwrap();
     wait_condition(&t, "watched", "Healthy", "True", |_| true, Duration::from_secs(2 * INTERVAL + 10));
+    let told = receiver.wait_for(2, Duration::from_secs(60)).unwrap();
+    assert_eq!(told[1].body["status"].as_str(), Some("True"), "{}", told[1].body);
+    assert_ne!(told[0].event_id(), told[1].event_id());
+    // one per change, not one per round
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL));
+    assert_eq!(receiver.received().len(), 2, "{:?}", receiver.received().iter().map(|r| &r.body).collect::<Vec<_>>());
     let (_, metrics) = t.cluster.controller_get("/metrics").unwrap();
     let gauge = metrics.lines().find(|l| l.starts_with("slipway_environment_healthy{") && l.contains("watched"));
     assert!(gauge.is_some_and(|l| l.ends_with(" 1")), "gauge: {gauge:?}");
@@ -206,7 +224,9 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     let sandbox = require_sandbox!();
     let mut t = DeployTest::start(&sandbox, "monitor-drift").unwrap();
     let site = t.site(2, "drift").unwrap();
-    let env = EnvironmentManifest::new("drifting", App::Ticker, &site);
+    let mut env = EnvironmentManifest::new("drifting", App::Ticker, &site);
+    let receiver = HttpReceiver::start(Answer::Ok).unwrap();
+    env.notifications = vec![NotificationManifest::new("chat", &receiver.url(), "Slack", &["Drifted"])];
     t.create_environment(&env).unwrap();
     t.patch_environment("drifting", &json!({"spec": {"health": {"monitorIntervalSeconds": INTERVAL}}})).unwrap();
     t.deploy(&DeployRequestManifest::tag("first", "drifting", "ticker-v1")).unwrap();
@@ -229,6 +249,9 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
         Duration::from_secs(2 * INTERVAL + 10),
     );
     assert!(message.contains(&v2[..12]) && message.contains(&v1[..12]), "{message}");
+    let told = receiver.wait_for(1, Duration::from_secs(60)).unwrap();
+    let text = told[0].body["text"].as_str().unwrap_or_default();
+    assert!(text.contains("*drifting* drifted from its recorded release") && text.contains("README.md"), "{text}");
     let wide = t.cluster.kubectl_ok(&["get", "environment", "drifting", "-o", "wide"]).unwrap();
     assert!(wide.contains("DRIFTED"), "{wide}");
     // Report (the default) changes nothing on the host
@@ -262,6 +285,7 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     let porcelain = site.run(&["git", "-C", &dir, "status", "--porcelain", "--untracked-files=no"]).unwrap();
     assert_eq!(porcelain.trim(), "", "local changes left");
     wait_condition(&t, "drifting", "Drifted", "False", |_| true, Duration::from_secs(3 * INTERVAL));
+    assert_eq!(receiver.received().len(), 1, "told of the drift once; its end is not an event");
     // one heal, not one per round
     let requests = t.cluster.kubectl_ok(&["get", "deployrequests", "-o", "name"]).unwrap();
     assert_eq!(requests.lines().count(), 2, "{requests}");

@@ -9,7 +9,7 @@
 
 pub mod auto;
 pub mod lock;
-mod outbox;
+pub(crate) mod outbox;
 pub mod plan;
 pub mod preflight;
 pub mod record;

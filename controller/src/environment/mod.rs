@@ -300,6 +300,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         .collect();
     status.conditions = conditions::set(&status.conditions, &decided, env.metadata.generation, now);
     let old_conditions = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    status.notifications = outbox(&ctx, &env, old_conditions, &status.conditions).await?;
     let health_transition = monitor::transition(old_conditions, &status.conditions);
     let drift_transition = drift::transition(old_conditions, &status.conditions);
     ctx.metrics.environment_healthy(&namespace, &env.name_any(), monitor::gauge_value(&status.conditions));
@@ -309,6 +310,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         let mut own = serde_json::json!({
             "observedGeneration": status.observed_generation,
             "conditions": status.conditions,
+            "notifications": status.notifications,
         });
         // Left out when nothing is declared: the apply then drops what this manager wrote.
         if let Some(revision) = &status.revision {
@@ -323,12 +325,43 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     Ok(match observed {
         Observation::Reachable => {
             ctx.backoff.succeeded(&key);
-            Action::requeue(RECHECK.min(next_round).min(declared.next.unwrap_or(RECHECK)))
+            let outbox_wait =
+                crate::notify::wait(&status.notifications, Timestamp::now()).map(|w| w.max(Duration::from_secs(1)));
+            Action::requeue(
+                RECHECK.min(next_round).min(declared.next.unwrap_or(RECHECK)).min(outbox_wait.unwrap_or(RECHECK)),
+            )
         }
         // Secrets are read with `get` (no watch) and hosts come back by themselves: look again,
         // less and less often while nothing changes.
         _ => Action::requeue(ctx.backoff.failed(&key, RECHECK_SOON)),
     })
+}
+
+/// The Environment's outbox after this reconcile: what was due sent (each attempt recorded),
+/// then its own events since the last status (`HealthChanged`, `Drifted`) enqueued for the
+/// receivers that want them, to be sent by the next reconcile once this status is written.
+async fn outbox(
+    ctx: &Context,
+    env: &Environment,
+    old: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    new: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Result<Vec<slipway_crds::NotificationRecord>> {
+    let mut records = env.status.as_ref().map(|s| s.notifications.clone()).unwrap_or_default();
+    let receivers = &env.spec.notifications;
+    let now = Timestamp::now();
+    if crate::notify::wait(&records, now).is_some_and(|w| w.is_zero()) {
+        let mut secrets = SecretReader::new(ctx.client.clone(), &env.namespace().unwrap_or_default());
+        let attempts = crate::deploy::outbox::attempt_due(ctx, &mut secrets, receivers, &records, now, |format, r| {
+            crate::notify::environment_body(format, env, r)
+        })
+        .await?;
+        let name = env.name_any();
+        crate::deploy::outbox::settle_all(ctx, &env.object_ref(&()), "Environment", &name, &mut records, &attempts)
+            .await;
+    }
+    let events = crate::notify::environment_events(old, new, &records);
+    let due = crate::notify::environment_due(&env.uid().unwrap_or_default(), receivers, &events, &records, now);
+    Ok(crate::notify::environment_outbox(records, due))
 }
 
 fn error_policy(env: Arc<Environment>, error: &Error, ctx: Arc<Context>) -> Action {
