@@ -134,7 +134,18 @@ pub fn environment_events<'a>(
     if let Some(now) = conditions::find(new, types::DRIFTED).filter(|c| c.status == "True")
         && status(old, types::DRIFTED).as_deref() != Some("True")
     {
-        out.push((NotificationEvent::Drifted, now));
+        // The same drift seen again after the host was out of reach (True, Unknown, True) is
+        // not news: the last one told said the same.
+        let last_told = outbox
+            .iter()
+            .filter(|r| r.event == NotificationEvent::Drifted)
+            .max_by(|a, b| a.time.cmp(&b.time))
+            .and_then(|r| r.message.as_deref());
+        let message: String = now.message.chars().take(EVENT_MESSAGE_MAX).collect();
+        let again = status(old, types::DRIFTED).as_deref() == Some("Unknown") && last_told == Some(message.as_str());
+        if !again {
+            out.push((NotificationEvent::Drifted, now));
+        }
     }
     out
 }
@@ -1005,6 +1016,14 @@ mod tests {
         assert_eq!(events_of(&in_sync, &drifted, &[]), [(Drifted, "True".into())]);
         assert_eq!(events_of(&drifted, &drifted, &[]), []);
         assert_eq!(events_of(&drifted, &in_sync, &[]), []);
+        // the same drift again after the host was out of reach: told once
+        let receivers = [receiver("qa", &[Drifted], NotificationFormat::Json)];
+        let told = environment_due("uid", &receivers, &environment_events(&in_sync, &drifted, &[]), &[], t(7));
+        let out_of_reach = [cond("Drifted", "Unknown", 9, "the host was not reached")];
+        let again = [cond("Drifted", "True", 11, "HEAD is 2222 instead of 1111")];
+        assert_eq!(events_of(&out_of_reach, &again, &told), []);
+        let other = [cond("Drifted", "True", 11, "HEAD is 3333 instead of 1111")];
+        assert_eq!(events_of(&out_of_reach, &other, &told), [(Drifted, "True".into())], "a new drift is news");
     }
 
     #[test]

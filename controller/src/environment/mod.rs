@@ -300,7 +300,10 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
         .collect();
     status.conditions = conditions::set(&status.conditions, &decided, env.metadata.generation, now);
     let old_conditions = env.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    status.notifications = outbox(&ctx, &env, old_conditions, &status.conditions).await?;
+    status.notifications = outbox(&ctx, &env, old_conditions, &status.conditions).await.unwrap_or_else(|e| {
+        tracing::warn!(environment = %env.name_any(), error = %e, "notifications: reconcile failed");
+        env.status.as_ref().map(|s| s.notifications.clone()).unwrap_or_default()
+    });
     let health_transition = monitor::transition(old_conditions, &status.conditions);
     let drift_transition = drift::transition(old_conditions, &status.conditions);
     ctx.metrics.environment_healthy(&namespace, &env.name_any(), monitor::gauge_value(&status.conditions));
