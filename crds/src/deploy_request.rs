@@ -190,6 +190,10 @@ pub struct DeployRequestStatus {
     /// finished and updated after each delivery attempt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationRecord>,
+    /// Playbook gates that found something at Preflight and were waived by the Environment's
+    /// `policy.waive` (recorded in the release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 /// One step of a deploy.

@@ -11,6 +11,7 @@ pub mod auto;
 pub mod lock;
 mod outbox;
 pub mod plan;
+pub mod playbook;
 pub mod preflight;
 pub mod record;
 pub mod request;
@@ -383,6 +384,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         st.migration_before = facts.migration_before.clone();
                         st.migration_target = facts.migration_target.clone();
                         st.env_hash = Some(facts.env_hash.clone());
+                        st.waived = facts.waived.clone();
                         let short = plan::short(&facts.commit).to_owned();
                         plan::finish_step(
                             &mut st,
@@ -543,6 +545,30 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1),
                     )))),
                     Progress::Done { message } => {
+                        // Lines logged since the deploy began its changes (or since the
+                        // container started, if later): the previous container's never count.
+                        let since = plan::step(&st, REBUILDING)
+                            .and_then(|s| s.started_at.as_deref())
+                            .and_then(|t| t.parse::<Timestamp>().ok())
+                            .unwrap_or(now);
+                        let scan = steps::log_scan(&site, since).await?;
+                        let mut message = message;
+                        let mut warning = String::new();
+                        if !scan.found.is_empty() {
+                            let found = format!("error lines in the logs since the deploy: {}", scan.summary());
+                            if env.spec.health.log_errors == slipway_crds::LogErrors::Fail {
+                                let message = format!(
+                                    "{message}, but {found} (health.logErrorPatterns; health.logErrors: Warn only \
+                                     warns)"
+                                );
+                                return Ok(Some(
+                                    run.fail(env, st.clone(), reasons::LOG_ERRORS_FOUND, message, Some(scan.tail()), now)
+                                        .await?,
+                                ));
+                            }
+                            warning = format!("; warning: {found}");
+                            message.push_str(&warning);
+                        }
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
                         let release = release_record(&site, req, &st, "Succeeded", now).await?;
@@ -569,7 +595,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                 release.ref_,
                                 release.migration.as_deref().unwrap_or("(no revision)")
                             ),
-                        };
+                        } + &warning;
                         st.conditions = conditions::set(
                             &run.old.conditions,
                             &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),

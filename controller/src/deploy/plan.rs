@@ -290,6 +290,7 @@ pub fn release(
         untracked: st.untracked,
         env_hash: st.env_hash.clone(),
         reason,
+        waived: st.waived.clone(),
     }
 }
 
