@@ -416,7 +416,9 @@ fn code_volumes(path: &str, text: &str, doc: &Value, checkout: &str) -> Vec<Find
             out.push(Finding {
                 gate: QualityGate::CodeVolumeInProduction,
                 file: path.to_owned(),
-                line: line_in_service(text, service, |l| l.contains(source.as_str())),
+                line: line_in_service(text, service, |l| {
+                    l.contains(&format!("{source}:")) || (l.contains("source:") && l.contains(source.as_str()))
+                }),
                 service: Some(service.clone()),
                 what: format!(
                     "bind-mounts {source} from the checkout into a long-running service: build the code into \
