@@ -22,6 +22,8 @@ pub mod types {
     pub const VERIFIED: &str = "Verified";
     /// A Rollback's database downgrade.
     pub const DOWNGRADED: &str = "Downgraded";
+    /// A restart's `compose restart` of its services.
+    pub const RESTARTED: &str = "Restarted";
 }
 
 /// CamelCase reasons.
@@ -56,6 +58,7 @@ pub mod reasons {
     /// A failed DeployRequest waits for the Rollback that undoes it.
     pub const ROLLING_BACK: &str = "RollingBack";
     pub const REBUILDING: &str = "Rebuilding";
+    pub const RESTARTING: &str = "Restarting";
     pub const VERIFYING: &str = "Verifying";
     pub const HOST_BUSY: &str = "HostBusy";
     // Preflight refusals (nothing on the host changed).
@@ -80,6 +83,10 @@ pub mod reasons {
     pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
     pub const REBUILD_FAILED: &str = "RebuildFailed";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    /// A restart's `compose restart` failed.
+    pub const RESTART_FAILED: &str = "RestartFailed";
+    /// A restart names a service the running release's compose files do not have.
+    pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
     /// A service's log since its container started holds lines matching `health.logErrorPatterns`.
     pub const LOG_ERRORS_FOUND: &str = "LogErrorsFound";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";

@@ -789,4 +789,7 @@ pub struct Release {
     /// Environment's `policy.waive`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waived: Vec<String>,
+    /// A restart (`DeployRequest.spec.restart`): the services it restarted, the release as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
 }

@@ -288,6 +288,9 @@ pub const LOG_PATTERN: Shape = Shape {
     forbidden: None,
 };
 
+/// Most services one DeployRequest restarts.
+pub const RESTART_MAX_ITEMS: usize = 20;
+
 /// Most `health.logErrorPatterns`.
 pub const LOG_PATTERNS_MAX_ITEMS: usize = 20;
 
@@ -437,6 +440,7 @@ pub const FIELDS: &[Field] = &[
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/commit", FieldShape::One(&COMMIT)),
     field("DeployRequest", "/spec/issue", FieldShape::One(&ISSUE)),
+    field("DeployRequest", "/spec/restart", FieldShape::Each(&SERVICE_NAME)),
     field("Rollback", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("Rollback", "/spec/to/tag", FieldShape::One(&REF_NAME)),
     field("Rollback", "/spec/to/release", FieldShape::One(&COMMIT)),

@@ -246,6 +246,8 @@ pub struct DeployRequestManifest {
     pub requested_by: Option<String>,
     /// Annotation `slipway.dev/approved-by`.
     pub approved_by: Option<String>,
+    /// `spec.restart`: services to restart instead of a revision (then `revision` is left out).
+    pub restart: Vec<String>,
 }
 
 impl DeployRequestManifest {
@@ -261,6 +263,15 @@ impl DeployRequestManifest {
             override_quarantine: false,
             requested_by: None,
             approved_by: None,
+            restart: Vec::new(),
+        }
+    }
+
+    /// A restart of `services` on `environment`, naming issue `#7`.
+    pub fn restart(name: &str, environment: &str, services: &[&str]) -> DeployRequestManifest {
+        DeployRequestManifest {
+            restart: services.iter().map(|s| (*s).to_owned()).collect(),
+            ..DeployRequestManifest::tag(name, environment, "-")
         }
     }
 
@@ -295,6 +306,9 @@ impl DeployRequestManifest {
             Revision::Commit(c) => json!({"commit": c}),
         };
         let mut spec = json!({"environment": self.environment, "revision": revision});
+        if !self.restart.is_empty() {
+            spec = json!({"environment": self.environment, "restart": self.restart});
+        }
         if let Some(issue) = &self.issue {
             spec["issue"] = json!(issue);
         }
@@ -433,6 +447,8 @@ impl StepRecord {
 #[serde(default, rename_all = "camelCase")]
 pub struct DeployStatus {
     pub phase: Option<String>,
+    /// What was asked for, as people write it (`tag v1.2.3`, `restart of backend`).
+    pub revision: Option<String>,
     pub conditions: Vec<ConditionView>,
     pub commit: Option<String>,
     pub previous_commit: Option<String>,
@@ -537,6 +553,8 @@ pub struct ReleaseView {
     pub requested_by: Option<String>,
     /// Playbook gates waived by `policy.waive` that found something in this release.
     pub waived: Vec<String>,
+    /// A restart's services.
+    pub restarted: Vec<String>,
 }
 
 /// `status` of an Environment (the deploy path's fields and the conditions).

@@ -189,3 +189,61 @@ fn error_lines_of_the_new_containers_fail_verification_and_older_lines_do_not() 
     assert!(failed.ready_message().contains("FATAL: ledger gone"), "{}", failed.ready_message());
     assert!(!t.everything_written().contains(&secret), "an env Secret value reached status, events or logs");
 }
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn a_restart_restarts_only_the_named_service_through_the_lock_and_is_recorded() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "gates-restart").unwrap();
+    let site = t.site(3, "restart").unwrap();
+    let origin = site.own_origin().unwrap();
+    let sidekick = "  sidekick:\n    build: ./ticker\n    stop_grace_period: 3s\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 3s\n";
+    site.release("pair", "ticker-v1", &[("docker-compose.yml", &format!("{}{sidekick}", ticker_compose("")))]).unwrap();
+    let mut env = EnvironmentManifest::new("restarts", App::Ticker, &site);
+    env.origin = origin;
+    t.create_environment(&env).unwrap();
+
+    // exactly one of revision and restart, said by the API server
+    let both = json!({
+        "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest",
+        "metadata": {"name": "both", "annotations": {"slipway.dev/requested-by": t.cluster.user().unwrap()}},
+        "spec": {"environment": "restarts", "revision": {"tag": "pair"}, "restart": ["ticker"]},
+    });
+    let refused = t.cluster.apply(&both.to_string()).unwrap_err().to_string();
+    assert!(refused.contains("exactly one of revision (a deploy) or restart"), "{refused}");
+
+    // nothing deployed yet: nothing to restart
+    t.deploy(&DeployRequestManifest::restart("too-early", "restarts", &["ticker"])).unwrap();
+    t.expect_outcome("too-early", "NothingDeployed", REFUSAL_TIMEOUT).unwrap();
+
+    t.deploy(&DeployRequestManifest::tag("pair", "restarts", "pair")).unwrap();
+    t.expect_outcome("pair", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let started = |service: &str| {
+        let id = site.container(service).unwrap();
+        (id.clone(), site.run(&["docker", "inspect", "-f", "{{.State.StartedAt}}", &id]).unwrap().trim().to_owned())
+    };
+    let (ticker, sidekick) = (started("ticker"), started("sidekick"));
+
+    t.deploy(&DeployRequestManifest::restart("unknown", "restarts", &["tickr"])).unwrap();
+    let status = t.expect_outcome("unknown", "ServiceNotFound", REFUSAL_TIMEOUT).unwrap();
+    assert!(status.ready_message().contains("tickr not in the compose files"), "{}", status.ready_message());
+    assert_eq!(started("ticker"), ticker);
+
+    t.deploy(&DeployRequestManifest::restart("bounce", "restarts", &["ticker"])).unwrap();
+    let status = t.expect_outcome("bounce", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(steps, ["Preflight", "Restarting", "Verifying"]);
+    assert_eq!(status.revision.as_deref(), Some("restart of ticker"));
+    let after = started("ticker");
+    assert_eq!(after.0, ticker.0, "restarted, not recreated");
+    assert_ne!(after.1, ticker.1, "ticker was not restarted");
+    assert_eq!(started("sidekick"), sidekick, "sidekick was restarted too");
+    let history = t.environment("restarts").unwrap().status.history;
+    assert_eq!(history[0].ref_, "pair");
+    assert_eq!(history[0].restarted, ["ticker"]);
+    assert_eq!(history[0].result.as_deref(), Some("Succeeded"));
+    // never UpToDate: the same restart again restarts again
+    t.deploy(&DeployRequestManifest::restart("bounce-again", "restarts", &["ticker"])).unwrap();
+    t.expect_outcome("bounce-again", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_ne!(started("ticker").1, after.1);
+}

@@ -38,7 +38,7 @@ use crate::secrets::SecretReader;
 use crate::{Transition, environment};
 
 use lock::Cas;
-use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, VERIFYING};
+use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
 use preflight::Refusal;
 pub use request::Req;
 use site::Site;
@@ -411,6 +411,9 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             return Ok(Some(Action::await_change()));
                         }
                         let (next, doing) = match req {
+                            Req::Deploy(dr) if dr.is_restart() => {
+                                (Phase::Restarting, format!("Restarting {}", dr.spec.restart.join(", ")))
+                            }
                             Req::Deploy(_) => (Phase::Migrating, format!("Migrating the database with commit {short}")),
                             Req::Rollback(_) => (Phase::Downgrading, "Downgrading the database".to_owned()),
                         };
@@ -538,6 +541,29 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     )),
                 }
             }
+            Phase::Restarting => {
+                if past_deadline(&site, &st, Phase::Restarting, deadline(deadlines.rebuild_seconds), now).await? {
+                    return Ok(None);
+                }
+                let services = req.as_deploy().map(|d| d.spec.restart.clone()).unwrap_or_default();
+                match steps::restart(&site, &services).await? {
+                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Done { message } => {
+                        Ok(Some(run.step(st.clone(), RESTARTING, message, Phase::Verifying).await?))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        run.fail(
+                            env,
+                            st.clone(),
+                            reasons::RESTART_FAILED,
+                            format!("restart failed: {message}"),
+                            tail,
+                            now,
+                        )
+                        .await?,
+                    )),
+                }
+            }
             Phase::Verifying => {
                 let elapsed = Duration::from_secs(u64::try_from(plan::step_elapsed(&st, VERIFYING, now)).unwrap_or(0));
                 match steps::verify_round(&site, elapsed).await? {
@@ -548,6 +574,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         // Lines logged since the deploy began its changes (or since the
                         // container started, if later): the previous container's never count.
                         let since = plan::step(&st, REBUILDING)
+                            .or_else(|| plan::step(&st, RESTARTING))
                             .and_then(|s| s.started_at.as_deref())
                             .and_then(|t| t.parse::<Timestamp>().ok())
                             .unwrap_or(now);
@@ -584,6 +611,12 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         st.phase = Some(Phase::Succeeded);
                         let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
                         let message = match req {
+                            Req::Deploy(dr) if dr.is_restart() => format!(
+                                "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
+                                dr.spec.restart.join(", "),
+                                release.ref_,
+                                env.name_any()
+                            ),
                             Req::Deploy(dr) => format!(
                                 "{} (commit {short}) runs on Environment {:?}, verified healthy",
                                 dr.spec.revision.display(),
@@ -657,7 +690,7 @@ fn holds(env: &Environment, me: &str) -> bool {
 
 /// Did the request get past preflight (so the host changed)?
 fn changed_host(st: &DeployRequestStatus) -> bool {
-    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].contains(&s.name.as_str()))
+    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING].contains(&s.name.as_str()))
 }
 
 /// The host jobs a phase may have running.
@@ -666,6 +699,7 @@ fn phase_jobs(phase: Phase) -> &'static [&'static str] {
         Phase::Migrating => &steps::MIGRATION_JOBS,
         Phase::Downgrading => &steps::DOWNGRADE_JOBS,
         Phase::Rebuilding => &steps::REBUILD_JOBS,
+        Phase::Restarting => &steps::RESTART_JOBS,
         _ => &[],
     }
 }
@@ -769,6 +803,7 @@ fn plan_step_name(phase: Phase) -> &'static str {
         Phase::Migrating => MIGRATING,
         Phase::Downgrading => DOWNGRADING,
         Phase::Rebuilding => REBUILDING,
+        Phase::Restarting => RESTARTING,
         Phase::Verifying => VERIFYING,
         _ => PREFLIGHT,
     }
@@ -896,8 +931,10 @@ impl Run<'_> {
         } else {
             (reason, message)
         };
-        let changed_host =
-            matches!(phase, Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Verifying);
+        let changed_host = matches!(
+            phase,
+            Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Restarting | Phase::Verifying
+        );
         st.phase = Some(Phase::Failed);
         st.conditions = conditions::set(
             &self.old.conditions,
@@ -973,7 +1010,9 @@ async fn release_record(
 fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
     for step in &st.steps {
         let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
-        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].into_iter().find(|n| *n == step.name);
+        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING]
+            .into_iter()
+            .find(|n| *n == step.name);
         let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
         if let (true, Some(name), Some(a), Some(b)) = (newly, name, parse(&step.started_at), parse(&step.finished_at)) {
             ctx.metrics.phase_took(name, (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);

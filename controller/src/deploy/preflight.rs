@@ -84,7 +84,8 @@ pub async fn not_promoted_ref(
     dr: &DeployRequest,
 ) -> kube::Result<Option<String>> {
     let from = &env.spec.policy.promote_from;
-    if from.is_empty() {
+    // A restart brings nothing new to promote.
+    if from.is_empty() || dr.is_restart() {
         return Ok(None);
     }
     let sources = promotion_sources(environments, from).await?;
@@ -111,6 +112,11 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>, he
             ));
         };
         repo.ensure_cloned(&origin.url).await?;
+    }
+    if let Req::Deploy(dr) = req
+        && dr.is_restart()
+    {
+        return restart_facts(site, &repo, dr).await;
     }
     repo.fetch().await?;
     let head = repo.head().await?;
@@ -285,6 +291,53 @@ async fn playbook_gates<E: crate::remote::Exec>(
         return Err(stalled(first.gate.as_str(), playbook::refusal_message(&refused, what)));
     }
     Ok(waived)
+}
+
+/// A restart's Preflight: a release runs, and the services it names are in its compose files.
+/// Nothing is fetched, checked out or written.
+async fn restart_facts(
+    site: &Site<'_>,
+    repo: &Repo<'_, crate::remote::HostConnection>,
+    dr: &DeployRequest,
+) -> Result<Facts, Refusal> {
+    let env = site.env;
+    let Some(current) = env.status.as_ref().and_then(|s| s.current.clone()) else {
+        return Err(stalled(
+            reasons::NOTHING_DEPLOYED,
+            "the Environment has no release recorded (status.current) to restart: deploy a revision first".into(),
+        ));
+    };
+    let head = repo.head().await?.unwrap_or_else(|| current.commit.clone());
+    let config = match site.compose().config().await {
+        Ok(c) => c,
+        Err(e @ RemoteError::ComposeInvalid { .. }) => return Err(stalled(reasons::COMPOSE_INVALID, e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let unknown: Vec<&str> =
+        dr.spec.restart.iter().filter(|s| !config.services.contains_key(*s)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        return Err(stalled(
+            reasons::SERVICE_NOT_FOUND,
+            format!(
+                "{} not in the compose files of the running release {} ({}): it has {}; create a new DeployRequest \
+                 naming its services",
+                unknown.join(", "),
+                current.ref_,
+                plan::short(&head),
+                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(Facts {
+        commit: head.clone(),
+        previous_commit: Some(head),
+        migration_before: current.migration.clone(),
+        migration_target: None,
+        env_hash: current.env_hash.clone().unwrap_or_default(),
+        up_to_date: false,
+        discarded: Vec::new(),
+        waived: Vec::new(),
+    })
 }
 
 /// What a Preflight message adds: the gates waived, and for a drift heal the local changes

@@ -67,6 +67,24 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     }
 }
 
+/// The host job of a restart (`DeployRequest.spec.restart`).
+pub const RESTART_JOBS: [&str; 1] = ["restart"];
+
+/// Restarting: `compose restart` of exactly the named services of the checkout as it is.
+pub async fn restart(site: &Site<'_>, services: &[String]) -> Result<Progress, RemoteError> {
+    for s in services {
+        crate::remote::validate::service_name(s)?;
+    }
+    if !site.started(RESTART_JOBS[0]).await? {
+        site.ensure_idle().await?;
+    }
+    let cmd = site.compose().command("restart").args(services.iter().cloned());
+    match sequence(site, &[(RESTART_JOBS[0], cmd)]).await? {
+        Progress::Done { .. } => Ok(Progress::Done { message: format!("restarted {}", services.join(", ")) }),
+        other => Ok(other),
+    }
+}
+
 /// The host job of a Rollback's database step.
 pub const DOWNGRADE_JOBS: [&str; 1] = ["downgrade"];
 
