@@ -624,6 +624,7 @@ mod tests {
         let mut dr = DeployRequest::new(
             "shop-45",
             DeployRequestSpec {
+                restart: Vec::new(),
                 environment: "staging".into(),
                 revision: Revision { tag: Some("v1.2.3".into()), ..Default::default() },
                 issue: Some("#45".into()),

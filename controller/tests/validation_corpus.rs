@@ -67,6 +67,7 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
         "windowDuration" => vec![("duration", |s| validate::field(&patterns::WINDOW_DURATION, "duration", text(s)))],
         "timeZone" => vec![("timeZone", |s| validate::field(&patterns::TIME_ZONE, "timeZone", text(s)))],
         "receiverName" => vec![("receiver", |s| validate::field(&patterns::RECEIVER_NAME, "receiver", text(s)))],
+        "logPattern" => vec![("logErrorPatterns", |s| validate::field(&patterns::LOG_PATTERN, "pattern", text(s)))],
         other => panic!("corpus kind {other:?} has no remote check: add one here"),
     }
 }

@@ -55,6 +55,11 @@ pub struct Revision {
 }
 
 impl Revision {
+    /// None of branch, tag or commit (a DeployRequest that restarts services).
+    pub fn is_empty(&self) -> bool {
+        self.branch.is_none() && self.tag.is_none() && self.commit.is_none()
+    }
+
     /// The revision as people write it: `tag v1.2.3`, `branch main`, `commit 4f1c2ab`.
     pub fn display(&self) -> String {
         match (&self.branch, &self.tag, &self.commit) {

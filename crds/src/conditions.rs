@@ -22,6 +22,8 @@ pub mod types {
     pub const VERIFIED: &str = "Verified";
     /// A Rollback's database downgrade.
     pub const DOWNGRADED: &str = "Downgraded";
+    /// A restart's `compose restart` of its services.
+    pub const RESTARTED: &str = "Restarted";
 }
 
 /// CamelCase reasons.
@@ -56,6 +58,7 @@ pub mod reasons {
     /// A failed DeployRequest waits for the Rollback that undoes it.
     pub const ROLLING_BACK: &str = "RollingBack";
     pub const REBUILDING: &str = "Rebuilding";
+    pub const RESTARTING: &str = "Restarting";
     pub const VERIFYING: &str = "Verifying";
     pub const HOST_BUSY: &str = "HostBusy";
     // Preflight refusals (nothing on the host changed).
@@ -64,11 +67,28 @@ pub mod reasons {
     pub const ENV_KEYS_MISSING: &str = "EnvKeysMissing";
     pub const COMPOSE_INVALID: &str = "ComposeInvalid";
     pub const MISSING_HEALTHCHECK: &str = "MissingHealthcheck";
+    // The playbook's gates (Preflight refusals, waivable by `policy.waive`).
+    /// A literal value for a secret-looking key in a service's `environment` or `build.args`.
+    pub const SECRET_IN_COMPOSE: &str = "SecretInCompose";
+    /// `.env` is tracked in git at the requested commit.
+    pub const ENV_FILE_COMMITTED: &str = "EnvFileCommitted";
+    /// No `.env.example` while compose uses `${VAR}`s, or a `${VAR}` without default not in it.
+    pub const ENV_EXAMPLE_MISSING: &str = "EnvExampleMissing";
+    /// Production: a long-running service bind-mounts a path of the checkout.
+    pub const CODE_VOLUME_IN_PRODUCTION: &str = "CodeVolumeInProduction";
+    /// Production: the release adds migrations and no downgrade command is declared.
+    pub const NO_ROLLBACK_PLAN: &str = "NoRollbackPlan";
     // Step failures.
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
     pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
     pub const REBUILD_FAILED: &str = "RebuildFailed";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    /// A restart's `compose restart` failed.
+    pub const RESTART_FAILED: &str = "RestartFailed";
+    /// A restart names a service the running release's compose files do not have.
+    pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
+    /// A service's log since its container started holds lines matching `health.logErrorPatterns`.
+    pub const LOG_ERRORS_FOUND: &str = "LogErrorsFound";
     pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
     pub const INTERRUPTED: &str = "Interrupted";
     // Step conditions.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::annotations;
 use crate::common::{Revision, conditions_schema};
 use crate::notifications::NotificationRecord;
-use crate::patterns::{ENVIRONMENT_NAME, ISSUE};
+use crate::patterns::{ENVIRONMENT_NAME, ISSUE, RESTART_MAX_ITEMS, SERVICE_NAME};
 
 /// A request to put one git revision on one Environment. Its spec cannot change once created.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -36,14 +36,30 @@ use crate::patterns::{ENVIRONMENT_NAME, ISSUE};
 )]
 #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
     .message("DeployRequest spec is immutable: it records what was asked; create a new DeployRequest instead"))]
+#[x_kube(validation = kube::core::Rule::new("[has(self.revision), has(self.restart)].filter(x, x).size() == 1")
+    .message("a DeployRequest sets exactly one of revision (a deploy) or restart (services to restart)"))]
 #[serde(rename_all = "camelCase")]
 pub struct DeployRequestSpec {
     /// Name of the Environment (same namespace) to deploy to.
     #[schemars(length(min = ENVIRONMENT_NAME.min_len, max = ENVIRONMENT_NAME.max_len))]
     #[x_kube(validation = ENVIRONMENT_NAME.rule("environment"))]
     pub environment: String,
-    /// The git revision to deploy: exactly one of branch, tag or commit.
+    /// The git revision to deploy: exactly one of branch, tag or commit. Exactly one of
+    /// `revision` and `restart` is set.
+    #[serde(default, skip_serializing_if = "Revision::is_empty")]
     pub revision: Revision,
+    /// Instead of a revision: compose services to restart (`compose restart`), such as
+    /// `[backend]`. Goes through the queue, the lock and the gates like a deploy, restarts only
+    /// these services of the release that runs, verifies, and is recorded in the history; it is
+    /// never `UpToDate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = RESTART_MAX_ITEMS),
+        inner(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    #[x_kube(validation = SERVICE_NAME.each_rule("restart"))]
+    pub restart: Vec<String>,
     /// The issue this deploy resolves, such as `#45` or `SHOP-45`. Required where the
     /// Environment's policy says `requireIssue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +84,20 @@ pub struct DeployRequestSpec {
 /// Who asked and who approved are annotations, admitted by the API server only from the user it
 /// authenticated (see [`crate::annotations`]).
 impl DeployRequest {
+    /// A restart of services (`spec.restart`) rather than a deploy of a revision.
+    pub fn is_restart(&self) -> bool {
+        !self.spec.restart.is_empty()
+    }
+
+    /// What it asks for, as people write it: `tag v1.2.3`, `restart of backend, worker`.
+    pub fn describe(&self) -> String {
+        if self.is_restart() {
+            format!("restart of {}", self.spec.restart.join(", "))
+        } else {
+            self.spec.revision.display()
+        }
+    }
+
     /// The user who created it (annotation `slipway.dev/requested-by`).
     pub fn requested_by(&self) -> Option<&str> {
         self.annotation(annotations::REQUESTED_BY)
@@ -102,6 +132,8 @@ pub enum Phase {
     /// A Rollback's database downgrade.
     Downgrading,
     Rebuilding,
+    /// A restart's `compose restart` of the named services.
+    Restarting,
     Verifying,
     Succeeded,
     Failed,
@@ -122,6 +154,7 @@ impl Phase {
             Phase::Migrating => "Migrating",
             Phase::Downgrading => "Downgrading",
             Phase::Rebuilding => "Rebuilding",
+            Phase::Restarting => "Restarting",
             Phase::Verifying => "Verifying",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
@@ -190,6 +223,10 @@ pub struct DeployRequestStatus {
     /// finished and updated after each delivery attempt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationRecord>,
+    /// Playbook gates that found something at Preflight and were waived by the Environment's
+    /// `policy.waive` (recorded in the release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 /// One step of a deploy.

@@ -11,8 +11,8 @@ use crate::common::{Revision, SecretKeyRef, SecretRef, conditions_schema};
 use crate::notifications::{RECEIVERS_MAX_ITEMS, Receiver};
 use crate::patterns::{
     ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH,
-    HOST_USER, HTTP_PATH, ISSUE, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS, REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE,
-    WINDOW_DURATION, WINDOWS_MAX_ITEMS, program_rule,
+    HOST_USER, HTTP_PATH, ISSUE, LOG_PATTERN, LOG_PATTERNS_MAX_ITEMS, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS,
+    REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE, WINDOW_DURATION, WINDOWS_MAX_ITEMS, program_rule,
 };
 
 /// One compose host (staging, production, ...) and how Slipway deploys to it.
@@ -368,6 +368,46 @@ pub struct Health {
     #[serde(default = "default_monitor_interval")]
     #[schemars(range(min = 10, max = 3600))]
     pub monitor_interval_seconds: i32,
+    /// After the checks passed, each service's log lines written since its container started
+    /// (and since the deploy began) are scanned for these texts (plain, case-sensitive
+    /// substrings; default `Traceback`, `ERROR`, `FATAL`, `panic:`). A match fails verification
+    /// with the matching lines (masked), or only warns with `logErrors: Warn`.
+    #[serde(default = "default_log_error_patterns")]
+    #[schemars(
+        length(max = LOG_PATTERNS_MAX_ITEMS),
+        inner(length(min = LOG_PATTERN.min_len, max = LOG_PATTERN.max_len))
+    )]
+    #[x_kube(validation = LOG_PATTERN.each_rule("logErrorPatterns"))]
+    pub log_error_patterns: Vec<String>,
+    /// What a match of `logErrorPatterns` does: `Fail` (default) fails verification, `Warn`
+    /// records it in the Verifying step and the Ready message, `Ignore` skips the scan.
+    #[serde(default)]
+    pub log_errors: LogErrors,
+    /// How many of each service's last log lines are scanned (default 50).
+    #[serde(default = "default_log_lines")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub log_lines: i32,
+}
+
+/// What an error line in a service's log after a deploy does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum LogErrors {
+    /// Verification fails (reason `LogErrorsFound`), quoting the lines.
+    #[default]
+    Fail,
+    /// The deploy succeeds; the lines are quoted in the Verifying step and the Ready message.
+    Warn,
+    /// Logs are not scanned.
+    Ignore,
+}
+
+/// The default `health.logErrorPatterns`.
+pub fn default_log_error_patterns() -> Vec<String> {
+    ["Traceback", "ERROR", "FATAL", "panic:"].map(String::from).to_vec()
+}
+
+fn default_log_lines() -> i32 {
+    50
 }
 
 impl Default for Health {
@@ -377,6 +417,9 @@ impl Default for Health {
             interval_seconds: default_health_interval(),
             checks: Vec::new(),
             monitor_interval_seconds: default_monitor_interval(),
+            log_error_patterns: default_log_error_patterns(),
+            log_errors: LogErrors::default(),
+            log_lines: default_log_lines(),
         }
     }
 }
@@ -511,6 +554,69 @@ pub struct Policy {
     /// `allowDirect` is set).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub freeze: bool,
+    /// Whether this Environment is production for the playbook's gates (`CodeVolumeInProduction`,
+    /// `NoRollbackPlan`); unset: when `tier` is `production`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production: Option<bool>,
+    /// Playbook gates this Environment waives by name: a finding of a waived gate does not
+    /// refuse the deploy; it is named in the Preflight step and recorded in the release
+    /// (`waived`). `mode: Direct` waives nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5), extend("x-kubernetes-list-type" = "set"))]
+    pub waive: Vec<QualityGate>,
+}
+
+/// The playbook's quality standards, checked at Preflight on the requested commit before
+/// anything on the host changes; each refuses with a reason of its own name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum QualityGate {
+    /// A service's `environment` or `build.args` gives a literal value to a secret-looking key
+    /// (`*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*_KEY`), or any URL a literal password.
+    SecretInCompose,
+    /// `.env` is tracked in git at the requested commit.
+    EnvFileCommitted,
+    /// The compose files use `${VAR}`s but the revision has no `.env.example`, or a `${VAR}`
+    /// without a default is not listed in it.
+    EnvExampleMissing,
+    /// Production only: a long-running service bind-mounts a path of the checkout.
+    CodeVolumeInProduction,
+    /// Production only: the release adds migration files and the Environment declares no
+    /// `migrations.downgrade`.
+    NoRollbackPlan,
+}
+
+impl QualityGate {
+    pub const ALL: [QualityGate; 5] = [
+        QualityGate::SecretInCompose,
+        QualityGate::EnvFileCommitted,
+        QualityGate::EnvExampleMissing,
+        QualityGate::CodeVolumeInProduction,
+        QualityGate::NoRollbackPlan,
+    ];
+
+    /// The gate's name, which is also the reason it refuses with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityGate::SecretInCompose => crate::conditions::reasons::SECRET_IN_COMPOSE,
+            QualityGate::EnvFileCommitted => crate::conditions::reasons::ENV_FILE_COMMITTED,
+            QualityGate::EnvExampleMissing => crate::conditions::reasons::ENV_EXAMPLE_MISSING,
+            QualityGate::CodeVolumeInProduction => crate::conditions::reasons::CODE_VOLUME_IN_PRODUCTION,
+            QualityGate::NoRollbackPlan => crate::conditions::reasons::NO_ROLLBACK_PLAN,
+        }
+    }
+}
+
+impl std::fmt::Display for QualityGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Policy {
+    /// Production for the playbook's gates: `production` when set, else a `production` tier.
+    pub fn is_production(&self, tier: &str) -> bool {
+        self.production.unwrap_or(tier == "production")
+    }
 }
 
 /// A time window for deploys.
@@ -555,6 +661,8 @@ impl Default for Policy {
             auto_rollback: true,
             windows: Vec::new(),
             freeze: false,
+            production: None,
+            waive: Vec::new(),
         }
     }
 }
@@ -699,4 +807,11 @@ pub struct Release {
     /// A Rollback's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Playbook gates that found something in this release and were waived by the
+    /// Environment's `policy.waive`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
+    /// A restart (`DeployRequest.spec.restart`): the services it restarted, the release as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
 }

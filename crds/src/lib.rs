@@ -20,8 +20,8 @@ pub use common::{Revision, SecretKeyRef, SecretRef};
 pub use deploy_request::{DeployMode, DeployRequest, DeployRequestSpec, DeployRequestStatus, Phase, Step, StepResult};
 pub use environment::{
     Attention, Compose, Deadlines, DeployWindow, DesiredRevision, DriftPolicy, EnvKeys, Environment, EnvironmentSpec,
-    EnvironmentStatus, ExecCheck, Health, HealthCheck, Host, HttpCheck, Migrations, Policy, Quarantined, Release,
-    Repository, RevisionFailure, RevisionStatus, TcpCheck, WindowKind,
+    EnvironmentStatus, ExecCheck, Health, HealthCheck, Host, HttpCheck, LogErrors, Migrations, Policy, QualityGate,
+    Quarantined, Release, Repository, RevisionFailure, RevisionStatus, TcpCheck, WindowKind,
 };
 pub use notifications::{
     DeliveryState, NotificationEvent, NotificationFormat, NotificationRecord, RECEIVERS_MAX_ITEMS, Receiver,

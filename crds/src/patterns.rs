@@ -277,6 +277,23 @@ pub const ARGUMENT: Shape = Shape {
     forbidden: None,
 };
 
+/// A text searched for in a service's log (`health.logErrorPatterns`): printable, one line.
+/// Never sent to a host (the controller matches it), so a leading `-` is allowed.
+pub const LOG_PATTERN: Shape = Shape {
+    name: "logPattern",
+    pattern: "^[^\\x00-\\x1f\\x7f]+$",
+    min_len: 1,
+    max_len: 200,
+    must_be: "a line of text such as ERROR or panic: (no control characters such as newlines or tabs)",
+    forbidden: None,
+};
+
+/// Most services one DeployRequest restarts.
+pub const RESTART_MAX_ITEMS: usize = 20;
+
+/// Most `health.logErrorPatterns`.
+pub const LOG_PATTERNS_MAX_ITEMS: usize = 20;
+
 /// Most elements of a command (migrations, exec checks).
 pub const ARGV_MAX_ITEMS: usize = 64;
 
@@ -301,6 +318,7 @@ pub const ALL: &[&Shape] = &[
     &CRON_SCHEDULE,
     &WINDOW_DURATION,
     &TIME_ZONE,
+    &LOG_PATTERN,
     &PROGRAM,
     &ARGUMENT,
 ];
@@ -416,6 +434,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/health/checks/2/exec/command", FieldShape::Argv),
     field("Environment", "/spec/policy/promoteFrom", FieldShape::Each(&ENVIRONMENT_NAME)),
     field("Environment", "/spec/notifications/0/name", FieldShape::One(&RECEIVER_NAME)),
+    field("Environment", "/spec/health/logErrorPatterns", FieldShape::Each(&LOG_PATTERN)),
     field("DeployRequest", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("DeployRequest", "/spec/revision/branch", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),
@@ -425,6 +444,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/revision/tag", FieldShape::One(&REF_NAME)),
     field("Environment", "/spec/revision/commit", FieldShape::One(&COMMIT)),
     field("Environment", "/spec/revision/issue", FieldShape::One(&ISSUE)),
+    field("DeployRequest", "/spec/restart", FieldShape::Each(&SERVICE_NAME)),
     field("Rollback", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("Rollback", "/spec/to/tag", FieldShape::One(&REF_NAME)),
     field("Rollback", "/spec/to/release", FieldShape::One(&COMMIT)),

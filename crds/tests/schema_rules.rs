@@ -28,6 +28,8 @@ const UNSHAPED: &[&str] = &[
     "Rollback/spec/migrations",
     "Environment/spec/drift",
     "Environment/spec/policy/windows/0/kind",
+    "Environment/spec/policy/waive",
+    "Environment/spec/health/logErrors",
 ];
 
 fn spec_schema(kind: &str) -> Value {

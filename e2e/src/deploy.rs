@@ -246,6 +246,8 @@ pub struct DeployRequestManifest {
     pub requested_by: Option<String>,
     /// Annotation `slipway.dev/approved-by`.
     pub approved_by: Option<String>,
+    /// `spec.restart`: services to restart instead of a revision (then `revision` is left out).
+    pub restart: Vec<String>,
 }
 
 impl DeployRequestManifest {
@@ -261,6 +263,15 @@ impl DeployRequestManifest {
             override_quarantine: false,
             requested_by: None,
             approved_by: None,
+            restart: Vec::new(),
+        }
+    }
+
+    /// A restart of `services` on `environment`, naming issue `#7`.
+    pub fn restart(name: &str, environment: &str, services: &[&str]) -> DeployRequestManifest {
+        DeployRequestManifest {
+            restart: services.iter().map(|s| (*s).to_owned()).collect(),
+            ..DeployRequestManifest::tag(name, environment, "-")
         }
     }
 
@@ -295,6 +306,9 @@ impl DeployRequestManifest {
             Revision::Commit(c) => json!({"commit": c}),
         };
         let mut spec = json!({"environment": self.environment, "revision": revision});
+        if !self.restart.is_empty() {
+            spec = json!({"environment": self.environment, "restart": self.restart});
+        }
         if let Some(issue) = &self.issue {
             spec["issue"] = json!(issue);
         }
@@ -433,6 +447,8 @@ impl StepRecord {
 #[serde(default, rename_all = "camelCase")]
 pub struct DeployStatus {
     pub phase: Option<String>,
+    /// What was asked for, as people write it (`tag v1.2.3`, `restart of backend`).
+    pub revision: Option<String>,
     pub conditions: Vec<ConditionView>,
     pub commit: Option<String>,
     pub previous_commit: Option<String>,
@@ -535,6 +551,10 @@ pub struct ReleaseView {
     /// A Rollback's reason.
     pub reason: Option<String>,
     pub requested_by: Option<String>,
+    /// Playbook gates waived by `policy.waive` that found something in this release.
+    pub waived: Vec<String>,
+    /// A restart's services.
+    pub restarted: Vec<String>,
 }
 
 /// `status` of an Environment (the deploy path's fields and the conditions).
@@ -745,10 +765,51 @@ impl Site {
         Ok(self.output(&["test", "-e", path])?.success())
     }
 
+    /// An origin of this site's own (`<dir>-origin.git`, a bare copy of [`Site::origin`]) that
+    /// [`Site::release`] adds commits to; its `file://` URL, for `EnvironmentManifest::origin`.
+    pub fn own_origin(&self) -> anyhow::Result<String> {
+        let dir = &self.project.dir;
+        let (origin, work) = (format!("{dir}-origin.git"), format!("{dir}-work"));
+        self.run(&["git", "clone", "-q", "--bare", &self.origin, &origin])?;
+        self.run(&["git", "clone", "-q", &origin, &work])?;
+        Ok(format!("file://{origin}"))
+    }
+
+    /// Commits `files` (path, content; `.gitignore` does not hold them back) over `base` in the
+    /// site's own origin ([`Site::own_origin`]) and tags the commit `tag`; returns the commit.
+    pub fn release(&self, tag: &str, base: &str, files: &[(&str, &str)]) -> anyhow::Result<String> {
+        const SCRIPT: &str = r#"set -eu
+work=$1 base=$2 tag=$3
+shift 3
+cd "$work"
+git -c advice.detachedHead=false checkout -q --force "$base^{commit}"
+while [ $# -gt 1 ]; do
+  mkdir -p "$(dirname "$1")"
+  printf '%s' "$2" > "$1"
+  shift 2
+done
+git add -A -f
+git -c user.name=e2e -c user.email=e2e@slipway.test commit -q -m "$tag"
+git tag "$tag"
+git push -q origin "refs/tags/$tag"
+git rev-parse HEAD
+"#;
+        let work = format!("{}-work", self.project.dir);
+        let mut argv = vec!["sh", "-c", SCRIPT, "release", work.as_str(), base, tag];
+        for (path, content) in files {
+            argv.extend([*path, *content]);
+        }
+        Ok(self.run(&argv)?.trim().to_owned())
+    }
+
     /// Removes the project: compose down, the label sweep, its work dir and its host-job runs
     /// (`~/.slipway/<project>`). Errors are printed: cleanup must not hide the test's result.
     pub fn clean_up(&self) {
         self.shell.block_on(self.project.cleanup(self.shell.conn()));
+        let dir = &self.project.dir;
+        if let Err(e) = self.run(&["rm", "-rf", &format!("{dir}-origin.git"), &format!("{dir}-work")]) {
+            eprintln!("cleanup of {dir}'s own origin: {e}");
+        }
         if let Some((home, _)) = self.project.dir.rsplit_once("/slipway-e2e/") {
             let runs = format!("{home}/.slipway/{}", self.project.name);
             if let Err(e) = self.run(&["rm", "-rf", &runs]) {

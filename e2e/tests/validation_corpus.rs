@@ -84,6 +84,10 @@ fn object(field: &Field, name: &str, sample: &Sample) -> Value {
     if let Some(one_of) = ONE_OF.iter().find(|p| member && field.pointer.starts_with(&format!("{p}/"))) {
         *obj.pointer_mut(one_of).expect("one-of object in base") = json!({});
     }
+    // a DeployRequest sets exactly one of revision and restart
+    if field.pointer == "/spec/restart" {
+        obj["spec"].as_object_mut().expect("spec").remove("revision");
+    }
     let (parent, key) = field.pointer.rsplit_once('/').expect("pointer has a parent");
     let parent = obj.pointer_mut(parent).unwrap_or_else(|| panic!("base {} lacks {parent}", field.kind));
     parent.as_object_mut().expect("parent is an object").insert(key.to_owned(), value);

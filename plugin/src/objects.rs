@@ -81,6 +81,7 @@ pub fn deploy_request(args: &DeployArgs, namespace: &str, user: &str) -> DeployR
     DeployRequest {
         metadata: metadata(args.name.as_deref(), name_prefix(&[&args.environment, short]), namespace, user),
         spec: DeployRequestSpec {
+            restart: Vec::new(),
             environment: args.environment.clone(),
             revision,
             issue: args.issue.clone(),

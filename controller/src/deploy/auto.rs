@@ -298,6 +298,7 @@ mod tests {
         let mut dr = DeployRequest::new(
             name,
             slipway_crds::DeployRequestSpec {
+                restart: Vec::new(),
                 environment: "staging".into(),
                 revision: slipway_crds::Revision { tag: Some("v2".into()), ..Default::default() },
                 issue: None,

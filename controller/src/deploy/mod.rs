@@ -11,6 +11,7 @@ pub mod auto;
 pub mod lock;
 pub(crate) mod outbox;
 pub mod plan;
+pub mod playbook;
 pub mod preflight;
 pub mod record;
 pub mod request;
@@ -37,7 +38,7 @@ use crate::secrets::SecretReader;
 use crate::{Transition, environment};
 
 use lock::Cas;
-use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, VERIFYING};
+use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
 use preflight::Refusal;
 pub use request::Req;
 use site::Site;
@@ -383,6 +384,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         st.migration_before = facts.migration_before.clone();
                         st.migration_target = facts.migration_target.clone();
                         st.env_hash = Some(facts.env_hash.clone());
+                        st.waived = facts.waived.clone();
                         let short = plan::short(&facts.commit).to_owned();
                         plan::finish_step(
                             &mut st,
@@ -409,6 +411,9 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             return Ok(Some(Action::await_change()));
                         }
                         let (next, doing) = match req {
+                            Req::Deploy(dr) if dr.is_restart() => {
+                                (Phase::Restarting, format!("Restarting {}", dr.spec.restart.join(", ")))
+                            }
                             Req::Deploy(_) => (Phase::Migrating, format!("Migrating the database with commit {short}")),
                             Req::Rollback(_) => (Phase::Downgrading, "Downgrading the database".to_owned()),
                         };
@@ -536,6 +541,29 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     )),
                 }
             }
+            Phase::Restarting => {
+                if past_deadline(&site, &st, Phase::Restarting, deadline(deadlines.rebuild_seconds), now).await? {
+                    return Ok(None);
+                }
+                let services = req.as_deploy().map(|d| d.spec.restart.clone()).unwrap_or_default();
+                match steps::restart(&site, &services).await? {
+                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Done { message } => {
+                        Ok(Some(run.step(st.clone(), RESTARTING, message, Phase::Verifying).await?))
+                    }
+                    Progress::Failed { message, tail } => Ok(Some(
+                        run.fail(
+                            env,
+                            st.clone(),
+                            reasons::RESTART_FAILED,
+                            format!("restart failed: {message}"),
+                            tail,
+                            now,
+                        )
+                        .await?,
+                    )),
+                }
+            }
             Phase::Verifying => {
                 let elapsed = Duration::from_secs(u64::try_from(plan::step_elapsed(&st, VERIFYING, now)).unwrap_or(0));
                 match steps::verify_round(&site, elapsed).await? {
@@ -543,6 +571,31 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1),
                     )))),
                     Progress::Done { message } => {
+                        // Lines logged since the deploy began its changes (or since the
+                        // container started, if later): the previous container's never count.
+                        let since = plan::step(&st, REBUILDING)
+                            .or_else(|| plan::step(&st, RESTARTING))
+                            .and_then(|s| s.started_at.as_deref())
+                            .and_then(|t| t.parse::<Timestamp>().ok())
+                            .unwrap_or(now);
+                        let scan = steps::log_scan(&site, since).await?;
+                        let mut message = message;
+                        let mut warning = String::new();
+                        if !scan.found.is_empty() {
+                            let found = format!("error lines in the logs since the deploy: {}", scan.summary());
+                            if env.spec.health.log_errors == slipway_crds::LogErrors::Fail {
+                                let message = format!(
+                                    "{message}, but {found} (health.logErrorPatterns; health.logErrors: Warn only \
+                                     warns)"
+                                );
+                                return Ok(Some(
+                                    run.fail(env, st.clone(), reasons::LOG_ERRORS_FOUND, message, Some(scan.tail()), now)
+                                        .await?,
+                                ));
+                            }
+                            warning = format!("; warning: {found}");
+                            message.push_str(&warning);
+                        }
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
                         let release = release_record(&site, req, &st, "Succeeded", now).await?;
@@ -558,6 +611,12 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         st.phase = Some(Phase::Succeeded);
                         let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
                         let message = match req {
+                            Req::Deploy(dr) if dr.is_restart() => format!(
+                                "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
+                                dr.spec.restart.join(", "),
+                                release.ref_,
+                                env.name_any()
+                            ),
                             Req::Deploy(dr) => format!(
                                 "{} (commit {short}) runs on Environment {:?}, verified healthy",
                                 dr.spec.revision.display(),
@@ -569,7 +628,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                 release.ref_,
                                 release.migration.as_deref().unwrap_or("(no revision)")
                             ),
-                        };
+                        } + &warning;
                         st.conditions = conditions::set(
                             &run.old.conditions,
                             &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
@@ -631,7 +690,7 @@ fn holds(env: &Environment, me: &str) -> bool {
 
 /// Did the request get past preflight (so the host changed)?
 fn changed_host(st: &DeployRequestStatus) -> bool {
-    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].contains(&s.name.as_str()))
+    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING].contains(&s.name.as_str()))
 }
 
 /// The host jobs a phase may have running.
@@ -640,6 +699,7 @@ fn phase_jobs(phase: Phase) -> &'static [&'static str] {
         Phase::Migrating => &steps::MIGRATION_JOBS,
         Phase::Downgrading => &steps::DOWNGRADE_JOBS,
         Phase::Rebuilding => &steps::REBUILD_JOBS,
+        Phase::Restarting => &steps::RESTART_JOBS,
         _ => &[],
     }
 }
@@ -743,6 +803,7 @@ fn plan_step_name(phase: Phase) -> &'static str {
         Phase::Migrating => MIGRATING,
         Phase::Downgrading => DOWNGRADING,
         Phase::Rebuilding => REBUILDING,
+        Phase::Restarting => RESTARTING,
         Phase::Verifying => VERIFYING,
         _ => PREFLIGHT,
     }
@@ -870,8 +931,10 @@ impl Run<'_> {
         } else {
             (reason, message)
         };
-        let changed_host =
-            matches!(phase, Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Verifying);
+        let changed_host = matches!(
+            phase,
+            Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Restarting | Phase::Verifying
+        );
         st.phase = Some(Phase::Failed);
         st.conditions = conditions::set(
             &self.old.conditions,
@@ -947,7 +1010,9 @@ async fn release_record(
 fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
     for step in &st.steps {
         let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
-        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, VERIFYING].into_iter().find(|n| *n == step.name);
+        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING]
+            .into_iter()
+            .find(|n| *n == step.name);
         let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
         if let (true, Some(name), Some(a), Some(b)) = (newly, name, parse(&step.started_at), parse(&step.finished_at)) {
             ctx.metrics.phase_took(name, (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0);

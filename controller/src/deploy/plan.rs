@@ -19,6 +19,7 @@ pub const PREFLIGHT: &str = "Preflight";
 pub const MIGRATING: &str = "Migrating";
 pub const DOWNGRADING: &str = "Downgrading";
 pub const REBUILDING: &str = "Rebuilding";
+pub const RESTARTING: &str = "Restarting";
 pub const VERIFYING: &str = "Verifying";
 
 /// How a lock holder or queue entry names a request: kind, name and UID (a request re-created
@@ -271,7 +272,15 @@ pub fn release(
     deployed_at: Option<String>,
 ) -> Release {
     let commit = st.commit.clone().unwrap_or_default();
+    let current = env.status.as_ref().and_then(|s| s.current.as_ref());
     let (ref_, issue, approved_by, reason) = match req {
+        // A restart records the release that runs, as it was asked for.
+        Req::Deploy(dr) if dr.is_restart() => (
+            current.filter(|r| r.commit == commit).map_or_else(|| short(&commit).to_owned(), |r| r.ref_.clone()),
+            dr.spec.issue.clone(),
+            approval(dr, env),
+            None,
+        ),
         Req::Deploy(dr) => {
             (dr.spec.revision.name().unwrap_or_default().to_owned(), dr.spec.issue.clone(), approval(dr, env), None)
         }
@@ -296,6 +305,8 @@ pub fn release(
         untracked: st.untracked,
         env_hash: st.env_hash.clone(),
         reason,
+        waived: st.waived.clone(),
+        restarted: req.as_deploy().map(|d| d.spec.restart.clone()).unwrap_or_default(),
     }
 }
 
@@ -451,6 +462,7 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
                 MIGRATING => types::MIGRATED,
                 DOWNGRADING => types::DOWNGRADED,
                 REBUILDING => types::REBUILT,
+                RESTARTING => types::RESTARTED,
                 VERIFYING => types::VERIFIED,
                 _ => return None,
             };
@@ -486,6 +498,7 @@ pub fn progress_reason(phase: Phase) -> &'static str {
         Phase::Downgrading => reasons::DOWNGRADING,
         Phase::RollingBack => reasons::ROLLING_BACK,
         Phase::Rebuilding => reasons::REBUILDING,
+        Phase::Restarting => reasons::RESTARTING,
         Phase::Verifying => reasons::VERIFYING,
         _ => reasons::QUEUED,
     }
@@ -526,6 +539,7 @@ mod tests {
         let mut dr = DeployRequest::new(
             name,
             DeployRequestSpec {
+                restart: Vec::new(),
                 environment: "staging".into(),
                 revision: Revision { tag: Some("v1.0.0".into()), ..Default::default() },
                 issue: issue.map(str::to_owned),

@@ -15,8 +15,8 @@ use crate::remote::{
     render_env_file, validate, write_env_file,
 };
 
-use super::plan;
 use super::site::Site;
+use super::{plan, playbook};
 
 /// What preflight established, written to status before any step changes the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Facts {
     pub up_to_date: bool,
     /// A drift heal: the checkout's local changes that Rebuilding discards (`git status` lines).
     pub discarded: Vec<String>,
+    /// Playbook gates that found something and were waived by `policy.waive`.
+    pub waived: Vec<String>,
 }
 
 /// Why preflight did not pass: a refusal a person must fix, or a host that could not be asked.
@@ -82,7 +84,8 @@ pub async fn not_promoted_ref(
     dr: &DeployRequest,
 ) -> kube::Result<Option<String>> {
     let from = &env.spec.policy.promote_from;
-    if from.is_empty() {
+    // A restart brings nothing new to promote.
+    if from.is_empty() || dr.is_restart() {
         return Ok(None);
     }
     let sources = promotion_sources(environments, from).await?;
@@ -109,6 +112,11 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>, he
             ));
         };
         repo.ensure_cloned(&origin.url).await?;
+    }
+    if let Req::Deploy(dr) = req
+        && dr.is_restart()
+    {
+        return restart_facts(site, &repo, dr).await;
     }
     repo.fetch().await?;
     let head = repo.head().await?;
@@ -164,6 +172,13 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>, he
             ),
         ));
     }
+
+    // The playbook's gates, on the files of the commit as git holds them: before the private
+    // worktree or anything else on the host changes.
+    let waived = match req {
+        Req::Deploy(_) => playbook_gates(&repo, env, &commit, &what).await?,
+        Req::Rollback(_) => Vec::new(),
+    };
 
     // The next revision in the private worktree, with its .env: its compose file is validated
     // as compose itself reads it. Never under a job that still runs (a request deleted or
@@ -229,15 +244,116 @@ pub async fn run(site: &Site<'_>, req: &Req, environments: &Api<Environment>, he
         Req::Rollback(_) => head.clone(),
         Req::Deploy(_) => current.map(|r| r.commit),
     };
-    Ok(Facts { previous_commit, commit, migration_before, migration_target, env_hash, up_to_date, discarded })
+    Ok(Facts { previous_commit, commit, migration_before, migration_target, env_hash, up_to_date, discarded, waived })
 }
 
-/// What a drift heal's Preflight message adds: the local changes Rebuilding discards.
-pub fn discard_note(facts: &Facts) -> String {
-    if facts.discarded.is_empty() {
-        return String::new();
+/// Reads what the playbook's gates judge at `commit` ([`playbook::judge`]) and refuses with the
+/// first gate's reason unless the Environment waives every gate that found something; returns
+/// the names of the waived gates that did.
+async fn playbook_gates<E: crate::remote::Exec>(
+    repo: &Repo<'_, E>,
+    env: &Environment,
+    commit: &str,
+    what: &str,
+) -> Result<Vec<String>, Refusal> {
+    let mut files = playbook::RevisionFiles::default();
+    let mut env_paths = vec![".env".to_owned()];
+    for path in &env.spec.compose.files {
+        if let Some(text) = repo.show_file(commit, path).await? {
+            files.compose.push((path.clone(), text));
+        }
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            env_paths.push(format!("{dir}/.env"));
+        }
     }
-    format!("; drift heal: Rebuilding discards local changes on the host: {}", facts.discarded.join(", "))
+    for path in env_paths {
+        if !files.env_tracked.contains(&path) && repo.tracks(commit, &path).await? {
+            files.env_tracked.push(path);
+        }
+    }
+    files.env_example = repo.show_file(commit, ".env.example").await?;
+    let production = env.spec.policy.is_production(&env.spec.tier);
+    let running = env.status.as_ref().and_then(|s| s.current.as_ref()).map(|r| r.commit.clone());
+    if production
+        && env.spec.migrations.is_some()
+        && let Some(running) = running.filter(|r| r != commit)
+    {
+        files.added_migrations = Some(playbook::migration_files(&repo.added_files(&running, commit).await?));
+    }
+    let rules = playbook::Rules {
+        production,
+        checkout: env.spec.host.path.clone(),
+        migration_service: env.spec.migrations.as_ref().map(|m| m.service.clone()),
+        downgrade_declared: env.spec.migrations.as_ref().is_some_and(|m| !m.downgrade.is_empty()),
+    };
+    let (refused, waived) = playbook::split_waived(playbook::judge(&files, &rules), &env.spec.policy.waive);
+    if let Some(first) = refused.first() {
+        return Err(stalled(first.gate.as_str(), playbook::refusal_message(&refused, what)));
+    }
+    Ok(waived)
+}
+
+/// A restart's Preflight: a release runs, and the services it names are in its compose files.
+/// Nothing is fetched, checked out or written.
+async fn restart_facts(
+    site: &Site<'_>,
+    repo: &Repo<'_, crate::remote::HostConnection>,
+    dr: &DeployRequest,
+) -> Result<Facts, Refusal> {
+    let env = site.env;
+    let Some(current) = env.status.as_ref().and_then(|s| s.current.clone()) else {
+        return Err(stalled(
+            reasons::NOTHING_DEPLOYED,
+            "the Environment has no release recorded (status.current) to restart: deploy a revision first".into(),
+        ));
+    };
+    let head = repo.head().await?.unwrap_or_else(|| current.commit.clone());
+    let config = match site.compose().config().await {
+        Ok(c) => c,
+        Err(e @ RemoteError::ComposeInvalid { .. }) => return Err(stalled(reasons::COMPOSE_INVALID, e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let unknown: Vec<&str> =
+        dr.spec.restart.iter().filter(|s| !config.services.contains_key(*s)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        return Err(stalled(
+            reasons::SERVICE_NOT_FOUND,
+            format!(
+                "{} not in the compose files of the running release {} ({}): it has {}; create a new DeployRequest \
+                 naming its services",
+                unknown.join(", "),
+                current.ref_,
+                plan::short(&head),
+                config.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(Facts {
+        commit: head.clone(),
+        previous_commit: Some(head),
+        migration_before: current.migration.clone(),
+        migration_target: None,
+        env_hash: current.env_hash.clone().unwrap_or_default(),
+        up_to_date: false,
+        discarded: Vec::new(),
+        waived: Vec::new(),
+    })
+}
+
+/// What a Preflight message adds: the gates waived, and for a drift heal the local changes
+/// Rebuilding discards.
+pub fn discard_note(facts: &Facts) -> String {
+    let mut note = String::new();
+    if !facts.waived.is_empty() {
+        note.push_str(&format!("; waived by policy.waive: {}", facts.waived.join(", ")));
+    }
+    if !facts.discarded.is_empty() {
+        note.push_str(&format!(
+            "; drift heal: Rebuilding discards local changes on the host: {}",
+            facts.discarded.join(", ")
+        ));
+    }
+    note
 }
 
 /// The gates a DeployRequest can only be judged by once its commit is known: promotion and

@@ -107,7 +107,7 @@ impl Req {
     /// What it asks for, as people write it: `tag v1.2.3`, `rollback to previous release`.
     pub fn describe(&self) -> String {
         match self {
-            Req::Deploy(d) => d.spec.revision.display(),
+            Req::Deploy(d) => d.describe(),
             Req::Rollback(r) => format!("rollback to {}", target_display(&r.spec.to)),
         }
     }
@@ -115,7 +115,7 @@ impl Req {
     /// `status.revision`: the revision (`tag v1.2.3`) or the Rollback's target (`previous release`).
     pub fn revision_display(&self) -> String {
         match self {
-            Req::Deploy(d) => d.spec.revision.display(),
+            Req::Deploy(d) => d.describe(),
             Req::Rollback(r) => target_display(&r.spec.to),
         }
     }

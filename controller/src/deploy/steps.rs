@@ -67,6 +67,24 @@ pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteEr
     }
 }
 
+/// The host job of a restart (`DeployRequest.spec.restart`).
+pub const RESTART_JOBS: [&str; 1] = ["restart"];
+
+/// Restarting: `compose restart` of exactly the named services of the checkout as it is.
+pub async fn restart(site: &Site<'_>, services: &[String]) -> Result<Progress, RemoteError> {
+    for s in services {
+        crate::remote::validate::service_name(s)?;
+    }
+    if !site.started(RESTART_JOBS[0]).await? {
+        site.ensure_idle().await?;
+    }
+    let cmd = site.compose().command("restart").args(services.iter().cloned());
+    match sequence(site, &[(RESTART_JOBS[0], cmd)]).await? {
+        Progress::Done { .. } => Ok(Progress::Done { message: format!("restarted {}", services.join(", ")) }),
+        other => Ok(other),
+    }
+}
+
 /// The host job of a Rollback's database step.
 pub const DOWNGRADE_JOBS: [&str; 1] = ["downgrade"];
 
@@ -279,10 +297,98 @@ pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress
     Ok(Progress::Running)
 }
 
+/// The lines of `lines` holding any of `patterns` (plain, case-sensitive substrings).
+pub fn log_matches<'a>(lines: &'a [String], patterns: &[String]) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter(|l| patterns.iter().any(|p| !p.is_empty() && l.contains(p.as_str())))
+        .map(String::as_str)
+        .collect()
+}
+
+/// What the log scan after verification found: per service, its matching lines (redacted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogScan {
+    pub found: Vec<(String, Vec<String>)>,
+}
+
+impl LogScan {
+    /// One line for a message: each service and its first matching line.
+    pub fn summary(&self) -> String {
+        self.found
+            .iter()
+            .map(|(service, lines)| {
+                let first = lines.first().map_or("", |l| l.trim());
+                let first: String = first.chars().take(200).collect();
+                format!("{service}: {} line(s), first {first:?}", lines.len())
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The matching lines, each prefixed with its service, for the step's output tail.
+    pub fn tail(&self) -> String {
+        self.found
+            .iter()
+            .flat_map(|(service, lines)| lines.iter().map(move |l| format!("{service} | {l}")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// After verification: each running service container's log lines written since it
+/// started and since `since` (the deploy's Rebuilding began), the last `health.logLines`, scanned
+/// for `health.logErrorPatterns`. Lines of the previous container (or of an earlier run of the
+/// same one) never count.
+pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> Result<LogScan, RemoteError> {
+    let health = &site.env.spec.health;
+    if health.log_errors == slipway_crds::LogErrors::Ignore || health.log_error_patterns.is_empty() {
+        return Ok(LogScan::default());
+    }
+    let lines = usize::try_from(health.log_lines).unwrap_or(50).max(1);
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    let mut scan = LogScan::default();
+    for c in containers.iter().filter(|c| !c.one_off && c.is_running()) {
+        let Some(service) = c.service.as_ref() else { continue };
+        let started = c.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        let from = started.map_or(since, |s| s.max(since));
+        let logged = site.conn.container_log_since(&c.id, from, lines).await?;
+        let matching: Vec<String> =
+            log_matches(&logged, &health.log_error_patterns).into_iter().map(str::to_owned).collect();
+        if !matching.is_empty() {
+            scan.found.push((service.clone(), matching));
+        }
+    }
+    Ok(scan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::remote::RemoteCommand;
+
+    #[test]
+    fn log_lines_match_the_patterns_as_plain_text() {
+        let lines: Vec<String> = [
+            "INFO started",
+            "ERROR: connection refused",
+            "Traceback (most recent call last):",
+            "error in lower case",
+            "goroutine 1 [running]: panic: boom",
+        ]
+        .map(String::from)
+        .to_vec();
+        let defaults = slipway_crds::environment::default_log_error_patterns();
+        assert_eq!(
+            log_matches(&lines, &defaults),
+            ["ERROR: connection refused", "Traceback (most recent call last):", "goroutine 1 [running]: panic: boom"]
+        );
+        assert!(log_matches(&lines, &[]).is_empty());
+        assert!(log_matches(&lines, &[String::new()]).is_empty(), "an empty pattern matches nothing");
+        let scan = LogScan { found: vec![("backend".into(), vec!["ERROR: x".into(), "ERROR: y".into()])] };
+        assert_eq!(scan.summary(), "backend: 2 line(s), first \"ERROR: x\"");
+        assert_eq!(scan.tail(), "backend | ERROR: x\nbackend | ERROR: y");
+    }
 
     #[test]
     fn no_deps_goes_after_the_run_subcommand_only() {

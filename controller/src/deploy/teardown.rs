@@ -90,17 +90,19 @@ fn step_deadline(env: &Environment, phase: Phase) -> Option<(&'static str, i64)>
         Phase::Migrating => Some((plan::MIGRATING, d.migration_seconds.into())),
         Phase::Downgrading => Some((plan::DOWNGRADING, d.downgrade_seconds.into())),
         Phase::Rebuilding => Some((plan::REBUILDING, d.rebuild_seconds.into())),
+        Phase::Restarting => Some((plan::RESTARTING, d.rebuild_seconds.into())),
         _ => None,
     }
 }
 
 /// The host jobs a lock holder may run, whatever its recorded phase says.
-const HOLDER_JOBS: [&str; 5] = [
+const HOLDER_JOBS: [&str; 6] = [
     steps::MIGRATION_JOBS[0],
     steps::MIGRATION_JOBS[1],
     steps::DOWNGRADE_JOBS[0],
     steps::REBUILD_JOBS[0],
     steps::REBUILD_JOBS[1],
+    steps::RESTART_JOBS[0],
 ];
 
 /// Adds (`on`) or removes the finalizer; `Conflict` when the Environment changed since it was read.

@@ -201,6 +201,7 @@ pub fn heal_request(env: &Environment, current: &Release, name: &str, identity: 
     let mut dr = DeployRequest::new(
         name,
         DeployRequestSpec {
+            restart: Vec::new(),
             environment: env.name_any(),
             revision: Revision { commit: Some(current.commit.clone()), ..Default::default() },
             issue: Some(HEAL_ISSUE.to_owned()),

@@ -201,6 +201,7 @@ pub fn request(
     let mut dr = DeployRequest::new(
         name,
         DeployRequestSpec {
+            restart: Vec::new(),
             environment: env.name_any(),
             revision: Revision { commit: Some(commit.to_owned()), ..Default::default() },
             issue: desired.issue.clone(),

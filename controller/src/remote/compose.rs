@@ -191,7 +191,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 /// The value of label `key` in a service's `labels` (a mapping, or a list of `key=value`).
-fn label(labels: Option<&Value>, key: &str) -> Option<String> {
+pub fn label(labels: Option<&Value>, key: &str) -> Option<String> {
     match labels? {
         Value::Object(map) => map.get(key).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)),
         Value::Array(items) => items

@@ -168,6 +168,18 @@ impl HostConnection {
         self.honest("docker logs", self.container_log_tail_unchecked(container_id, lines).await).await
     }
 
+    /// The last `lines` lines a container logged at or after `since` (a container's start, so
+    /// lines of an earlier run of the same container do not count), redacted, without their
+    /// timestamps.
+    pub async fn container_log_since(
+        &self,
+        container_id: &str,
+        since: k8s_openapi::jiff::Timestamp,
+        lines: usize,
+    ) -> Result<Vec<String>, RemoteError> {
+        self.honest("docker logs", self.container_log_since_unchecked(container_id, since, lines).await).await
+    }
+
     /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
     pub async fn exec_in_container(
         &self,
@@ -260,6 +272,36 @@ impl HostConnection {
         Ok(error::tail(&self.redactor().redact(&text), lines, 64 * 1024))
     }
 
+    async fn container_log_since_unchecked(
+        &self,
+        container_id: &str,
+        since: k8s_openapi::jiff::Timestamp,
+        lines: usize,
+    ) -> Result<Vec<String>, RemoteError> {
+        let docker = self.docker().await?;
+        // Docker's `since` is whole seconds: the lines of that second before `since` are dropped
+        // here by their own timestamps.
+        let seconds = i32::try_from(since.as_second()).unwrap_or(0);
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .since(seconds)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = docker.logs(container_id, Some(opts));
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            let chunk = item.map_err(|e| docker_err("logs", e))?;
+            text.push_str(&String::from_utf8_lossy(chunk.as_ref()));
+            if text.len() > 2 * 1024 * 1024 {
+                text = error::tail(&text, lines, 1024 * 1024);
+            }
+        }
+        let text = self.redactor().redact(&text);
+        Ok(lines_since(&text, since))
+    }
+
     /// Run `argv` inside a running container (`docker exec`), bounded by `timeout`.
     async fn exec_in_container_unchecked(
         &self,
@@ -316,6 +358,28 @@ impl HostConnection {
     }
 }
 
+/// The lines of a `docker logs --timestamps` text stamped at or after `since`, without their
+/// stamps (a line without one, such as a continuation, belongs to the line before it).
+pub fn lines_since(text: &str, since: k8s_openapi::jiff::Timestamp) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in text.lines() {
+        let stamped =
+            line.split_once(' ').and_then(|(t, rest)| Some((t.parse::<k8s_openapi::jiff::Timestamp>().ok()?, rest)));
+        match stamped {
+            Some((t, rest)) => {
+                keep = t >= since;
+                if keep {
+                    out.push(rest.to_owned());
+                }
+            }
+            None if keep => out.push(line.to_owned()),
+            None => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +423,19 @@ mod tests {
         assert_eq!(o.healthcheck_start_period, Some(Duration::from_secs(30)));
         assert_eq!(o.ip_address(), Some("172.18.0.3"));
         assert_eq!(o.image_id, "sha256:1234");
+    }
+
+    #[test]
+    fn log_lines_before_the_start_do_not_count() {
+        let text = [
+            "2025-01-06T10:00:00.100000000Z ERROR old run",
+            "2025-01-06T10:00:00.900000000Z started",
+            "2025-01-06T10:00:01.000000000Z Traceback (most recent call last):",
+            "  File \"x.py\"",
+        ]
+        .join("\n");
+        let since: k8s_openapi::jiff::Timestamp = "2025-01-06T10:00:00.5Z".parse().unwrap();
+        assert_eq!(lines_since(&text, since), ["started", "Traceback (most recent call last):", "  File \"x.py\""]);
     }
 
     #[test]

@@ -267,6 +267,34 @@ impl<'a, E: Exec> Repo<'a, E> {
         self.conn.run(&cmd).await.map(|_| ())
     }
 
+    /// Is `path` tracked at `commit` (as any kind of entry)? Its content is never read.
+    pub async fn tracks(&self, commit: &str, path: &str) -> Result<bool, RemoteError> {
+        validate::commit_id(commit)?;
+        validate::relative_path("file in revision", path)?;
+        let listing = self
+            .git("ls-tree")
+            .args(["ls-tree", "-z", "--full-tree", "--name-only", "--end-of-options"])
+            .arg(commit)
+            .arg("--")
+            .arg(path);
+        let out = self.conn.run(&listing).await?;
+        Ok(!out.stdout().trim_end_matches('\0').is_empty())
+    }
+
+    /// Paths added between two commits (`git diff --diff-filter=A`), as git prints them.
+    pub async fn added_files(&self, from: &str, to: &str) -> Result<Vec<String>, RemoteError> {
+        validate::commit_id(from)?;
+        validate::commit_id(to)?;
+        let diff = self
+            .git("diff")
+            .args(["diff", "--no-renames", "--name-only", "-z", "--diff-filter=A", "--end-of-options"])
+            .arg(from)
+            .arg(to)
+            .arg("--");
+        let out = self.conn.run(&diff).await?;
+        Ok(out.stdout().split('\0').filter(|p| !p.is_empty()).map(str::to_owned).collect())
+    }
+
     /// A file's content at a commit, `None` when the revision has no such file.
     pub async fn show_file(&self, commit: &str, path: &str) -> Result<Option<String>, RemoteError> {
         validate::commit_id(commit)?;

@@ -33,7 +33,8 @@ pub mod validate;
 
 pub use command::{RemoteCommand, quote};
 pub use compose::{
-    Compose, ComposeConfig, ComposeFlavor, ComposeProject, HealthcheckConfig, ServiceConfig, detect_flavor,
+    Compose, ComposeConfig, ComposeFlavor, ComposeProject, HealthcheckConfig, ONE_SHOT_LABEL, ServiceConfig,
+    detect_flavor, label as compose_label,
 };
 pub use docker::{ContainerObservation, ExecOutcome, ImageInfo};
 pub use envfile::{missing_env_keys, missing_keys, parse_env_example, render_env_file, write_env_file};
