@@ -68,7 +68,7 @@ pub fn load_figures(sandbox: &Path) -> anyhow::Result<Vec<Figure>> {
             figures.push(serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))?);
         }
     }
-    figures.sort_by(|a: &Figure, b: &Figure| natural_key(&a.id).cmp(&natural_key(&b.id)));
+    figures.sort_by_key(|f: &Figure| natural_key(&f.id));
     Ok(figures)
 }
 
