@@ -26,6 +26,7 @@ for v in ADDR PORT USER KEY KNOWN_HOSTS DIR PROJECT ORIGIN TAG COMPOSE ENV_FILE 
     [[ -n ${!v:-} ]] || { echo "plain-deploy: $v is not set" >&2; exit 2; }
 done
 die() { echo "plain-deploy: $*" >&2; exit 1; }
+trap 'echo "plain-deploy: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 
 ctl=$(mktemp -d /tmp/pd-XXXXXX)
 opts=(-F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$KNOWN_HOSTS"
@@ -69,8 +70,8 @@ containers >/dev/null
 # Rebuild.
 r git -C "$DIR" checkout --quiet --detach "$commit" --
 upload_env "$DIR"
-c "$DIR" build >/dev/null 2>&1
-c "$DIR" up -d --remove-orphans >/dev/null 2>&1
+c "$DIR" build >/dev/null
+c "$DIR" up -d --remove-orphans >/dev/null
 
 # Verify: rounds until every service runs healthy and the declared check passes.
 read -r -a check <<<"$CHECK"

@@ -469,6 +469,9 @@ fn p4_p5_p6_scale() {
             },
         })
     };
+    // Seeded with the controller stopped (a request created while it runs would be queued and
+    // deployed before its terminal status lands), then a fresh controller syncs everything.
+    test.cluster.stop_controller(Duration::from_secs(10));
     let envs_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         &ns,
@@ -494,6 +497,8 @@ fn p4_p5_p6_scale() {
     ))
     .unwrap();
     let seeded_in = seeding.elapsed();
+    test.cluster.start_controller().unwrap();
+    let pid = test.cluster.controller_pid().unwrap();
     // Every Environment checked once (Ready or not), then quiet.
     let deadline = Instant::now() + Duration::from_secs(600);
     let checked = loop {
