@@ -44,9 +44,10 @@ echo "[bench] sandbox ($SLIPWAY_HOSTS hosts) and build ready after $((SECONDS - 
 filters=("$@")
 ((${#filters[@]})) || filters=("")
 for filter in "${filters[@]}"; do
-  cargo test --quiet -p slipway-e2e --test bench --test remote_bench -- --include-ignored --test-threads=1 \
-    --nocapture ${filter:+"$filter"} 2>&1 | tee -a "$SLIPWAY_SANDBOX/logs/bench.log"
-  ((PIPESTATUS[0] == 0)) || echo "[bench] some benchmark failed (log: $SLIPWAY_SANDBOX/logs/bench.log)" >&2
+  if ! cargo test --quiet --no-fail-fast -p slipway-e2e --test bench --test remote_bench -- --include-ignored \
+    --test-threads=1 --nocapture ${filter:+"$filter"} 2>&1 | tee -a "$SLIPWAY_SANDBOX/logs/bench.log"; then
+    echo "[bench] some benchmark failed (log: $SLIPWAY_SANDBOX/logs/bench.log)" >&2
+  fi
 done
 echo
 cargo run --quiet -p slipway-e2e --bin bench-report -- "$SLIPWAY_SANDBOX"
