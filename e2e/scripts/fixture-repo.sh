@@ -25,12 +25,13 @@ set -euo pipefail
 DEST=${1:?usage: $0 DEST_BARE_REPO}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 FIXTURES=$(cd "$HERE/../fixtures" && pwd)
-RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0 v1.4.0 v1.5.0 ticker-v1 ticker-v2 ticker-v3)
+RELEASES=(v1.0.0 v1.1.0 v1.2.0 v1.3.0 v1.4.0 v1.5.0 ticker-v1 ticker-v2 ticker-v3 idle-v1 idle-v2)
 declare -A PARENT=(
     [v1.0.0]=none
     [v1.4.0]=v1.1.0
     [v1.5.0]=v1.2.0
     [ticker-v1]=none
+    [idle-v1]=none
 )
 declare -A DATE=(
     [v1.0.0]="2025-01-06T10:00:00+00:00"
@@ -42,6 +43,8 @@ declare -A DATE=(
     [ticker-v1]="2025-06-02T10:00:00+00:00"
     [ticker-v2]="2025-06-02T11:00:00+00:00"
     [ticker-v3]="2025-06-02T12:00:00+00:00"
+    [idle-v1]="2025-08-04T10:00:00+00:00"
+    [idle-v2]="2025-08-04T11:00:00+00:00"
 )
 declare -A MESSAGE=(
     [v1.0.0]="Shop 1.0.0: db, backend and frontend"
@@ -53,6 +56,8 @@ declare -A MESSAGE=(
     [ticker-v1]="Ticker 1.0.0: one service, healthy after one healthcheck interval"
     [ticker-v2]="Ticker 2.0.0"
     [ticker-v3]="Ticker 3.0.0"
+    [idle-v1]="Idle 1.0.0: one service from a prebuilt image, up only"
+    [idle-v2]="Idle 2.0.0"
 )
 MAIN_AT=v1.1.0
 

@@ -79,7 +79,12 @@ impl TestCluster {
             .args(["--namespace", &self.namespace, "--http-addr", &http_addr])
             .args(extra)
             .env("KUBECONFIG", self.sandbox.join("controller.kubeconfig"))
-            .env("RUST_LOG", "info,kube=warn,slipway_controller=debug")
+            // The benchmarks measure the controller as deployed (SLIPWAY_CONTROLLER_LOG=info).
+            .env(
+                "RUST_LOG",
+                std::env::var("SLIPWAY_CONTROLLER_LOG")
+                    .unwrap_or_else(|_| "info,kube=warn,slipway_controller=debug".into()),
+            )
             .env("TMPDIR", tmp.path())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -94,6 +99,11 @@ impl TestCluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         bail!("controller for {} not ready within 30 s; see {}", self.namespace, logs.display())
+    }
+
+    /// The running controller's process id.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(|c| c.child.id())
     }
 
     /// GET on the controller's HTTP listener: (status code, body).

@@ -43,6 +43,8 @@ pub enum App {
     Shop,
     /// One service, no migrations, healthy 3 s after start; tags ticker-v1..ticker-v3.
     Ticker,
+    /// One service from a prebuilt image (nothing to build), no migrations; tags idle-v1, idle-v2.
+    Idle,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
                 ]
             }
             App::Ticker => vec![("TICKER_NAME".into(), "ticker-e2e".into())],
+            App::Idle => vec![("IDLE_NAME".into(), "idle-e2e".into())],
         }
     }
 }
@@ -114,6 +117,8 @@ pub struct EnvironmentManifest {
     pub env_secret: String,
     pub env_values: Vec<(String, String)>,
     pub health_timeout_seconds: u32,
+    /// `health.intervalSeconds` (the CRD's default when `None`).
+    pub health_interval_seconds: Option<u32>,
     pub gates: Gates,
     /// Declare `migrations.downgrade` (the shop only).
     pub downgrade: bool,
@@ -135,6 +140,7 @@ impl EnvironmentManifest {
             env_secret: format!("{name}-env"),
             env_values: app.env_values(),
             health_timeout_seconds: 120,
+            health_interval_seconds: None,
             gates: Gates { require_issue: true, ..Gates::default() },
             downgrade: true,
             notifications: Vec::new(),
@@ -171,6 +177,7 @@ impl EnvironmentManifest {
                 Value::Null,
                 json!([{"name": "ticker", "exec": {"service": "ticker", "command": ["cat", "/ticker/VERSION"]}}]),
             ),
+            App::Idle => (Value::Null, json!([{"name": "idle", "exec": {"service": "idle", "command": ["true"]}}])),
         };
         let mut policy = json!({
             "requireIssue": self.gates.require_issue,
@@ -192,6 +199,9 @@ impl EnvironmentManifest {
             "health": {"timeoutSeconds": self.health_timeout_seconds, "checks": checks},
             "policy": policy,
         });
+        if let Some(interval) = self.health_interval_seconds {
+            spec["health"]["intervalSeconds"] = json!(interval);
+        }
         if !self.notifications.is_empty() {
             let hooks = self.hooks_secret();
             spec["notifications"] = self
@@ -873,8 +883,15 @@ pub struct DeployTest {
 impl DeployTest {
     /// A fresh namespace `<prefix>-...` with a controller of its own watching it.
     pub fn start(sandbox: &Path, prefix: &str) -> anyhow::Result<DeployTest> {
-        let mut cluster = TestCluster::new(sandbox, prefix)?;
-        cluster.start_controller()?;
+        let mut test = DeployTest::without_controller(sandbox, prefix)?;
+        test.cluster.start_controller()?;
+        Ok(test)
+    }
+
+    /// A fresh namespace whose controller the test starts itself (`cluster.start_controller`),
+    /// for instance once it has stored what the controller must find.
+    pub fn without_controller(sandbox: &Path, prefix: &str) -> anyhow::Result<DeployTest> {
+        let cluster = TestCluster::new(sandbox, prefix)?;
         Ok(DeployTest { cluster, sandbox: sandbox.to_owned(), sites: Vec::new() })
     }
 

@@ -5,6 +5,7 @@
 //! and, where it needs one, a controller process of its own that watches only that namespace and
 //! authenticates as the ServiceAccount installed from `manifests/`.
 
+pub mod bench;
 pub mod cluster;
 pub mod deploy;
 pub mod hosts;

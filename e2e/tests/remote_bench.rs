@@ -48,4 +48,23 @@ async fn ssh_master_reuse_versus_fresh_connection_per_command() {
     let log = sandbox.join("logs/benchmarks.txt");
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
     std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+    // ... and as P2 of e2e/bench.sh's table.
+    slipway_e2e::bench::record(
+        &sandbox,
+        &slipway_e2e::bench::Figure {
+            id: "P2".into(),
+            figure: "one command over a fresh ssh / over the reused master (medians)".into(),
+            measured: format!(
+                "{ratio:.1}x cheaper ({:.1} ms / {:.1} ms, {RUNS} runs each)",
+                m_fresh.as_secs_f64() * 1e3,
+                m_reused.as_secs_f64() * 1e3
+            ),
+            value: Some(ratio),
+            target: ">= 10x cheaper".into(),
+            pass: Some(ratio >= 10.0),
+            details: serde_json::json!({"runs": RUNS, "host": host.name,
+                "reused_ms": m_reused.as_secs_f64() * 1e3, "fresh_ms": m_fresh.as_secs_f64() * 1e3}),
+        },
+    )
+    .unwrap();
 }

@@ -1,0 +1,602 @@
+//! Benchmarks P1, P3, P4, P5 and P6 of issue 10: Slipway's own cost next to the work it drives,
+//! and how it grows with the objects stored. Each test records its figures as JSON under
+//! `$SLIPWAY_SANDBOX/logs/bench/` (see `slipway_e2e::bench`); `e2e/bench.sh` runs them at full
+//! size with a release controller and prints the table. Sizes come from `SLIPWAY_BENCH_*`
+//! variables and are tiny by default: `e2e/run-tests.sh` runs this file as the benchmarks' smoke
+//! test, which asserts only what is functional (every deploy succeeded, every figure computed),
+//! never a timing.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use slipway_crds::DeployRequest;
+use slipway_e2e::bench::{self, Figure};
+use slipway_e2e::deploy::{App, DEPLOY_TIMEOUT, DeployRequestManifest, DeployTest, EnvironmentManifest, Gates, Site};
+use slipway_e2e::hosts::TestHost;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a tokio runtime")
+}
+
+/// A DeployRequest's outcome once it finished: Ready True (Succeeded, UpToDate) or Stalled True.
+fn finished(dr: &DeployRequest) -> Option<(bool, String)> {
+    let conditions = dr.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let find = |t: &str| conditions.iter().find(|c| c.type_ == t);
+    if let Some(ready) = find("Ready").filter(|c| c.status == "True") {
+        return Some((true, ready.reason.clone()));
+    }
+    find("Stalled").filter(|c| c.status == "True").map(|c| (false, format!("{}: {}", c.reason, c.message)))
+}
+
+/// Creates the DeployRequest and waits (with a watch) until it finished; returns how long it took
+/// from the create call. A request that did not end Ready is an error.
+async fn deploy_and_wait(api: &Api<DeployRequest>, manifest: &DeployRequestManifest) -> anyhow::Result<Duration> {
+    let dr: DeployRequest = serde_json::from_value(manifest.to_json())?;
+    let started = Instant::now();
+    api.create(&PostParams::default(), &dr).await.with_context(|| format!("creating {}", manifest.name))?;
+    let cond = |o: Option<&DeployRequest>| o.and_then(finished).is_some();
+    let done =
+        tokio::time::timeout(DEPLOY_TIMEOUT, kube::runtime::wait::await_condition(api.clone(), &manifest.name, cond))
+            .await
+            .with_context(|| format!("{} not finished within {DEPLOY_TIMEOUT:?}", manifest.name))??;
+    let elapsed = started.elapsed();
+    match done.as_ref().and_then(finished) {
+        Some((true, _)) => Ok(elapsed),
+        Some((false, why)) => bail!("{} did not succeed: {why}", manifest.name),
+        None => bail!("{} was deleted", manifest.name),
+    }
+}
+
+/// A request of the admin user (the admission policy admits `requested-by` only from them).
+fn request(name: &str, env: &str, tag: &str, user: &str) -> DeployRequestManifest {
+    DeployRequestManifest::tag(name, env, tag).requested_by(user)
+}
+
+/// The plain ssh deploy (`e2e/scripts/plain-deploy.sh`) of `tag` on `site`: how long it took.
+fn plain_deploy(site: &Site, env: &EnvironmentManifest, tag: &str, check: &str) -> anyhow::Result<Duration> {
+    let env_file = tempfile::NamedTempFile::new()?;
+    let text: String = env.env_values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(env_file.path(), text)?;
+    let host = &site.host;
+    let flavor = slipway_e2e::read_env_file(&host.sandbox.join(format!("hosts/{}/env", host.name)))?
+        .get("SLIPWAY_HOST_COMPOSE")
+        .cloned()
+        .unwrap_or_default();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/plain-deploy.sh");
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("ADDR", &host.addr)
+        .env("PORT", host.port.to_string())
+        .env("USER", &host.user)
+        .env("KEY", &host.key_path)
+        .env("KNOWN_HOSTS", &host.known_hosts_path)
+        .env("DIR", &site.project.dir)
+        .env("PROJECT", &site.project.name)
+        .env("ORIGIN", &site.origin)
+        .env("TAG", tag)
+        .env("COMPOSE", if flavor == "v2" { "docker compose" } else { "docker-compose" })
+        .env("ENV_FILE", env_file.path())
+        .env("CHECK", check)
+        .env("INTERVAL", env.health_interval_seconds.unwrap_or(3).to_string())
+        .env("TIMEOUT", env.health_timeout_seconds.to_string())
+        .output()?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!("plain-deploy.sh {tag} on {} failed: {}", site.project.name, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(elapsed)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// P1: one deploy through Slipway (create to Ready, watched) next to the plain ssh script doing
+/// the same on the same host, the same release change, alternating; medians compared.
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn p1_deploy_versus_plain_ssh_script() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let runs = bench::size("SLIPWAY_BENCH_P1_RUNS", 1);
+    let mut test = DeployTest::start(&sandbox, "bench-p1").unwrap();
+    let controlled = test.site(1, "p1c").unwrap();
+    let plain = test.site(1, "p1s").unwrap();
+    let env = EnvironmentManifest {
+        gates: Gates::default(),
+        health_interval_seconds: Some(1),
+        ..EnvironmentManifest::new("p1", App::Ticker, &controlled)
+    };
+    test.create_environment(&env).unwrap();
+    let rt = runtime();
+    let api: Api<DeployRequest> = Api::namespaced(
+        rt.block_on(bench::admin_client(&test.cluster.admin_kubeconfig)).unwrap(),
+        &test.cluster.namespace,
+    );
+    let user = test.cluster.user().unwrap();
+    let check = "ticker cat /ticker/VERSION";
+
+    // Warm-up, not measured: the first clone and the first build of each side.
+    rt.block_on(deploy_and_wait(&api, &request("p1-warm", "p1", "ticker-v1", &user))).unwrap();
+    plain_deploy(&plain, &env, "ticker-v1", check).unwrap();
+
+    let tags = ["ticker-v2", "ticker-v3", "ticker-v1"];
+    let (mut slipway, mut script) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let tag = tags[i % tags.len()];
+        let mut through_slipway = || {
+            let d = rt.block_on(deploy_and_wait(&api, &request(&format!("p1-{i}"), "p1", tag, &user))).unwrap();
+            slipway.push(d);
+        };
+        if i % 2 == 0 {
+            through_slipway();
+            script.push(plain_deploy(&plain, &env, tag, check).unwrap());
+        } else {
+            script.push(plain_deploy(&plain, &env, tag, check).unwrap());
+            through_slipway();
+        }
+    }
+    assert_eq!(plain.head().unwrap(), controlled.head().unwrap(), "both sides end on the same release");
+    let (m_slipway, m_script) = (slipway_e2e::median(slipway.clone()), slipway_e2e::median(script.clone()));
+    let ratio = m_slipway.as_secs_f64() / m_script.as_secs_f64();
+    bench::record(
+        &sandbox,
+        &Figure {
+            id: "P1".into(),
+            figure: "deploy wall time, apply to Ready / plain ssh script (medians)".into(),
+            measured: format!("{ratio:.2} ({} / {}, {runs} runs each)", secs(m_slipway), secs(m_script)),
+            value: Some(ratio),
+            target: "<= 1.05".into(),
+            pass: Some(ratio <= 1.05),
+            details: json!({
+                "runs": runs,
+                "app": "ticker (build + up, one service)",
+                "host": plain.host.name,
+                "slipway_s": slipway.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+                "script_s": script.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            }),
+        },
+    )
+    .unwrap();
+}
+
+/// P3: N Environments on N hosts deployed at once through Slipway, next to N plain ssh scripts
+/// at once; with the controller's CPU time, and how far apart the deploys ended.
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn p3_parallel_deploys_versus_plain_ssh_scripts() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let hosts: u32 = slipway_e2e::read_env_file(&sandbox.join("hosts/env")).unwrap()["SLIPWAY_HOSTS"].parse().unwrap();
+    for n in bench::sizes("SLIPWAY_BENCH_P3_N", &[2]) {
+        parallel_deploys(&sandbox, n, hosts);
+    }
+}
+
+fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32) {
+    let mut test = DeployTest::start(sandbox, &format!("bench-p3-{n}")).unwrap();
+    let pid = test.cluster.controller_pid().unwrap();
+    let mut pairs = Vec::new();
+    for i in 0..n {
+        let index = (i as u32 % hosts) + 1;
+        let controlled = test.site(index, "p3c").unwrap();
+        let plain = test.site(index, "p3s").unwrap();
+        let env = EnvironmentManifest {
+            gates: Gates::default(),
+            health_interval_seconds: Some(1),
+            ..EnvironmentManifest::new(&format!("p3-{i}"), App::Idle, &controlled)
+        };
+        test.create_environment(&env).unwrap();
+        pairs.push((env, plain));
+    }
+    let rt = runtime();
+    let api: Api<DeployRequest> = Api::namespaced(
+        rt.block_on(bench::admin_client(&test.cluster.admin_kubeconfig)).unwrap(),
+        &test.cluster.namespace,
+    );
+    let user = test.cluster.user().unwrap();
+    let check = "idle true";
+
+    let all_through_slipway = |round: &str, tag: &str| -> Vec<Duration> {
+        rt.block_on(futures::future::try_join_all(pairs.iter().map(|(env, _)| {
+            let r = request(&format!("{}-{round}", env.name), &env.name, tag, &user);
+            let api = api.clone();
+            async move { deploy_and_wait(&api, &r).await }
+        })))
+        .unwrap()
+    };
+    let all_plain = |tag: &str| -> Vec<Duration> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> =
+                pairs.iter().map(|(env, plain)| s.spawn(move || plain_deploy(plain, env, tag, check))).collect();
+            handles.into_iter().map(|h| h.join().expect("no panic").unwrap()).collect()
+        })
+    };
+    // Warm-up, not measured: first clones and first `up`s.
+    all_through_slipway("warm", "idle-v1");
+    all_plain("idle-v1");
+
+    let cpu_before = bench::cpu_time(pid).unwrap();
+    let started = Instant::now();
+    let slipway = all_through_slipway("run", "idle-v2");
+    let wall_slipway = started.elapsed();
+    let cpu = bench::cpu_time(pid).unwrap() - cpu_before;
+    let started = Instant::now();
+    let script = all_plain("idle-v2");
+    let wall_script = started.elapsed();
+
+    let ratio = wall_slipway.as_secs_f64() / wall_script.as_secs_f64();
+    let spread = |v: &[Duration]| {
+        let (min, max) = (v.iter().min().copied().unwrap_or_default(), v.iter().max().copied().unwrap_or_default());
+        (min, slipway_e2e::median(v.to_vec()), max)
+    };
+    let (s_min, s_med, s_max) = spread(&slipway);
+    let (p_min, p_med, p_max) = spread(&script);
+    bench::record(
+        sandbox,
+        &Figure {
+            id: format!("P3 N={n}"),
+            figure: format!("{n} Environments deployed at once / {n} plain ssh scripts at once (wall)"),
+            measured: format!(
+                "{ratio:.2} ({} / {}); controller CPU {}; each deploy min/median/max {}/{}/{} vs {}/{}/{}",
+                secs(wall_slipway),
+                secs(wall_script),
+                secs(cpu),
+                secs(s_min),
+                secs(s_med),
+                secs(s_max),
+                secs(p_min),
+                secs(p_med),
+                secs(p_max)
+            ),
+            value: Some(ratio),
+            target: "<= 1.05".into(),
+            pass: Some(ratio <= 1.05),
+            details: json!({
+                "n": n,
+                "hosts": hosts.min(n as u32),
+                "app": "idle (prebuilt image, up only)",
+                "controller_cpu_s": cpu.as_secs_f64(),
+                "slipway_s": slipway.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+                "script_s": script.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            }),
+        },
+    )
+    .unwrap();
+}
+
+/// A finished request naming `env`, as stored by the seeding: created, then given a terminal
+/// status through the status subresource (so the controller never deploys it).
+async fn seed_finished(api: &Api<DeployRequest>, names: Vec<(String, String)>, user: &str) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    futures::stream::iter(names)
+        .map(|(name, env)| {
+            let now = now.clone();
+            async move {
+                let dr: DeployRequest = serde_json::from_value(request(&name, &env, "ticker-v1", user).to_json())?;
+                api.create(&PostParams::default(), &dr).await.with_context(|| format!("creating {name}"))?;
+                let condition = |t: &str, status: &str| {
+                    json!({"type": t, "status": status, "reason": "Succeeded", "message": "seeded by the benchmark",
+                           "lastTransitionTime": now, "observedGeneration": 1})
+                };
+                let status = json!({"status": {
+                    "phase": "Succeeded",
+                    "observedGeneration": 1,
+                    "conditions": [condition("Ready", "True"), condition("Reconciling", "False"), condition("Stalled", "False")],
+                }});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .with_context(|| format!("status of {name}"))?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<()>()
+        .await
+}
+
+/// Waits until the controller's CPU time grows by less than 2 % of a core over 2 s (it has
+/// synced what it found), at most `limit`; returns how long that took.
+fn settle(pid: u32, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let window = Duration::from_secs(2);
+    while started.elapsed() < limit {
+        let before = bench::cpu_time(pid).unwrap_or_default();
+        std::thread::sleep(window);
+        let used = bench::cpu_time(pid).unwrap_or_default().saturating_sub(before);
+        if used.as_secs_f64() < 0.02 * window.as_secs_f64() {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
+/// P4, then P5 and P6 on the same namespace: apply-to-first-status with thousands of finished
+/// requests stored; then RSS and idle CPU with many more requests and Environments.
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn p4_p5_p6_scale() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let stored = bench::size("SLIPWAY_BENCH_P4_STORED", 20);
+    let requests = bench::size("SLIPWAY_BENCH_P4_REQUESTS", 5);
+    let total_requests = bench::size("SLIPWAY_BENCH_P5_REQUESTS", 40);
+    let environments = bench::size("SLIPWAY_BENCH_P5_ENVIRONMENTS", 4);
+    let p5_hosts = bench::size("SLIPWAY_BENCH_P5_HOSTS", 2) as u32;
+    let p6_window = Duration::from_secs(bench::size("SLIPWAY_BENCH_P6_WINDOW_S", 3) as u64);
+    let monitor_interval = bench::size("SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S", 0);
+
+    let mut test = DeployTest::without_controller(&sandbox, "bench-scale").unwrap();
+    let site = test.site(1, "p4").unwrap();
+    // Requests wait for an approval that never comes: the first status write is the controller's
+    // answer (Stalled, ApprovalRequired) without a deploy or an SSH command.
+    let env = EnvironmentManifest {
+        gates: Gates { require_approval: true, ..Gates::default() },
+        ..EnvironmentManifest::new("p4", App::Ticker, &site)
+    };
+    test.create_environment(&env).unwrap();
+    let rt = runtime();
+    let client = rt.block_on(bench::admin_client(&test.cluster.admin_kubeconfig)).unwrap();
+    let ns = test.cluster.namespace.clone();
+    let api: Api<DeployRequest> = Api::namespaced(client.clone(), &ns);
+    let user = test.cluster.user().unwrap();
+
+    let seeding = Instant::now();
+    rt.block_on(seed_finished(&api, (0..stored).map(|i| (format!("done-{i}"), "p4".to_owned())).collect(), &user))
+        .unwrap();
+    let seeded_in = seeding.elapsed();
+    test.cluster.start_controller().unwrap();
+    let pid = test.cluster.controller_pid().unwrap();
+    let synced_in = settle(pid, Duration::from_secs(300));
+
+    // P4: one request at a time, each timed from its create call to the first status the watch shows.
+    let latencies = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        let config = watcher::Config::default().labels("bench.slipway.dev/p4=measured");
+        let stream = watcher(api.clone(), config);
+        let watching = tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let objects = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => vec![o],
+                    _ => continue,
+                };
+                for o in objects {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    if o.status.is_some() && seen.insert(name.clone()) {
+                        let _ = tx.send((name, Instant::now()));
+                    }
+                }
+            }
+        });
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        let mut latencies = Vec::new();
+        for i in 0..requests {
+            let name = format!("p4-{i}");
+            let mut manifest = request(&name, "p4", "ticker-v2", &user).to_json();
+            manifest["metadata"]["labels"] = json!({"bench.slipway.dev/p4": "measured"});
+            let dr: DeployRequest = serde_json::from_value(manifest).unwrap();
+            let started = Instant::now();
+            api.create(&PostParams::default(), &dr).await.unwrap();
+            let at = loop {
+                if let Some(at) = seen.get(&name) {
+                    break *at;
+                }
+                let (n, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no status on {name} within 60 s"))
+                    .expect("the watch runs");
+                seen.insert(n, at);
+            };
+            latencies.push(at.saturating_duration_since(started));
+        }
+        watching.abort();
+        latencies
+    });
+    assert_eq!(latencies.len(), requests);
+    let (p50, p99) = (bench::quantile(&latencies, 0.5), bench::quantile(&latencies, 0.99));
+    bench::record(
+        &sandbox,
+        &Figure {
+            id: "P4".into(),
+            figure: format!("create of a DeployRequest to its first status write, {stored} finished stored"),
+            measured: format!(
+                "p50 {}, p99 {}, max {} ({requests} requests)",
+                ms(p50),
+                ms(p99),
+                ms(bench::quantile(&latencies, 1.0))
+            ),
+            value: Some(bench::millis(p99)),
+            target: "p99 < 200 ms".into(),
+            pass: Some(p99 < Duration::from_millis(200)),
+            details: json!({
+                "stored_finished": stored,
+                "requests": requests,
+                "first_status": "Stalled ApprovalRequired (policy.requireApproval; no deploy, no SSH)",
+                "seeded_in_s": seeded_in.as_secs_f64(),
+                "controller_synced_in_s": synced_in.as_secs_f64(),
+                "latencies_ms": latencies.iter().map(|d| bench::millis(*d)).collect::<Vec<_>>(),
+            }),
+        },
+    )
+    .unwrap();
+
+    // P5: Environments spread over a few hosts, all with one key; more finished requests, spread over them.
+    let hosts: Vec<TestHost> = (1..=p5_hosts).map(|i| TestHost::load(&sandbox, i).unwrap()).collect();
+    let known_hosts = sandbox.join("hosts/known_hosts");
+    test.cluster
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "fleet-ssh",
+            &format!("--from-file=id_ed25519={}", hosts[0].key_path.display()),
+            &format!("--from-file=known_hosts={}", known_hosts.display()),
+        ])
+        .unwrap();
+    test.cluster.secret("fleet-env", &[("TICKER_NAME", "fleet")]).unwrap();
+    test.cluster.kubectl_ok(&["label", "secret", "fleet-ssh", "fleet-env", "slipway.dev/secret=true"]).unwrap();
+    let home = site.project.dir.rsplit_once("/slipway-e2e/").map(|(h, _)| h.to_owned()).unwrap();
+    let environment = |i: usize| {
+        let host = &hosts[i % hosts.len()];
+        let mut health = json!({"checks": [{"name": "ticker", "exec": {"service": "ticker", "command": ["true"]}}]});
+        if monitor_interval > 0 {
+            health["monitorIntervalSeconds"] = json!(monitor_interval);
+        }
+        json!({
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": format!("fleet-{i}")},
+            "spec": {
+                "tier": "staging",
+                "host": {"address": host.addr, "port": host.port, "user": host.user,
+                         "path": format!("{home}/slipway-e2e/swt-fleet-{i}")},
+                "sshKeySecretRef": {"name": "fleet-ssh", "key": "id_ed25519"},
+                "knownHostsSecretRef": {"name": "fleet-ssh", "key": "known_hosts"},
+                "compose": {"files": ["docker-compose.yml"], "projectName": format!("swt-fleet-{i}")},
+                "envSecretRef": {"name": "fleet-env"},
+                "health": health,
+            },
+        })
+    };
+    // Seeded with the controller stopped (a request created while it runs would be queued and
+    // deployed before its terminal status lands), then a fresh controller syncs everything.
+    test.cluster.stop_controller(Duration::from_secs(10));
+    let envs_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("slipway.dev", "v1alpha1", "Environment")),
+    );
+    let seeding = Instant::now();
+    rt.block_on(
+        futures::stream::iter(0..environments)
+            .map(|i| {
+                let envs_api = envs_api.clone();
+                let object: kube::api::DynamicObject = serde_json::from_value(environment(i)).unwrap();
+                async move { envs_api.create(&PostParams::default(), &object).await }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let more = total_requests.saturating_sub(stored + requests);
+    rt.block_on(seed_finished(
+        &api,
+        (0..more).map(|i| (format!("fleet-done-{i}"), format!("fleet-{}", i % environments.max(1)))).collect(),
+        &user,
+    ))
+    .unwrap();
+    let seeded_in = seeding.elapsed();
+    test.cluster.start_controller().unwrap();
+    let pid = test.cluster.controller_pid().unwrap();
+    // Every Environment checked once (Ready or not), then quiet.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let checked = loop {
+        let list = rt.block_on(envs_api.list(&Default::default())).unwrap();
+        let checked = list
+            .items
+            .iter()
+            .filter(|e| {
+                e.data["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Reachable"))
+            })
+            .count();
+        if checked > environments || Instant::now() > deadline {
+            break checked;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let ready = rt
+        .block_on(envs_api.list(&Default::default()))
+        .unwrap()
+        .items
+        .iter()
+        .filter(|e| {
+            e.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Reachable" && c["status"] == "True"))
+        })
+        .count();
+    settle(pid, Duration::from_secs(120));
+    let rss = bench::rss_kib(pid).unwrap();
+    let tmp = test.cluster.controller_tmp().unwrap();
+    let ssh = bench::ssh_processes_under(&tmp);
+    let masters = bench::masters(&ssh);
+    let ssh_rss: u64 = ssh.iter().filter_map(|p| bench::rss_kib(*p).ok()).sum();
+    let stored_now = stored + requests + more;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    bench::record(
+        &sandbox,
+        &Figure {
+            id: "P5".into(),
+            figure: format!("controller RSS, {stored_now} DeployRequests + {} Environments synced", environments + 1),
+            measured: format!(
+                "{:.1} MiB; {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
+                mib(rss),
+                masters.len(),
+                ssh.len(),
+                mib(ssh_rss),
+                environments + 1,
+                hosts.len()
+            ),
+            value: Some(mib(rss)),
+            target: "< 64 MiB controller".into(),
+            pass: Some(mib(rss) < 64.0),
+            details: json!({
+                "deploy_requests": stored_now,
+                "environments": environments + 1,
+                "hosts": hosts.len(),
+                "environments_reachable": ready,
+                "environments_checked": checked,
+                "ssh_masters": masters.len(),
+                "ssh_processes": ssh.len(),
+                "ssh_rss_mib": mib(ssh_rss),
+                "controller_rss_mib": mib(rss),
+                "seeded_in_s": seeded_in.as_secs_f64(),
+            }),
+        },
+    )
+    .unwrap();
+
+    // P6: CPU of the controller and its ssh processes over a window, with every Environment checked
+    // at its interval (the monitor's health.monitorIntervalSeconds where it exists).
+    let ssh_cpu = |pids: &[u32]| pids.iter().filter_map(|p| bench::cpu_time(*p).ok()).sum::<Duration>();
+    let (cpu0, ssh0) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&ssh));
+    std::thread::sleep(p6_window);
+    let (cpu1, ssh1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)));
+    let share = (cpu1 - cpu0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
+    let ssh_share = ssh1.saturating_sub(ssh0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
+    let how = if monitor_interval > 0 {
+        format!("health.monitorIntervalSeconds {monitor_interval}")
+    } else {
+        "no monitor: reachability rechecks only".to_owned()
+    };
+    bench::record(
+        &sandbox,
+        &Figure {
+            id: "P6".into(),
+            figure: format!("controller CPU, {} Environments checked at their interval ({how})", environments + 1),
+            measured: format!("{share:.1} % of a core (ssh processes {ssh_share:.1} %) over {} s", p6_window.as_secs()),
+            value: Some(share),
+            target: "< 5 % of one core".into(),
+            pass: (monitor_interval > 0).then_some(share < 5.0),
+            details: json!({
+                "environments": environments + 1,
+                "window_s": p6_window.as_secs(),
+                "monitor_interval_s": monitor_interval,
+                "controller_cpu_percent": share,
+                "ssh_cpu_percent": ssh_share,
+            }),
+        },
+    )
+    .unwrap();
+}
