@@ -187,6 +187,29 @@ pub fn heal_action(env: &str, commit: &str, owned: &[HealRequest]) -> HealAction
 
 /// The DeployRequest that redeploys `current` on `env`, owned by it, asked for by the controller.
 pub fn heal_request(env: &Environment, current: &Release, name: &str, identity: &str) -> DeployRequest {
+    let labels = [(slipway_crds::annotations::DRIFT_HEAL_OF.to_owned(), env.uid().unwrap_or_default())].into();
+    let annotations = [(slipway_crds::annotations::REQUESTED_BY.to_owned(), identity.to_owned())].into();
+    let spec = DeployRequestSpec {
+        restart: Vec::new(),
+        environment: env.name_any(),
+        revision: Revision { commit: Some(current.commit.clone()), ..Default::default() },
+        issue: Some(HEAL_ISSUE.to_owned()),
+        mode: DeployMode::Change,
+        force: true,
+        override_quarantine: false,
+    };
+    owned_request(env, name, spec, labels, annotations)
+}
+
+/// A DeployRequest the Environment owns as its controller (which only the Slipway controller
+/// may make, the admission policy says).
+pub fn owned_request(
+    env: &Environment,
+    name: &str,
+    spec: DeployRequestSpec,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> DeployRequest {
     let owner = OwnerReference {
         api_version: Environment::api_version(&()).into_owned(),
         kind: Environment::kind(&()).into_owned(),
@@ -196,20 +219,7 @@ pub fn heal_request(env: &Environment, current: &Release, name: &str, identity: 
         // `true` would need update on environments/finalizers where owner references are enforced
         block_owner_deletion: None,
     };
-    let labels = [(slipway_crds::annotations::DRIFT_HEAL_OF.to_owned(), env.uid().unwrap_or_default())].into();
-    let annotations = [(slipway_crds::annotations::REQUESTED_BY.to_owned(), identity.to_owned())].into();
-    let mut dr = DeployRequest::new(
-        name,
-        DeployRequestSpec {
-            restart: Vec::new(),
-            environment: env.name_any(),
-            revision: Revision { commit: Some(current.commit.clone()), ..Default::default() },
-            issue: Some(HEAL_ISSUE.to_owned()),
-            mode: DeployMode::Change,
-            force: true,
-            override_quarantine: false,
-        },
-    );
+    let mut dr = DeployRequest::new(name, spec);
     dr.metadata = ObjectMeta {
         name: Some(name.to_owned()),
         namespace: env.namespace(),

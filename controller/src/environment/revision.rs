@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::EventType;
@@ -182,15 +181,6 @@ pub fn request(
     name: &str,
     identity: &str,
 ) -> DeployRequest {
-    let owner = OwnerReference {
-        api_version: Environment::api_version(&()).into_owned(),
-        kind: Environment::kind(&()).into_owned(),
-        name: env.name_any(),
-        uid: env.uid().unwrap_or_default(),
-        controller: Some(true),
-        // `true` would need update on environments/finalizers where owner references are enforced
-        block_owner_deletion: None,
-    };
     let labels = [(REVISION_OF.to_owned(), env.uid().unwrap_or_default())].into();
     let annotations = [
         (REQUESTED_BY.to_owned(), identity.to_owned()),
@@ -198,27 +188,16 @@ pub fn request(
         (REFRESH.to_owned(), refresh_token(env)),
     ]
     .into();
-    let mut dr = DeployRequest::new(
-        name,
-        DeployRequestSpec {
-            restart: Vec::new(),
-            environment: env.name_any(),
-            revision: Revision { commit: Some(commit.to_owned()), ..Default::default() },
-            issue: desired.issue.clone(),
-            mode: DeployMode::Change,
-            force: false,
-            override_quarantine: false,
-        },
-    );
-    dr.metadata = ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: env.namespace(),
-        owner_references: Some(vec![owner]),
-        labels: Some(labels),
-        annotations: Some(annotations),
-        ..Default::default()
+    let spec = DeployRequestSpec {
+        restart: Vec::new(),
+        environment: env.name_any(),
+        revision: Revision { commit: Some(commit.to_owned()), ..Default::default() },
+        issue: desired.issue.clone(),
+        mode: DeployMode::Change,
+        force: false,
+        override_quarantine: false,
     };
-    dr
+    super::drift::owned_request(env, name, spec, labels, annotations)
 }
 
 fn refresh_token(env: &Environment) -> String {
