@@ -336,10 +336,10 @@ impl LogScan {
     }
 }
 
-/// After verification: each running service container's log lines written since it
-/// started and since `since` (the deploy's Rebuilding began), the last `health.logLines`, scanned
-/// for `health.logErrorPatterns`. Lines of the previous container (or of an earlier run of the
-/// same one) never count.
+/// After verification: each running service container's log lines written since `since` (the
+/// deploy's Rebuilding began), the last `health.logLines`, scanned for
+/// `health.logErrorPatterns`. Lines of the previous container, or of a kept container from
+/// before the deploy, never count.
 pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> Result<LogScan, RemoteError> {
     let health = &site.env.spec.health;
     if health.log_errors == slipway_crds::LogErrors::Ignore || health.log_error_patterns.is_empty() {
@@ -350,9 +350,9 @@ pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> R
     let mut scan = LogScan::default();
     for c in containers.iter().filter(|c| !c.one_off && c.is_running()) {
         let Some(service) = c.service.as_ref() else { continue };
-        let started = c.started_at.as_deref().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
-        let from = started.map_or(since, |s| s.max(since));
-        let logged = site.conn.container_log_since(&c.id, from, lines).await?;
+        // From the deploy's own start, not the container's: Docker records `StartedAt` after the
+        // process is running, so a first line written at once can carry an earlier timestamp.
+        let logged = site.conn.container_log_since(&c.id, since, lines).await?;
         let matching: Vec<String> =
             log_matches(&logged, &health.log_error_patterns).into_iter().map(str::to_owned).collect();
         if !matching.is_empty() {
