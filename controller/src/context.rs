@@ -35,6 +35,8 @@ pub struct Context {
     pub gates: EnvironmentGates,
     /// The HTTP client notifications go out with.
     pub notifier: crate::notify::Sender,
+    /// The objects this instance reconciles (`--watch-label-selector`).
+    pub shard: crate::shard::Shard,
 }
 
 /// Between an Environment's deploy steps and its deletion, in this process: a reconcile that may
@@ -66,6 +68,11 @@ impl EnvironmentGates {
 }
 
 impl Context {
+    /// This instance reconciles only the objects `shard` owns.
+    pub fn with_shard(self, shard: crate::shard::Shard) -> Self {
+        Context { shard, ..self }
+    }
+
     pub fn new(client: Client) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
@@ -77,6 +84,7 @@ impl Context {
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
             notifier: crate::notify::Sender::new(),
+            shard: crate::shard::Shard::default(),
         }
     }
 

@@ -817,6 +817,13 @@ impl DeployTest {
         Ok(DeployTest { cluster, sandbox: sandbox.to_owned(), sites: Vec::new() })
     }
 
+    /// A fresh namespace `<prefix>-...` whose controller the test starts itself (from the image,
+    /// or several of them).
+    pub fn without_controller(sandbox: &Path, prefix: &str) -> anyhow::Result<DeployTest> {
+        let cluster = TestCluster::new(sandbox, prefix)?;
+        Ok(DeployTest { cluster, sandbox: sandbox.to_owned(), sites: Vec::new() })
+    }
+
     /// A project of this test's own on host `index` (1..=3), removed when the test ends.
     pub fn site(&mut self, index: u32, prefix: &str) -> anyhow::Result<Site> {
         let site = Site::new(&self.sandbox, index, prefix)?;

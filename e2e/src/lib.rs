@@ -6,6 +6,7 @@
 //! authenticates as the ServiceAccount installed from `manifests/`.
 
 pub mod cluster;
+pub mod container;
 pub mod deploy;
 pub mod hosts;
 pub mod plugin;
