@@ -41,6 +41,13 @@ set +e
 cargo test --workspace --no-fail-fast "${cargo_args[@]}" -- --include-ignored "$@" 2>&1 | tee "$SLIPWAY_SANDBOX/logs/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
+# Argo CD's Lua health script and kstatus over the status objects recorded from the controller
+# (tools/health; Go build and module caches stay outside the repository, as Go keeps them).
+echo "== tools/health: Argo CD health (gopher-lua) and kstatus" >&2
+go=$(command -v go || echo /usr/local/go/bin/go)
+if ! (cd "$root/tools/health" && GOWORK=off GOFLAGS=-mod=readonly "$go" test -count=1 ./...) 2>&1 | tee "$SLIPWAY_SANDBOX/logs/health.log"; then
+  status=1
+fi
 if [[ -s $SLIPWAY_SANDBOX/logs/benchmarks.txt ]]; then
   echo "== benchmarks"
   cat "$SLIPWAY_SANDBOX/logs/benchmarks.txt"
