@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             },
         };
         tracing::info!(scope = ?scope, "starting controllers");
+        ctx.metrics.set_leader(true);
         let run = async {
             tokio::join!(
                 environment::run(ctx.clone(), scope.clone(), stopped()),

@@ -45,6 +45,7 @@ pub struct Metrics {
     phase_durations: Family<PhaseLabel, Histogram>,
     queue_depth: Family<QueueLabels, Gauge>,
     notifications: Family<ResultLabel, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,7 +84,23 @@ impl Default for Metrics {
             "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
             notifications.clone(),
         );
-        Metrics { registry, reconciles, errors, durations, deploys, phase_durations, queue_depth, notifications }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (holds the leader Lease, or runs without election)",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            deploys,
+            phase_durations,
+            queue_depth,
+            notifications,
+            leader,
+        }
     }
 }
 
@@ -99,6 +116,11 @@ impl Metrics {
 
     pub fn error(&self, controller: &'static str, error: &'static str) {
         self.errors.get_or_create(&ErrorLabels { controller, error }).inc();
+    }
+
+    /// This replica runs the controllers (`true`) or stands by.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// A deploy ended with `result`.

@@ -30,6 +30,11 @@ fn wait_holder(cluster: &TestCluster, lease: &str, want: &str, timeout: Duration
     start.elapsed()
 }
 
+fn leader_metric(http_addr: &str) -> String {
+    let (_, body) = slipway_e2e::cluster::http_get(http_addr, "/metrics").unwrap();
+    body.lines().filter(|l| l.starts_with("slipway_leader")).collect::<Vec<_>>().join("\n")
+}
+
 #[test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 fn the_standby_takes_over_a_deploy_killed_with_its_leader_and_finishes_it_once() {
@@ -57,8 +62,10 @@ fn the_standby_takes_over_a_deploy_killed_with_its_leader_and_finishes_it_once()
     t.create_environment(&EnvironmentManifest::new("ha", App::Shop, &site)).unwrap();
     t.deploy(&DeployRequestManifest::tag("slow", "ha", "v1.4.0")).unwrap();
     let before = t.wait_phase("slow", "Rebuilding", DEPLOY_TIMEOUT).unwrap();
-    // The standby has not reconciled anything.
+    // The standby has not reconciled anything, and says so in its metrics.
     assert!(!second.log().contains("starting controllers"), "the standby runs controllers:\n{}", second.log());
+    assert!(leader_metric(&second.http_addr).contains("slipway_leader 0"));
+    assert!(leader_metric(&first.http_addr).contains("slipway_leader 1"));
     assert_eq!(holder(&t.cluster, &lease), "first");
 
     first.kill();
@@ -81,6 +88,7 @@ fn the_standby_takes_over_a_deploy_killed_with_its_leader_and_finishes_it_once()
     assert_eq!(environment.history_refs().iter().filter(|r| **r == "v1.4.0").count(), 1, "{environment:#?}");
     assert!(environment.active_deploy.is_none(), "the new leader released the deploy lock");
     assert!(second.log().contains("starting controllers"));
+    assert!(leader_metric(&second.http_addr).contains("slipway_leader 1"));
 
     // On SIGTERM the leader gives the Lease up instead of letting it expire.
     drop(second);
