@@ -347,6 +347,19 @@ impl ControllerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGTERM, as when its Pod is deleted; returns its exit status if it stopped within `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL, as when its Pod dies; its SSH masters die with it (as with the Pod's container).
     pub fn kill(&mut self) {
         let _ = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status();

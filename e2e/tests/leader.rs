@@ -56,7 +56,7 @@ fn the_standby_takes_over_a_deploy_killed_with_its_leader_and_finishes_it_once()
     ];
     let mut first = t.cluster.spawn_controller("first", &args).unwrap();
     wait_holder(&t.cluster, &lease, "first", Duration::from_secs(30));
-    let second = t.cluster.spawn_controller("second", &args).unwrap();
+    let mut second = t.cluster.spawn_controller("second", &args).unwrap();
 
     let site = t.site(2, "leader").unwrap();
     t.create_environment(&EnvironmentManifest::new("ha", App::Shop, &site)).unwrap();
@@ -91,7 +91,8 @@ fn the_standby_takes_over_a_deploy_killed_with_its_leader_and_finishes_it_once()
     assert!(leader_metric(&second.http_addr).contains("slipway_leader 1"));
 
     // On SIGTERM the leader gives the Lease up instead of letting it expire.
-    drop(second);
+    let stopped = second.stop(Duration::from_secs(30));
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}\n{}", second.log());
     let released = holder(&t.cluster, &lease);
     assert!(released.is_empty(), "the Lease still names {released:?} after its holder stopped");
 }
