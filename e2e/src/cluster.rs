@@ -365,7 +365,8 @@ impl ControllerProcess {
         let _ = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         for (pid, _) in ssh_processes_under(self.tmp.path()) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            // (a master may have exited by itself meanwhile)
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
         }
     }
 }
