@@ -66,6 +66,9 @@ async fn main() -> anyhow::Result<()> {
     if orphaned > 0 {
         tracing::info!(orphaned, "removed SSH key directories left by a controller that was killed");
     }
+    if let Some(problem) = slipway_controller::remote::local_user_problem() {
+        tracing::error!(problem, "SSH will not work");
+    }
     let shard = slipway_controller::shard::Shard::parse(args.watch_label_selector.as_deref().unwrap_or(""))
         .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
     let client = kube::Client::try_default().await?;

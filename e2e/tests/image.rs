@@ -142,6 +142,8 @@ fn without_tini_or_the_passwd_entry_the_image_checks_fail() {
     let message = t2.cluster.condition("env/staging", "Ready", "message").unwrap_or_default();
     println!("without the passwd entry: Ready says {message:?}");
     assert!(ready.is_err(), "the Environment turned Ready without a passwd entry for uid 65532");
+    assert!(message.contains("uid 65532 has no entry in /etc/passwd"), "{message}");
+    assert!(controller.log().contains("SSH will not work"), "{}", controller.log());
     drop(controller);
     let _ = docker(&["image", "rm", &broken]);
     drop(t);
