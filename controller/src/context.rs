@@ -42,6 +42,8 @@ pub struct Context {
     pub identity: std::sync::OnceLock<String>,
     /// The HTTP client notifications go out with.
     pub notifier: crate::notify::Sender,
+    /// The objects this instance reconciles (`--watch-label-selector`).
+    pub shard: crate::shard::Shard,
 }
 
 /// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
@@ -86,6 +88,11 @@ impl EnvironmentGates {
 }
 
 impl Context {
+    /// This instance reconciles only the objects `shard` owns.
+    pub fn with_shard(self, shard: crate::shard::Shard) -> Self {
+        Context { shard, ..self }
+    }
+
     pub fn new(client: Client) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
@@ -100,6 +107,7 @@ impl Context {
             revisions: Default::default(),
             identity: std::sync::OnceLock::new(),
             notifier: crate::notify::Sender::new(),
+            shard: crate::shard::Shard::default(),
         }
     }
 

@@ -8,12 +8,14 @@ pub mod deploy_request;
 pub mod environment;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod references;
 pub mod remote;
 pub mod rollback;
 pub mod secrets;
+pub mod shard;
 pub mod status;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -25,11 +27,12 @@ use kube::{Api, Client, Resource};
 use slipway_crds::conditions::types;
 use slipway_crds::{DeployRequest, Environment, Rollback};
 
-/// Which namespaces the controllers watch.
-#[derive(Clone, Debug)]
-pub enum Scope {
-    All,
-    Namespace(String),
+/// What the controllers watch: one namespace or all of them, and of those the objects a shard's
+/// label selector matches.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub namespace: Option<String>,
+    pub shard: shard::Shard,
 }
 
 impl Scope {
@@ -37,9 +40,18 @@ impl Scope {
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
     {
-        match self {
-            Scope::All => Api::all(client.clone()),
-            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        match &self.namespace {
+            None => Api::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+
+    /// The watch of the controllers' own kinds: this shard's objects only.
+    pub fn watcher_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match self.shard.label_selector() {
+            Some(selector) => config.labels(selector),
+            None => config,
         }
     }
 }
@@ -141,11 +153,11 @@ pub async fn run_naming_environment<K, F>(
     F: Future<Output = error::Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
-    use kube::runtime::{Controller, watcher};
-    let controller = Controller::new(scope.api::<K>(&ctx.client), watcher::Config::default());
+    use kube::runtime::Controller;
+    let controller = Controller::new(scope.api::<K>(&ctx.client), scope.watcher_config());
     let store = controller.store();
     configure(controller)
-        .watches(scope.api::<Environment>(&ctx.client), watcher::Config::default(), move |env| naming(&store, &env))
+        .watches(scope.api::<Environment>(&ctx.client), scope.watcher_config(), move |env| naming(&store, &env))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

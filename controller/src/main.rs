@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use kube::api::ListParams;
 use slipway_controller::context::Context;
+use slipway_controller::leader::{self, Election};
 use slipway_controller::{Scope, deploy_request, environment, http, rollback};
 use slipway_crds::{DeployRequest, Environment, Rollback};
 use tokio::sync::watch;
@@ -24,6 +26,25 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SLIPWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+    /// Reconcile only the Environments, DeployRequests and Rollbacks this label selector matches
+    /// (sharding: label each request like the Environment it names).
+    #[arg(long, env = "SLIPWAY_WATCH_LABEL_SELECTOR")]
+    watch_label_selector: Option<String>,
+    /// Run the controllers only while holding a coordination Lease (several replicas: one leads).
+    #[arg(long, env = "SLIPWAY_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "slipway-system")]
+    leader_election_namespace: String,
+    /// Name of the Lease; a shard's gets a digest of its selector appended.
+    #[arg(long, default_value = "slipway-controller")]
+    leader_election_id: String,
+    /// Seconds a leader that stopped renewing keeps the Lease (how long a failover takes at most).
+    #[arg(long, default_value_t = 15)]
+    leader_election_lease_duration: u64,
+    /// Seconds before expiry at which the leader renews the Lease.
+    #[arg(long, default_value_t = 5)]
+    leader_election_renew_grace: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -45,10 +66,25 @@ async fn main() -> anyhow::Result<()> {
     if orphaned > 0 {
         tracing::info!(orphaned, "removed SSH key directories left by a controller that was killed");
     }
+    if let Some(problem) = slipway_controller::remote::local_user_problem() {
+        tracing::error!(problem, "SSH will not work");
+    }
+    let shard = slipway_controller::shard::Shard::parse(args.watch_label_selector.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
     let client = kube::Client::try_default().await?;
-    let ctx = Arc::new(Context::new(client));
+    let ctx = Arc::new(Context::new(client).with_shard(shard.clone()));
     ctx.learn_identity().await;
-    let scope = args.namespace.clone().map_or(Scope::All, Scope::Namespace);
+    let scope = Scope { namespace: args.namespace.clone(), shard };
+    let election = args.leader_elect.then(|| Election {
+        namespace: args.leader_election_namespace.clone(),
+        lease: leader::lease_name(&args.leader_election_id, args.watch_label_selector.as_deref()),
+        identity: std::env::var("POD_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id())),
+        duration: Duration::from_secs(args.leader_election_lease_duration),
+        renew_before: Duration::from_secs(args.leader_election_renew_grace),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -59,26 +95,67 @@ async fn main() -> anyhow::Result<()> {
 
     tokio::spawn(wait_until_listable(ctx.clone(), scope.clone()));
 
+    let stop_on_error = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
 
-    tracing::info!(scope = ?scope, "starting controllers");
     let http = http::serve(args.http_addr, ctx.clone(), stopped());
     let controllers = async {
-        tokio::join!(
-            environment::run(ctx.clone(), scope.clone(), stopped()),
-            deploy_request::run(ctx.clone(), scope.clone(), stopped()),
-            rollback::run(ctx.clone(), scope.clone(), stopped()),
-        );
+        // A standby serves /healthz and /readyz and waits for the Lease.
+        let mut leadership = match &election {
+            None => None,
+            Some(election) => tokio::select! {
+                held = election.acquire(ctx.client.clone()) => match held {
+                    Ok(held) => Some(held),
+                    Err(e) => {
+                        let _ = stop_on_error.send(true);
+                        return Err(e.context(format!("leader election on Lease {}/{}", election.namespace, election.lease)));
+                    }
+                },
+                () = stopped() => return anyhow::Ok(()),
+            },
+        };
+        tracing::info!(scope = ?scope, "starting controllers");
+        ctx.metrics.set_leader(true);
+        let run = async {
+            tokio::join!(
+                environment::run(ctx.clone(), scope.clone(), stopped()),
+                deploy_request::run(ctx.clone(), scope.clone(), stopped()),
+                rollback::run(ctx.clone(), scope.clone(), stopped()),
+            );
+        };
+        match leadership.as_mut() {
+            None => run.await,
+            Some(held) => tokio::select! {
+                () = run => {}
+                () = held.lost() => {
+                    // Another replica leads now: stop acting at once; the Pod restarts as a standby.
+                    tracing::error!("lost the leader lease; exiting");
+                    let _ = tokio::time::timeout(Duration::from_secs(3), ctx.hosts.close_all()).await;
+                    std::process::exit(1);
+                }
+            },
+        }
+        if let Some(held) = leadership {
+            held.release().await;
+        }
+        anyhow::Ok(())
     };
-    let (served, ()) = tokio::join!(http, controllers);
+    let (served, ran) = tokio::join!(http, controllers);
     ctx.hosts.close_all().await;
     served?;
+    ran?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "slipway".into())
 }
 
 async fn shutdown_signal() {

@@ -48,6 +48,7 @@ pub struct Metrics {
     /// The series `environment_healthy` holds (a Family cannot list its own).
     environment_seen: std::sync::Mutex<std::collections::HashSet<QueueLabels>>,
     notifications: Family<ResultLabel, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -92,6 +93,12 @@ impl Default for Metrics {
             "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
             notifications.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers (holds the leader Lease, or runs without election)",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -103,6 +110,7 @@ impl Default for Metrics {
             environment_healthy,
             environment_seen: Default::default(),
             notifications,
+            leader,
         }
     }
 }
@@ -119,6 +127,11 @@ impl Metrics {
 
     pub fn error(&self, controller: &'static str, error: &'static str) {
         self.errors.get_or_create(&ErrorLabels { controller, error }).inc();
+    }
+
+    /// This replica runs the controllers (`true`) or stands by.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// A deploy ended with `result`.

@@ -25,6 +25,8 @@ if ((hosts >= 3)); then
 fi
 "$scripts/docker.sh" start
 "$scripts/images.sh"
+# the controller image's base (run-tests.sh adds the binary once cargo has built it)
+"$scripts/controller-image.sh" base
 if ! wait "$cp_pid"; then
   tail -n 40 "$SLIPWAY_SANDBOX/logs/control-plane.out" >&2
   echo "[up] the control plane did not start" >&2

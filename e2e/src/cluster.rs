@@ -300,6 +300,100 @@ impl TestCluster {
     }
 }
 
+/// A further controller process for a test's namespace, apart from the one
+/// [`TestCluster::start_controller`] manages: for tests of several replicas (leader election) or
+/// shards. Named by `POD_NAME` (its Lease identity and Event reporting instance); killed when
+/// dropped.
+pub struct ControllerProcess {
+    pub name: String,
+    pub http_addr: String,
+    child: Child,
+    log: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts controller `name` watching this namespace with `extra` arguments; waits until it
+    /// answers /healthz (a standby waiting for the Lease is alive but does not reconcile).
+    pub fn spawn_controller(&self, name: &str, extra: &[&str]) -> anyhow::Result<ControllerProcess> {
+        let bin = controller_binary();
+        let http_addr = format!("127.0.0.1:{}", free_port()?);
+        let logs = self.sandbox.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{}-controller-{name}.log", self.namespace));
+        let file = std::fs::File::create(&log)?;
+        let tmp = tempfile::Builder::new().prefix("swc-").tempdir_in("/tmp")?;
+        let child = Command::new(&bin)
+            .args(["--namespace", &self.namespace, "--http-addr", &http_addr])
+            .args(extra)
+            .env("KUBECONFIG", self.sandbox.join("controller.kubeconfig"))
+            .env("RUST_LOG", "info,kube=warn,kube_lease_manager=info,slipway_controller=debug")
+            .env("TMPDIR", tmp.path())
+            .env("POD_NAME", name)
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let process = ControllerProcess { name: name.to_owned(), http_addr, child, log, tmp };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http_get(&process.http_addr, "/healthz") {
+                return Ok(process);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("controller {name} for {} not up within 30 s:\n{}", self.namespace, process.log())
+    }
+}
+
+impl ControllerProcess {
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, as when its Pod is deleted; returns its exit status if it stopped within `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// SIGKILL, as when its Pod dies; its SSH masters die with it (as with the Pod's container).
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        for (pid, _) in ssh_processes_under(self.tmp.path()) {
+            // (a master may have exited by itself meanwhile)
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.kill();
+        }
+    }
+}
+
 /// Ids and command lines of the `ssh` processes whose command line names a path below `dir` (a
 /// controller's SSH masters, by their control socket).
 fn ssh_processes_under(dir: &Path) -> Vec<(u32, String)> {

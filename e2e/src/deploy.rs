@@ -889,7 +889,8 @@ impl DeployTest {
     }
 
     /// A fresh namespace whose controller the test starts itself (`cluster.start_controller`),
-    /// for instance once it has stored what the controller must find.
+    /// for instance once it has stored what the controller must find, or from the image, or
+    /// several of them.
     pub fn without_controller(sandbox: &Path, prefix: &str) -> anyhow::Result<DeployTest> {
         let cluster = TestCluster::new(sandbox, prefix)?;
         Ok(DeployTest { cluster, sandbox: sandbox.to_owned(), sites: Vec::new() })

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod container;
 pub mod deploy;
 pub mod hosts;
 pub mod plugin;

@@ -75,3 +75,63 @@ fn diff(a: &serde_yaml::Value, b: &serde_yaml::Value, path: String, out: &mut Ve
         _ => out.push(path),
     }
 }
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn chart_values_render_what_they_say() {
+    let sandbox = require_sandbox!();
+    let env = read_env_file(&sandbox.join("env")).unwrap();
+    let helm = &env["SLIPWAY_HELM"];
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        "replicas: 2\nwatchLabelSelector: \"slipway.dev/shard in (a,b)\"\nextraArgs: [\"--leader-election-lease-duration=30\"]\n\
+         logLevel: debug\nlogFormat: human\nmetrics: {port: 9090, serviceMonitor: {enabled: true, labels: {release: prom}}}\n\
+         podDisruptionBudget: {enabled: true}\nhostNetwork: true\npodAnnotations: {prometheus.io/scrape: \"true\"}\n\
+         nodeSelector: {kubernetes.io/os: linux}\ntolerations: [{key: dedicated, operator: Exists}]\n\
+         affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []}}\n\
+         resources: {limits: {memory: 128Mi}}\n",
+    )
+    .unwrap();
+    let file = values.path().to_str().unwrap();
+    let lint = run(helm, &["lint", "charts/slipway", "--values", file]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let chart = objects(&run(helm, &["template", "slipway", "charts/slipway", "--values", file]));
+    let get = |kind: &str, name: &str| {
+        chart
+            .get(&(kind.to_owned(), "slipway-system".to_owned(), name.to_owned()))
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let deployment = get("Deployment", "slipway-controller");
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(2));
+    let args: Vec<&str> =
+        spec["containers"][0]["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(
+        args,
+        [
+            "--log-format=human",
+            "--http-addr=0.0.0.0:9090",
+            "--leader-elect",
+            "--watch-label-selector=slipway.dev/shard in (a,b)",
+            "--leader-election-lease-duration=30"
+        ]
+    );
+    assert_eq!(spec["containers"][0]["ports"][0]["containerPort"].as_u64(), Some(9090));
+    assert_eq!(spec["containers"][0]["resources"]["limits"]["memory"].as_str(), Some("128Mi"));
+    assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"].as_str(), Some("linux"));
+    assert_eq!(spec["tolerations"][0]["key"].as_str(), Some("dedicated"));
+    assert!(spec["affinity"]["podAntiAffinity"].is_mapping());
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
+        Some("true")
+    );
+    let monitor = get("ServiceMonitor", "slipway-controller");
+    assert_eq!(monitor["metadata"]["labels"]["release"].as_str(), Some("prom"));
+    assert_eq!(get("Service", "slipway-controller-metrics")["spec"]["ports"][0]["port"].as_u64(), Some(9090));
+    assert_eq!(get("PodDisruptionBudget", "slipway-controller")["spec"]["maxUnavailable"].as_u64(), Some(1));
+    // The leader election's RBAC is there with or without these values.
+    get("Role", "slipway-leader-election");
+    get("RoleBinding", "slipway-leader-election");
+}

@@ -505,6 +505,12 @@ fn a_declared_revision_is_deployed_through_owned_requests_and_a_followed_branch_
     let third = format!("declared-rev-{}-1", &v3[..12]);
     assert!(made().contains(&third), "{:?}", made());
     t.expect_outcome(&third, "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    // the release is recorded as the lock is released, a moment after Succeeded
+    let start = Instant::now();
+    while t.cluster.jsonpath("environment/declared", "{.status.current.commit}").unwrap() != v3 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the release of {third} was not recorded");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let approved = t.cluster.jsonpath("environment/declared", "{.status.current.approvedBy}").unwrap();
     assert_eq!(approved, "carol (Environment spec.revision)");
 }

@@ -279,6 +279,9 @@ fn automatic(dr: &DeployRequest, env: &Environment, st: &DeployRequestStatus, na
         name: Some(name.to_owned()),
         namespace: dr.namespace(),
         owner_references: Some(vec![owner]),
+        // The shard labels (--watch-label-selector) come along: the shard that ran the deploy
+        // watches its Rollback too.
+        labels: dr.metadata.labels.clone(),
         finalizers: Some(vec![LOCK_FINALIZER.to_owned()]),
         // Who asked for the deploy asked for its undoing (the admission policy admits this from
         // the controller only).

@@ -90,6 +90,13 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let me = req.id();
     let old = req.status().cloned().unwrap_or_default();
     let env = envs.get_opt(req.environment()).await?;
+    if let Some(env) = &env
+        && !ctx.shard.owns(env.labels())
+    {
+        // Its Environment belongs to another shard: that shard's instance deploys to that host.
+        tracing::debug!(request = %req.name(), environment = %env.name_any(), "left to the shard owning its Environment");
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let receivers = env.as_ref().map(|e| e.spec.notifications.clone()).unwrap_or_default();
     let run = Run { ctx: &ctx, req: &req, envs: &envs, old: &old, receivers: &receivers };
@@ -249,7 +256,7 @@ async fn wait_or_take(
         run.write(st, EventType::Warning).await?;
         return Ok(Action::await_change());
     }
-    let all = Req::list(&ctx.client, &ns).await?;
+    let all = Req::list(&ctx.client, &ns, &ctx.shard).await?;
     let queue = plan::queue(&env.name_any(), &all, &me);
     let ids: Vec<String> = queue.iter().map(|d| d.id()).collect();
     match holder.as_deref() {

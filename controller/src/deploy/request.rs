@@ -148,9 +148,12 @@ impl Req {
         Ok(fresh.filter(|f| f.meta().uid == self.meta().uid))
     }
 
-    /// Every request of the namespace, both kinds.
-    pub async fn list(client: &Client, ns: &str) -> Result<Vec<Req>> {
-        let lp = kube::api::ListParams::default();
+    /// Every request of the namespace that `shard` owns, both kinds.
+    pub async fn list(client: &Client, ns: &str, shard: &crate::shard::Shard) -> Result<Vec<Req>> {
+        let lp = match shard.label_selector() {
+            Some(selector) => kube::api::ListParams::default().labels(selector),
+            None => kube::api::ListParams::default(),
+        };
         let mut all: Vec<Req> = Api::<DeployRequest>::namespaced(client.clone(), ns)
             .list(&lp)
             .await?

@@ -15,9 +15,9 @@ pub const CONTROLLER: &str = "deployrequest";
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let rollbacks = scope.api::<slipway_crds::Rollback>(&ctx.client);
+    let config = scope.watcher_config();
     // A DeployRequest rolled back automatically follows the Rollback it owns.
-    let owns =
-        move |c: kube::runtime::Controller<DeployRequest>| c.owns(rollbacks, kube::runtime::watcher::Config::default());
+    let owns = move |c: kube::runtime::Controller<DeployRequest>| c.owns(rollbacks, config);
     crate::run_naming_environment::<DeployRequest, _>(ctx, scope, shutdown, owns, reconcile, error_policy).await;
 }
 

@@ -45,4 +45,4 @@ pub use health::{CheckKind, CheckOutcome, HealthCheck, HealthPolicy, HealthRepor
 pub use job::{JOB_LABEL, JobKey, JobSpec, JobState, Jobs, job_label, status_tail};
 pub use pool::ConnectionPool;
 pub use secret::{Redactor, SecretBytes};
-pub use ssh::{ConnectOptions, HostConnection, HostTarget, remove_orphaned_private_dirs};
+pub use ssh::{ConnectOptions, HostConnection, HostTarget, local_user_problem, remove_orphaned_private_dirs};

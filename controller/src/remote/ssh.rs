@@ -236,6 +236,25 @@ fn process_identity(pid: u32) -> String {
 
 /// Removes the private directories (keys included) left in `dir` by controllers that no longer
 /// run, e.g. one killed while it connected. Returns how many it removed.
+/// Why OpenSSH cannot run as this process's user, if it cannot: `ssh` refuses to start for a uid
+/// without a passwd entry ("No user exists for uid 65532"), as in an image that lacks one.
+pub fn local_user_problem() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let uid: u32 = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()?;
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    (!has_passwd_entry(&passwd, uid)).then(|| {
+        format!("uid {uid} has no entry in /etc/passwd, and OpenSSH refuses to run without one: run the controller image, or add the entry")
+    })
+}
+
+/// Does `passwd` (the text of /etc/passwd) hold an entry for `uid`?
+fn has_passwd_entry(passwd: &str, uid: u32) -> bool {
+    passwd
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|l| l.split(':').nth(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+}
+
 pub fn remove_orphaned_private_dirs(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
@@ -301,7 +320,10 @@ impl HostConnection {
             }
             Ok(Err(openssh::Error::Connect(e))) => {
                 if e.kind() == std::io::ErrorKind::NotFound {
-                    return Err(RemoteError::Local { detail: format!("cannot run the local `ssh` client: {e}") });
+                    let why = local_user_problem().unwrap_or_else(|| "is openssh-client installed?".into());
+                    return Err(RemoteError::Local {
+                        detail: format!("cannot run the local `ssh` client ({why}): {e}"),
+                    });
                 }
                 return Err(classify_ssh_failure(&host, &target.user, &e.to_string()));
             }
@@ -571,6 +593,15 @@ impl Exec for HostConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uid_has_a_passwd_entry_only_when_a_line_names_it() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# slipway:x:65533:65533::/:/bin/false\nslipway:x:65532:65532:Slipway controller:/home/slipway:/usr/sbin/nologin\n";
+        for (uid, want) in [(0, true), (65532, true), (65533, false), (1000, false)] {
+            assert_eq!(has_passwd_entry(passwd, uid), want, "uid {uid}");
+        }
+        assert!(!has_passwd_entry("", 0));
+    }
 
     #[test]
     fn orphaned_private_dirs_are_removed_and_live_ones_kept() {
