@@ -168,7 +168,7 @@ fn kubectl_get_shows_printer_columns_and_metrics_count_reconciles() {
 
     let envs = cluster.kubectl_ok(&["get", "env"]).unwrap();
     let header: Vec<&str> = envs.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "HOST", "TIER", "CURRENT", "READY", "AGE"], "{envs}");
+    assert_eq!(header, ["NAME", "HOST", "TIER", "DESIRED", "CURRENT", "READY", "AGE"], "{envs}");
     // The Secrets the Environment names do not exist: the controller (reading Secrets through the
     // RoleBinding the test made) says so, naming the Secret.
     cluster.wait_ready_reason("env/staging", "SecretNotFound", Duration::from_secs(30)).unwrap();
