@@ -135,6 +135,9 @@ pub enum Phase {
     /// A restart's `compose restart` of the named services.
     Restarting,
     Verifying,
+    /// `policy.rehearseRollback`: the verified release is rolled back and forward again, each
+    /// step recorded (`Rehearsal*`, `RollForward*`).
+    Rehearsing,
     Succeeded,
     Failed,
     RollingBack,
@@ -156,6 +159,7 @@ impl Phase {
             Phase::Rebuilding => "Rebuilding",
             Phase::Restarting => "Restarting",
             Phase::Verifying => "Verifying",
+            Phase::Rehearsing => "Rehearsing",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
             Phase::RollingBack => "RollingBack",

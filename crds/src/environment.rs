@@ -53,6 +53,17 @@ use crate::patterns::{
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     )
 )]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.policy) || !has(self.policy.rehearseRollback) || !self.policy.rehearseRollback || \
+     (has(self.migrations) && has(self.migrations.downgrade) && size(self.migrations.downgrade) > 0 && \
+     has(self.migrations.current) && size(self.migrations.current) > 0)"
+).message("policy.rehearseRollback needs spec.migrations.downgrade and spec.migrations.current (the rehearsal \
+    downgrades the database and checks the revision it reached): declare both, or remove rehearseRollback"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.policy) || !has(self.policy.requireRollbackTested) || !self.policy.requireRollbackTested || \
+     (has(self.policy.promoteFrom) && size(self.policy.promoteFrom) > 0)"
+).message("policy.requireRollbackTested applies to promotion: set policy.promoteFrom to the Environments that \
+    rehearse rollbacks (such as [staging]), or remove requireRollbackTested"))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
     /// A label such as `staging` or `production` (letters, digits, . _ -), or empty. Free text for
@@ -564,6 +575,18 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5), extend("x-kubernetes-list-type" = "set"))]
     pub waive: Vec<QualityGate>,
+    /// Rehearse the rollback of every deploy that migrates (meant for staging): once verified,
+    /// the database is downgraded to the revision it had before and the previous release
+    /// rebuilt and verified, then the release migrated, rebuilt and verified again. The
+    /// DeployRequest succeeds only if all of it passes; its release is then `rollbackTested`.
+    /// Needs `migrations.downgrade` and `migrations.current`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearse_rollback: bool,
+    /// With `promoteFrom`: a commit is promoted only when each of those Environments holds a
+    /// release of it whose rollback was rehearsed there (`rollbackTested`); otherwise the
+    /// DeployRequest is refused with `RollbackNotTested`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_rollback_tested: bool,
 }
 
 /// The playbook's quality standards, checked at Preflight on the requested commit before
@@ -663,6 +686,8 @@ impl Default for Policy {
             freeze: false,
             production: None,
             waive: Vec::new(),
+            rehearse_rollback: false,
+            require_rollback_tested: false,
         }
     }
 }
@@ -814,4 +839,8 @@ pub struct Release {
     /// A restart (`DeployRequest.spec.restart`): the services it restarted, the release as it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarted: Vec<String>,
+    /// Its rollback was rehearsed on this Environment (`policy.rehearseRollback`): downgraded,
+    /// the previous release verified, rolled forward and verified again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_tested: bool,
 }

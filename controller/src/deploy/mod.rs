@@ -14,6 +14,7 @@ pub mod plan;
 pub mod playbook;
 pub mod preflight;
 pub mod record;
+pub mod rehearsal;
 pub mod request;
 pub mod site;
 pub mod steps;
@@ -204,13 +205,13 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     // exact commit is checked again at preflight. A refused request never holds up the queue.
     if !holding
         && let Some(dr) = req.as_deploy()
-        && let Some(message) = preflight::not_promoted_ref(&envs, &env, dr).await?
+        && let Some(problem) = preflight::not_promoted_ref(&envs, &env, dr).await?
     {
         st.phase = Some(Phase::Failed);
         st.queue_position = None;
         st.conditions = conditions::set(
             &old.conditions,
-            &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
+            &plan::conditions_for(Phase::Failed, problem.reason, problem.message),
             req.generation(),
             now,
         );
@@ -596,8 +597,15 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                      warns)"
                                 );
                                 return Ok(Some(
-                                    run.fail(env, st.clone(), reasons::LOG_ERRORS_FOUND, message, Some(scan.tail()), now)
-                                        .await?,
+                                    run.fail(
+                                        env,
+                                        st.clone(),
+                                        reasons::LOG_ERRORS_FOUND,
+                                        message,
+                                        Some(scan.tail()),
+                                        now,
+                                    )
+                                    .await?,
                                 ));
                             }
                             warning = format!("; warning: {found}");
@@ -605,57 +613,21 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                         }
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
-                        let release = release_record(&site, req, &st, "Succeeded", now).await?;
-                        let commit = st.commit.clone().unwrap_or_default();
-                        // A record for people, never a reason to fail a verified release.
-                        let env_keys = match preflight::env_keys(&site, &commit).await {
-                            Ok(keys) => Some(keys),
-                            Err(e) => {
-                                tracing::warn!(kind = req.kind(), name = %req.name(), error = %e, "could not record the release's .env.example keys");
-                                None
+                        match rehearsal::decide(req, env, &st) {
+                            rehearsal::Decision::Rehearse { previous, revision } => {
+                                return Ok(Some(rehearsal::begin(run, st.clone(), &previous, &revision).await?));
                             }
-                        };
-                        st.phase = Some(Phase::Succeeded);
-                        let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
-                        let message = match req {
-                            Req::Deploy(dr) if dr.is_restart() => format!(
-                                "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
-                                dr.spec.restart.join(", "),
-                                release.ref_,
-                                env.name_any()
-                            ),
-                            Req::Deploy(dr) => format!(
-                                "{} (commit {short}) runs on Environment {:?}, verified healthy",
-                                dr.spec.revision.display(),
-                                env.name_any()
-                            ),
-                            Req::Rollback(_) => format!(
-                                "Environment {:?} is back on {} (commit {short}), database at {}, verified healthy",
-                                env.name_any(),
-                                release.ref_,
-                                release.migration.as_deref().unwrap_or("(no revision)")
-                            ),
-                        } + &warning;
-                        st.conditions = conditions::set(
-                            &run.old.conditions,
-                            &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
-                            req.generation(),
-                            now,
-                        );
-                        run.write(st.clone(), EventType::Normal).await?;
-                        let left = lock::Record {
-                            release: Some(&release),
-                            env_keys: env_keys.as_ref(),
-                            ..Default::default()
-                        };
-                        finish_lock(run.envs, env, &me, None, left).await?;
-                        Ok(Some(Action::await_change()))
+                            rehearsal::Decision::Skip(why) => warning = format!("; {why}{warning}"),
+                            rehearsal::Decision::Off => {}
+                        }
+                        Ok(Some(succeed(run, &site, env, st.clone(), warning).await?))
                     }
                     Progress::Failed { message, tail } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
                     }
                 }
             }
+            Phase::Rehearsing => Ok(Some(rehearsal::advance(run, &site, env, st.clone(), now).await?)),
             Phase::Succeeded | Phase::Failed | Phase::RollingBack | Phase::RolledBack => {
                 Ok(Some(Action::await_change()))
             }
@@ -688,6 +660,60 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     Ok(action)
 }
 
+/// The request passed (verified, and rehearsed where it is): it ends `Succeeded`, its release
+/// recorded with the images that run, and the lock passed on. `note` ends the message.
+async fn succeed(
+    run: &Run<'_>,
+    site: &Site<'_>,
+    env: &Environment,
+    mut st: DeployRequestStatus,
+    note: String,
+) -> std::result::Result<Action, StepError> {
+    let req = run.req;
+    let now = Timestamp::now();
+    let release = release_record(site, req, &st, "Succeeded", now).await?;
+    let commit = st.commit.clone().unwrap_or_default();
+    // A record for people, never a reason to fail a verified release.
+    let env_keys = match preflight::env_keys(site, &commit).await {
+        Ok(keys) => Some(keys),
+        Err(e) => {
+            tracing::warn!(kind = req.kind(), name = %req.name(), error = %e, "could not record the release's .env.example keys");
+            None
+        }
+    };
+    st.phase = Some(Phase::Succeeded);
+    let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
+    let message = match req {
+        Req::Deploy(dr) if dr.is_restart() => format!(
+            "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
+            dr.spec.restart.join(", "),
+            release.ref_,
+            env.name_any()
+        ),
+        Req::Deploy(dr) => format!(
+            "{} (commit {short}) runs on Environment {:?}, verified healthy",
+            dr.spec.revision.display(),
+            env.name_any()
+        ),
+        Req::Rollback(_) => format!(
+            "Environment {:?} is back on {} (commit {short}), database at {}, verified healthy",
+            env.name_any(),
+            release.ref_,
+            release.migration.as_deref().unwrap_or("(no revision)")
+        ),
+    } + &note;
+    st.conditions = conditions::set(
+        &run.old.conditions,
+        &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
+        req.generation(),
+        now,
+    );
+    run.write(st, EventType::Normal).await?;
+    let left = lock::Record { release: Some(&release), env_keys: env_keys.as_ref(), ..Default::default() };
+    finish_lock(run.envs, env, &req.id(), None, left).await?;
+    Ok(Action::await_change())
+}
+
 /// The finalizer a request carries while it may hold its Environment's lock.
 pub const LOCK_FINALIZER: &str = "slipway.dev/deploy-lock";
 
@@ -707,6 +733,7 @@ fn phase_jobs(phase: Phase) -> &'static [&'static str] {
         Phase::Downgrading => &steps::DOWNGRADE_JOBS,
         Phase::Rebuilding => &steps::REBUILD_JOBS,
         Phase::Restarting => &steps::RESTART_JOBS,
+        Phase::Rehearsing => &rehearsal::JOBS,
         _ => &[],
     }
 }
@@ -926,8 +953,11 @@ impl Run<'_> {
     ) -> Result<Action> {
         let me = self.req.id();
         let phase = st.phase.unwrap_or(Phase::Preflight);
-        let step = plan_step_name(phase);
-        plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+        // A rehearsal records its own steps; an error in one of them ends it.
+        let step = if phase == Phase::Rehearsing { rehearsal::running(&st) } else { Some(plan_step_name(phase)) };
+        if let Some(step) = step {
+            plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+        }
         st.queue_position = None;
         if auto::wanted(self.req, env, &st, phase) {
             return auto::begin(self, st, reason, message, now).await;
@@ -940,7 +970,12 @@ impl Run<'_> {
         };
         let changed_host = matches!(
             phase,
-            Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Restarting | Phase::Verifying
+            Phase::Migrating
+                | Phase::Downgrading
+                | Phase::Rebuilding
+                | Phase::Restarting
+                | Phase::Verifying
+                | Phase::Rehearsing
         );
         st.phase = Some(Phase::Failed);
         st.conditions = conditions::set(
