@@ -620,7 +620,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             rehearsal::Decision::Skip(why) => warning = format!("; {why}{warning}"),
                             rehearsal::Decision::Off => {}
                         }
-                        Ok(Some(succeed(run, &site, env, st.clone(), warning).await?))
+                        Ok(Some(succeed(run, &site, env, st.clone(), warning, now).await?))
                     }
                     Progress::Failed { message, tail } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
@@ -661,16 +661,17 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
 }
 
 /// The request passed (verified, and rehearsed where it is): it ends `Succeeded`, its release
-/// recorded with the images that run, and the lock passed on. `note` ends the message.
+/// recorded with the images that run, live since `now` (when the last verification passed), and
+/// the lock passed on. `note` ends the message.
 async fn succeed(
     run: &Run<'_>,
     site: &Site<'_>,
     env: &Environment,
     mut st: DeployRequestStatus,
     note: String,
+    now: Timestamp,
 ) -> std::result::Result<Action, StepError> {
     let req = run.req;
-    let now = Timestamp::now();
     let release = release_record(site, req, &st, "Succeeded", now).await?;
     let commit = st.commit.clone().unwrap_or_default();
     // A record for people, never a reason to fail a verified release.

@@ -328,7 +328,9 @@ pub fn recovered_release(
     if !recovered_succeeded(st) {
         return release(req, env, st, "Failed", Default::default(), None);
     }
-    let deployed_at = step(st, VERIFYING).and_then(|s| s.finished_at.clone());
+    // Live since the last verification passed: a rehearsal's roll forward, or the deploy's own.
+    let verified = step(st, super::rehearsal::FORWARD_VERIFYING).or_else(|| step(st, VERIFYING));
+    let deployed_at = verified.and_then(|s| s.finished_at.clone());
     release(req, env, st, "Succeeded", images, deployed_at)
 }
 
@@ -858,6 +860,16 @@ mod tests {
         }
         assert!(release(&dr, &staging, &st, "Succeeded", Default::default(), None).rollback_tested);
         assert!(!release(&dr, &staging, &st, "Failed", Default::default(), None).rollback_tested);
+        // recovered after a crash: rollbackTested too, live since the roll forward was verified
+        finish_step(&mut st, VERIFYING, StepResult::Succeeded, "ok", None, t);
+        st.phase = Some(Phase::Succeeded);
+        let later = Timestamp::from_second(1_700_000_100).unwrap();
+        if let Some(s) = st.steps.iter_mut().find(|s| s.name == super::super::rehearsal::FORWARD_VERIFYING) {
+            s.finished_at = Some(later.to_string());
+        }
+        let recovered = recovered_release(&dr, &staging, &st, Default::default());
+        assert!(recovered.rollback_tested);
+        assert_eq!(recovered.deployed_at, Some(later.to_string()));
     }
 
     #[test]

@@ -180,7 +180,9 @@ pub(super) async fn advance(
         Next::Run(step) => step,
         Next::Passed => {
             let note = summary(&st);
-            return super::succeed(run, site, env, st, note).await;
+            let verified = plan::step(&st, FORWARD_VERIFYING).and_then(|s| s.finished_at.as_deref());
+            let at = verified.and_then(|t| t.parse::<Timestamp>().ok()).unwrap_or(now);
+            return super::succeed(run, site, env, st, note, at).await;
         }
         Next::Failed(step) => return failed(run, site, env, st, step, now).await,
     };
