@@ -303,10 +303,26 @@ async fn failed(
     step: &'static str,
     now: Timestamp,
 ) -> Result<Action, StepError> {
-    let head = Repo::new(site.conn, site.project.dir.clone())?.head().await?;
-    let database = site.migration_revision(false).await?;
+    // A host that cannot be read now is retried; one that answers with an error is said so.
+    let mut unread = Vec::new();
+    let mut read = |what: &str, r: Result<Option<String>, RemoteError>| match r {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_transient() => Err(StepError::from(e)),
+        Err(e) => {
+            unread.push(format!("{what} could not be read: {e}"));
+            Ok(None)
+        }
+    };
+    let head = match Repo::new(site.conn, site.project.dir.clone()) {
+        Ok(repo) => read("the checkout's HEAD", repo.head().await)?,
+        Err(e) => read("the checkout's HEAD", Err(e))?,
+    };
+    let database = read("the database revision", site.migration_revision(false).await)?;
     let why = plan::step(&st, step).and_then(|s| s.message.clone()).unwrap_or_default();
-    let runs = outcome(run.req, &st, head.as_deref(), database.as_deref());
+    let mut runs = outcome(run.req, &st, head.as_deref(), database.as_deref());
+    if !unread.is_empty() {
+        runs = format!("{runs} ({})", crate::remote::Exec::redactor(site.conn).redact(&unread.join("; ")));
+    }
     // The database as it is: the release recorded as Failed names it.
     st.migration_after = database;
     let message = format!("rollback rehearsal failed at {step}: {why}; {runs}; the release is not rollbackTested");
