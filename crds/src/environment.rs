@@ -390,6 +390,17 @@ pub struct Health {
     )]
     #[x_kube(validation = LOG_PATTERN.each_rule("logErrorPatterns"))]
     pub log_error_patterns: Vec<String>,
+    /// Lines holding any of these texts never count as errors, whatever they match (default:
+    /// PostgreSQL's messages to clients that connect while it starts or stops, such as
+    /// `the database system is starting up`, which its log prints with `FATAL` during every
+    /// start, as readiness probes knock). Set `[]` to count every matching line.
+    #[serde(default = "default_log_ignore_patterns")]
+    #[schemars(
+        length(max = LOG_PATTERNS_MAX_ITEMS),
+        inner(length(min = LOG_PATTERN.min_len, max = LOG_PATTERN.max_len))
+    )]
+    #[x_kube(validation = LOG_PATTERN.each_rule("logIgnorePatterns"))]
+    pub log_ignore_patterns: Vec<String>,
     /// What a match of `logErrorPatterns` does: `Fail` (default) fails verification, `Warn`
     /// records it in the Verifying step and the Ready message, `Ignore` skips the scan.
     #[serde(default)]
@@ -417,6 +428,17 @@ pub fn default_log_error_patterns() -> Vec<String> {
     ["Traceback", "ERROR", "FATAL", "panic:"].map(String::from).to_vec()
 }
 
+/// The default `health.logIgnorePatterns`: PostgreSQL refusing clients while it starts or stops.
+pub fn default_log_ignore_patterns() -> Vec<String> {
+    [
+        "the database system is starting up",
+        "the database system is shutting down",
+        "terminating connection due to administrator command",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn default_log_lines() -> i32 {
     50
 }
@@ -429,6 +451,7 @@ impl Default for Health {
             checks: Vec::new(),
             monitor_interval_seconds: default_monitor_interval(),
             log_error_patterns: default_log_error_patterns(),
+            log_ignore_patterns: default_log_ignore_patterns(),
             log_errors: LogErrors::default(),
             log_lines: default_log_lines(),
         }

@@ -319,12 +319,9 @@ pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress
 }
 
 /// The lines of `lines` holding any of `patterns` (plain, case-sensitive substrings).
-pub fn log_matches<'a>(lines: &'a [String], patterns: &[String]) -> Vec<&'a str> {
-    lines
-        .iter()
-        .filter(|l| patterns.iter().any(|p| !p.is_empty() && l.contains(p.as_str())))
-        .map(String::as_str)
-        .collect()
+pub fn log_matches<'a>(lines: &'a [String], patterns: &[String], ignore: &[String]) -> Vec<&'a str> {
+    let holds = |l: &str, texts: &[String]| texts.iter().any(|p| !p.is_empty() && l.contains(p.as_str()));
+    lines.iter().filter(|l| holds(l, patterns) && !holds(l, ignore)).map(String::as_str).collect()
 }
 
 /// What the log scan after verification found: per service, its matching lines (redacted).
@@ -374,8 +371,10 @@ pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> R
         // From the deploy's own start, not the container's: Docker records `StartedAt` after the
         // process is running, so a first line written at once can carry an earlier timestamp.
         let logged = site.conn.container_log_since(&c.id, since, lines).await?;
-        let matching: Vec<String> =
-            log_matches(&logged, &health.log_error_patterns).into_iter().map(str::to_owned).collect();
+        let matching: Vec<String> = log_matches(&logged, &health.log_error_patterns, &health.log_ignore_patterns)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if !matching.is_empty() {
             scan.found.push((service.clone(), matching));
         }
@@ -400,12 +399,23 @@ mod tests {
         .map(String::from)
         .to_vec();
         let defaults = slipway_crds::environment::default_log_error_patterns();
+        let ignored = slipway_crds::environment::default_log_ignore_patterns();
         assert_eq!(
-            log_matches(&lines, &defaults),
+            log_matches(&lines, &defaults, &ignored),
             ["ERROR: connection refused", "Traceback (most recent call last):", "goroutine 1 [running]: panic: boom"]
         );
-        assert!(log_matches(&lines, &[]).is_empty());
-        assert!(log_matches(&lines, &[String::new()]).is_empty(), "an empty pattern matches nothing");
+        assert!(log_matches(&lines, &[], &[]).is_empty());
+        assert!(log_matches(&lines, &[String::new()], &[]).is_empty(), "an empty pattern matches nothing");
+        // PostgreSQL answering a readiness probe while it starts is not an error by default;
+        // a failed login is.
+        let postgres: Vec<String> = [
+            "2026-11-30 05:01:02.345 UTC [63] FATAL:  the database system is starting up",
+            "2026-11-30 05:01:09.001 UTC [70] FATAL:  password authentication failed for user \"app\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(log_matches(&postgres, &defaults, &ignored), [postgres[1].as_str()]);
+        assert_eq!(log_matches(&postgres, &defaults, &[]).len(), 2, "with no ignore list every FATAL counts");
         let scan = LogScan { found: vec![("backend".into(), vec!["ERROR: x".into(), "ERROR: y".into()])] };
         assert_eq!(scan.summary(), "backend: 2 line(s), first \"ERROR: x\"");
         assert_eq!(scan.tail(), "backend | ERROR: x\nbackend | ERROR: y");
