@@ -187,7 +187,16 @@ await() {
 }
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        # connect fails -> nothing is listening there
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+    done
 }
 
 # Every mount below DIR (the kubelet's volumes, containerd's rootfs and netns mounts), deepest first.
@@ -386,7 +395,7 @@ cmd_start() {
         --authentication-kubeconfig="$admin" --authorization-kubeconfig="$admin" \
         --leader-elect=false --bind-address=127.0.0.1 --secure-port="$(free_port)" --cert-dir="$dir/kcm-certs" \
         --root-ca-file="$cp/pki/ca.crt" --service-account-private-key-file="$cp/pki/sa.key" \
-        --use-service-account-credentials=false --controllers='*' --v=1
+        --use-service-account-credentials=false --controllers='*' --flex-volume-plugin-dir="$dir/kcm-flexvolume" --v=1
 
     write_containerd_config "$dir"
     launch containerd "$dir" containerd --config "$dir/containerd/config.toml"
@@ -475,6 +484,10 @@ cmd_stop() {
         [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
     done
     ip link delete slipway-cni0 2>/dev/null || true
+    # The one path the kubelet does not take from its root dir: the device plugins' registration
+    # socket. Removed with its directories when nothing else is in them.
+    rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+    rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null
     # CNI's cached results of our network's Pod sandboxes (left when they were killed, not removed)
     local r id
     for r in /var/lib/cni/results/slipway-pods-*; do
