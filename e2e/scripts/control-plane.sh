@@ -8,6 +8,8 @@
 #
 # Usage:
 #   control-plane.sh build                         build (or reuse) the binaries in $SLIPWAY_CACHE/bin
+#   control-plane.sh build-node                    build (or reuse) kubelet, kube-scheduler and
+#                                                  kube-controller-manager there too (for e2e/scripts/node.sh)
 #   control-plane.sh start [DIR]                   fresh certs + etcd + kube-apiserver, wait for /readyz,
 #                                                  write DIR/admin.kubeconfig and DIR/env
 #   control-plane.sh stop [DIR]                    stop what `start` started (pid files), tolerant
@@ -18,7 +20,8 @@
 # DIR/env is shell-sourceable (`set -a; . DIR/env; set +a`) and holds SLIPWAY_KUBECONFIG,
 # SLIPWAY_APISERVER, SLIPWAY_KUBECTL, SLIPWAY_HELM, SLIPWAY_CA_FILE (plus a few extras).
 #
-# What this is NOT: there is no kube-controller-manager, scheduler or kubelet. Consequences:
+# What this is NOT: there is no kube-controller-manager, scheduler or kubelet (e2e/scripts/node.sh
+# adds them, for the tests that run Pods). Consequences while they do not run:
 #   - the namespace controller does not run, so a deleted Namespace stays Terminating forever
 #     (tests should use fresh, uniquely named namespaces and not wait for namespace deletion);
 #   - garbage collection (ownerReferences cascading) does not happen;
@@ -82,7 +85,7 @@ find_go() {
 
 stamp_key() {  # stamp_key NAME -> the key recorded next to a built binary
   case "$1" in
-    kube-apiserver|kubectl) echo "recipe=$RECIPE $1 k8s.io/kubernetes@$KUBE_VERSION" ;;
+    kube-apiserver|kubectl|kubelet|kube-scheduler|kube-controller-manager) echo "recipe=$RECIPE $1 k8s.io/kubernetes@$KUBE_VERSION" ;;
     etcd) echo "recipe=$RECIPE etcd go.etcd.io/etcd/server/v3@$ETCD_VERSION" ;;
     helm) echo "recipe=$RECIPE helm helm.sh/helm/v3@$HELM_VERSION" ;;
   esac
@@ -97,6 +100,12 @@ is_built() {
 all_built() {
   local b
   for b in etcd kube-apiserver kubectl helm; do is_built "$b" || return 1; done
+}
+
+NODE_BINARIES=(kubelet kube-scheduler kube-controller-manager)
+node_built() {
+  local b
+  for b in "${NODE_BINARIES[@]}"; do is_built "$b" || return 1; done
 }
 
 # go_env: run the go command the way all builds here want it.
@@ -157,8 +166,12 @@ prepare_kubernetes() {
   echo "$dir"
 }
 
+# build_kubernetes [BINARY...]: the k8s.io/kubernetes commands named (default kube-apiserver and
+# kubectl) that are not built yet, from one build module (so they share the Go build cache).
 build_kubernetes() {
-  local dir info_time major minor ld p
+  local dir info_time major minor ld p b
+  local wanted=("$@")
+  ((${#wanted[@]})) || wanted=(kube-apiserver kubectl)
   dir="$(prepare_kubernetes)"
   # build date = the release's commit time, from the proxy's .info file (keeps builds reproducible)
   info_time="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(mod_info "k8s.io/kubernetes@$KUBE_VERSION" Info)")"
@@ -171,8 +184,9 @@ build_kubernetes() {
     ld+=" -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitVersion=$KUBE_VERSION"
     ld+=" -X $p.gitCommit= -X $p.gitTreeState=clean -X $p.buildDate=${info_time:-1970-01-01T00:00:00Z}"
   done
-  is_built kube-apiserver || go_build kube-apiserver "$dir" "$ld" k8s.io/kubernetes/cmd/kube-apiserver
-  is_built kubectl || go_build kubectl "$dir" "$ld" k8s.io/kubernetes/cmd/kubectl
+  for b in "${wanted[@]}"; do
+    is_built "$b" || go_build "$b" "$dir" "$ld" "k8s.io/kubernetes/cmd/$b"
+  done
 }
 
 build_etcd() {
@@ -237,6 +251,21 @@ cmd_build() {
   is_built helm || build_helm
   exec 9>&-
   phase_log "$t0" "build: done in $BIN_DIR"
+}
+
+# kubelet, kube-scheduler and kube-controller-manager: the same module build as kube-apiserver,
+# so a warm Go build cache (the control plane's) serves most of their packages.
+cmd_build_node() {
+  local t0
+  t0="$(now_us)"
+  if node_built; then phase_log "$t0" "build-node: cached in $BIN_DIR"; return 0; fi
+  find_go
+  mkdir -p "$BIN_DIR" "$BUILD_ROOT" "$LOG_DIR"
+  exec 9>"$SLIPWAY_CACHE/.build.lock"
+  flock 9
+  node_built || build_kubernetes "${NODE_BINARIES[@]}"
+  exec 9>&-
+  phase_log "$t0" "build-node: done in $BIN_DIR"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -591,6 +620,7 @@ main() {
   (($#)) && shift
   case "$sub" in
     build) cmd_build ;;
+    build-node) cmd_build_node ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
     kubeconfig-for-sa) cmd_kubeconfig_for_sa "$@" ;;

@@ -7,7 +7,7 @@ LOG_TAG=deps
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_pkgs docker.io docker-compose debootstrap debian-archive-keyring openssh-server openssh-client \
-    git openssl curl iproute2 ca-certificates
+    git openssl curl iproute2 ca-certificates containernetworking-plugins
 for tool in go cargo; do
     command -v "$tool" >/dev/null || die "$tool is required and not installed"
 done

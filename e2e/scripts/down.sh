@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops what up.sh started: sshd hosts, the control plane, and a dockerd that up.sh started.
+# Stops what up.sh started: sshd hosts, the control plane, and a dockerd that up.sh started; and a
+# node (kubelet, containerd, ...) that a test started.
 # Sweeps what a killed test run left behind: the compose projects named swt-* (PROJECT_PREFIX in
 # e2e/src/hosts.rs; sandbox.sh's demo too) with their containers, volumes, networks and built
 # images, and on the test hosts' deploy user their work dirs ~/slipway-e2e/swt-* and host-job run
@@ -15,6 +16,9 @@ if [[ -s $SLIPWAY_SANDBOX/controller.pid ]]; then
   kill -KILL "$pid" 2>/dev/null
   rm -f "$SLIPWAY_SANDBOX/controller.pid"
 fi
+# A node a test started (e2e/scripts/node.sh): its Pods, kubelet, containerd, scheduler and
+# controller-manager, and the kubelet's mounts.
+"$root/e2e/scripts/node.sh" stop "$SLIPWAY_SANDBOX/node" >/dev/null 2>&1
 "$root/e2e/scripts/hosts.sh" stop >/dev/null 2>&1
 "$root/e2e/scripts/control-plane.sh" stop "$SLIPWAY_SANDBOX/control-plane" >/dev/null 2>&1
 

@@ -24,6 +24,11 @@ if ((hosts >= 3)); then
   compose_pid=$!
 fi
 "$scripts/docker.sh" start
+# The node's binaries (kubelet, kube-scheduler, kube-controller-manager: the same module build as
+# the API server, after it, under the same build lock) and its pause image. The node itself starts
+# only in the tests that run Pods (e2e/tests/chart.rs: e2e/scripts/node.sh start).
+"$scripts/node.sh" build >"$SLIPWAY_SANDBOX/logs/node-build.out" 2>&1 &
+node_build_pid=$!
 "$scripts/images.sh"
 # the controller image's base (run-tests.sh adds the binary once cargo has built it)
 "$scripts/controller-image.sh" base
@@ -38,6 +43,9 @@ cat "$SLIPWAY_SANDBOX/logs/control-plane.out" >&2
 source "$SLIPWAY_SANDBOX/control-plane/env"
 kubectl=("$SLIPWAY_KUBECTL" --kubeconfig "$SLIPWAY_KUBECONFIG")
 "${kubectl[@]}" apply --server-side -k "$root/manifests" >/dev/null
+# The tests run controllers of their own (processes, containers, the chart's Pod): the plain
+# install's Deployment stays at 0 replicas, so that no Pod of it runs when a test starts the node.
+"${kubectl[@]}" -n slipway-system scale deployment slipway-controller --replicas=0 >/dev/null
 "${kubectl[@]}" wait --for condition=established --timeout=60s crd/environments.slipway.dev crd/deployrequests.slipway.dev crd/rollbacks.slipway.dev >/dev/null
 "$scripts/control-plane.sh" kubeconfig-for-sa slipway-system slipway "$SLIPWAY_SANDBOX/controller.kubeconfig"
 
@@ -51,6 +59,13 @@ if [[ -n $compose_pid ]]; then
   fi
 fi
 "$scripts/hosts.sh" start "$hosts"
+if wait "$node_build_pid"; then
+  cat "$SLIPWAY_SANDBOX/logs/node-build.out" >&2
+else
+  tail -n 40 "$SLIPWAY_SANDBOX/logs/node-build.out" >&2
+  echo "[up] the node's binaries did not build" >&2
+  exit 1
+fi
 
 {
   cat "$SLIPWAY_SANDBOX/control-plane/env"

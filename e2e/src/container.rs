@@ -141,21 +141,7 @@ impl ControllerContainer {
 
     /// Every process of the container (PID 1 and its descendants, zombies included), from /proc.
     pub fn processes(&self) -> anyhow::Result<Vec<ContainerProcess>> {
-        let init = self.init_pid()?;
-        let all = all_processes();
-        let mut inside: Vec<ContainerProcess> = all.iter().filter(|p| p.pid == init).cloned().collect();
-        anyhow::ensure!(!inside.is_empty(), "PID 1 of {} (host pid {init}) not found in /proc", self.name);
-        let mut added = true;
-        while added {
-            added = false;
-            for p in &all {
-                if !inside.iter().any(|q| q.pid == p.pid) && inside.iter().any(|q| q.pid == p.ppid) {
-                    inside.push(p.clone());
-                    added = true;
-                }
-            }
-        }
-        Ok(inside)
+        processes_under(self.init_pid()?).with_context(|| format!("PID 1 of {}", self.name))
     }
 
     /// `docker stop` (SIGTERM to PID 1, SIGKILL after `grace`); returns the exit code.
@@ -163,6 +149,25 @@ impl ControllerContainer {
         docker(&["stop", "--time", &grace.as_secs().to_string(), &self.name])?;
         Ok(docker(&["inspect", "--format", "{{.State.ExitCode}}", &self.name])?.trim().parse()?)
     }
+}
+
+/// The host process `init` and its descendants (zombies included), from /proc: a container's
+/// processes, given the host pid of its PID 1.
+pub fn processes_under(init: u32) -> anyhow::Result<Vec<ContainerProcess>> {
+    let all = all_processes();
+    let mut inside: Vec<ContainerProcess> = all.iter().filter(|p| p.pid == init).cloned().collect();
+    anyhow::ensure!(!inside.is_empty(), "host pid {init} not found in /proc");
+    let mut added = true;
+    while added {
+        added = false;
+        for p in &all {
+            if !inside.iter().any(|q| q.pid == p.pid) && inside.iter().any(|q| q.pid == p.ppid) {
+                inside.push(p.clone());
+                added = true;
+            }
+        }
+    }
+    Ok(inside)
 }
 
 impl Drop for ControllerContainer {

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod container;
 pub mod deploy;
 pub mod hosts;
+pub mod node;
 pub mod plugin;
 pub mod receiver;
 

@@ -1,9 +1,14 @@
-//! The Helm chart and the plain manifests install the same objects.
+//! The Helm chart and the plain manifests install the same objects; the chart's Pod runs on the
+//! sandbox's node.
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use slipway_e2e::cluster::repo_root;
+use slipway_e2e::container::{controller_image, processes_under};
+use slipway_e2e::deploy::{App, DeployTest, EnvironmentManifest};
+use slipway_e2e::node::SandboxNode;
 use slipway_e2e::{read_env_file, require_sandbox};
 
 type Objects = BTreeMap<(String, String, String), serde_yaml::Value>;
@@ -90,7 +95,7 @@ fn chart_values_render_what_they_say() {
          podDisruptionBudget: {enabled: true}\nhostNetwork: true\npodAnnotations: {prometheus.io/scrape: \"true\"}\n\
          nodeSelector: {kubernetes.io/os: linux}\ntolerations: [{key: dedicated, operator: Exists}]\n\
          affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []}}\n\
-         resources: {limits: {memory: 128Mi}}\n",
+         resources: {limits: {memory: 128Mi}}\nextraEnv: [{name: HTTPS_PROXY, value: \"http://proxy:3128\"}]\n",
     )
     .unwrap();
     let file = values.path().to_str().unwrap();
@@ -119,6 +124,13 @@ fn chart_values_render_what_they_say() {
     );
     assert_eq!(spec["containers"][0]["ports"][0]["containerPort"].as_u64(), Some(9090));
     assert_eq!(spec["containers"][0]["resources"]["limits"]["memory"].as_str(), Some("128Mi"));
+    let env = spec["containers"][0]["env"].as_sequence().unwrap();
+    let proxy = env.iter().find(|e| e["name"].as_str() == Some("HTTPS_PROXY")).expect("extraEnv is rendered");
+    assert_eq!(proxy["value"].as_str(), Some("http://proxy:3128"));
+    assert!(
+        env.iter().any(|e| e["name"].as_str() == Some("POD_NAMESPACE")),
+        "extraEnv replaced the chart's env: {env:?}"
+    );
     assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
     assert_eq!(spec["nodeSelector"]["kubernetes.io/os"].as_str(), Some("linux"));
     assert_eq!(spec["tolerations"][0]["key"].as_str(), Some("dedicated"));
@@ -134,4 +146,195 @@ fn chart_values_render_what_they_say() {
     // The leader election's RBAC is there with or without these values.
     get("Role", "slipway-leader-election");
     get("RoleBinding", "slipway-leader-election");
+}
+
+/// `helm install` on the sandbox's node (kubelet + containerd): the chart's Pod runs the locally
+/// built image under the chart's own securityContext, probes and RBAC, turns Ready, and an
+/// Environment turns Ready through it (SSH as uid 65532); PID 1 (tini) reaps the SSH masters that
+/// exit.
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn the_chart_runs_the_controller_pod_on_the_sandbox_node() {
+    let sandbox = require_sandbox!();
+    let env = read_env_file(&sandbox.join("env")).unwrap();
+    let image = controller_image();
+    let (repository, tag) = image.rsplit_once(':').expect("the image reference has a tag");
+    let started = Instant::now();
+    let node = SandboxNode::start(&sandbox).unwrap();
+    println!("node {} Ready {:?} after node.sh start", node.name, started.elapsed());
+    node.import_image(&image).unwrap();
+
+    let mut t = DeployTest::without_controller(&sandbox, "chart").unwrap();
+    let site = t.site(1, "chart").unwrap();
+    // The Pod shares the node's network (the API server and the SSH hosts listen on the loopback)
+    // and reaches the API server there: the `kubernetes` Service's address needs a kube-proxy.
+    let api_port = env["SLIPWAY_APISERVER"].rsplit_once(':').unwrap().1.to_owned();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        format!(
+            "image: {{repository: {repository}, tag: {tag}, pullPolicy: Never}}\nhostNetwork: true\n\
+             watchNamespace: {ns}\nmetrics: {{port: {metrics_port}}}\nlogLevel: info,kube=warn,slipway_controller=debug\n\
+             extraEnv:\n  - {{name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}}\n  - {{name: KUBERNETES_SERVICE_PORT, value: \"{api_port}\"}}\n",
+            ns = t.cluster.namespace
+        ),
+    )
+    .unwrap();
+    let release = Release { cluster: &t.cluster };
+    let kubeconfig = env["SLIPWAY_KUBECONFIG"].as_str();
+    // The sandbox has Slipway installed from manifests/: the release takes those objects over, as
+    // when moving from `kubectl apply -k` to the chart, except the Deployment (at 0 replicas), which
+    // it makes anew (a patch would merge the two ports lists).
+    t.cluster
+        .kubectl_ok(&["delete", "deployment", "slipway-controller", "-n", "slipway-system", "--ignore-not-found"])
+        .unwrap();
+    let installed = Instant::now();
+    run(
+        &env["SLIPWAY_HELM"],
+        &[
+            "install",
+            "slipway",
+            "charts/slipway",
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            "slipway-system",
+            "--take-ownership",
+            "--values",
+            values.path().to_str().unwrap(),
+        ],
+    );
+
+    // The Pod turns Ready on the node: its readiness probe (/readyz) answers.
+    let logs = || node.pod_logs("slipway-system", "slipway-controller-");
+    let pod = loop {
+        let pods = release.pods();
+        if let Some(pod) = pods.iter().find(|p| condition(p, "Ready") == "True") {
+            break pod.clone();
+        }
+        assert!(
+            installed.elapsed() < Duration::from_secs(120),
+            "no Ready Pod 120 s after helm install: {pods:#?}\n{}\n{}",
+            release.describe(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let status = &pod["status"]["containerStatuses"][0];
+    let running_at = status["state"]["running"]["startedAt"].as_str().unwrap_or_default();
+    let ready_at = pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .unwrap_or_default();
+    println!(
+        "controller Pod Ready {:?} after helm install (container started {running_at}, Pod Ready {ready_at})",
+        installed.elapsed()
+    );
+    assert_eq!(pod["spec"]["nodeName"].as_str(), Some(node.name.as_str()));
+    assert_eq!(status["restartCount"].as_u64(), Some(0), "{}", logs());
+    assert!(status["image"].as_str().unwrap_or_default().ends_with(&image), "{status:#?}");
+    // The chart's securityContext is what the Pod runs with.
+    let spec = &pod["spec"];
+    assert_eq!(spec["securityContext"]["runAsUser"].as_u64(), Some(65532));
+    assert_eq!(spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(spec["serviceAccountName"].as_str(), Some("slipway"));
+
+    // SSH works as uid 65532: an Environment turns Ready through the Pod.
+    t.create_environment(&EnvironmentManifest::new("staging", App::Ticker, &site)).unwrap();
+    let ready = t.cluster.wait("env/staging", "condition=Ready", Duration::from_secs(90));
+    assert!(ready.is_ok(), "{ready:?}\n{}", logs());
+
+    // In the container: tini is PID 1, the controller its child, everything runs as uid 65532,
+    // and the SSH master that checked the host was re-parented to PID 1.
+    let init = node.container_init_pid(status["containerID"].as_str().unwrap()).unwrap();
+    let processes = processes_under(init).unwrap();
+    assert_eq!(processes[0].comm, "tini", "PID 1 of the controller container: {processes:?}");
+    for p in &processes {
+        if let Some(uid) = uid_of(p.pid) {
+            assert_eq!(uid, "65532", "{p:?} runs as uid {uid}");
+        }
+    }
+    let masters: Vec<_> = processes.iter().filter(|p| p.comm == "ssh" && p.state != 'Z').cloned().collect();
+    assert!(masters.iter().any(|m| m.ppid == init), "no SSH master was re-parented to PID 1: {processes:?}");
+
+    // The masters exit (as an idle one does after ControlPersist): nothing stays a zombie.
+    for m in &masters {
+        let _ = Command::new("kill").args(["-TERM", &m.pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_under(init).unwrap().iter().any(|p| masters.iter().any(|m| m.pid == p.pid && p.state != 'Z'))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let zombies: Vec<_> = processes_under(init).unwrap().into_iter().filter(|p| p.state == 'Z').collect();
+    assert!(zombies.is_empty(), "zombie processes in the controller's Pod: {zombies:?}");
+
+    // The controller carries on: the Pod stays Ready, never restarted.
+    let pod = release.pods().into_iter().find(|p| p["metadata"]["name"] == pod["metadata"]["name"]).unwrap();
+    assert_eq!(condition(&pod, "Ready"), "True", "{}", logs());
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"].as_u64(), Some(0), "{}", logs());
+    drop(release);
+    drop(t);
+    drop(node);
+}
+
+/// The release's controller in the shared sandbox; scaled back to 0 replicas (the sandbox's
+/// install, the other tests' ServiceAccount, stay) and its Pods gone when dropped.
+struct Release<'a> {
+    cluster: &'a slipway_e2e::cluster::TestCluster,
+}
+
+impl Release<'_> {
+    fn pods(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .cluster
+            .kubectl_ok(&["get", "pods", "-n", "slipway-system", "-l", "app.kubernetes.io/name=slipway", "-o", "json"])
+            .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    fn describe(&self) -> String {
+        self.cluster
+            .kubectl_ok(&["describe", "pods", "-n", "slipway-system", "-l", "app.kubernetes.io/name=slipway"])
+            .unwrap_or_else(|e| e.to_string())
+    }
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let _ = self.cluster.kubectl(&[
+            "scale",
+            "deployment",
+            "slipway-controller",
+            "-n",
+            "slipway-system",
+            "--replicas=0",
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.pods().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn condition(object: &serde_json::Value, type_: &str) -> String {
+    object["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn uid_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().next().unwrap_or("").to_owned()))
+    })
 }
