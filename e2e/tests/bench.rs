@@ -305,6 +305,26 @@ async fn seed_finished(api: &Api<DeployRequest>, names: Vec<(String, String)>, u
         .await
 }
 
+/// Every Environment of the namespace. Retried: with a thousand objects syncing, the API server
+/// may close a kept-alive connection just as a request goes out on it.
+fn list_all(
+    rt: &tokio::runtime::Runtime,
+    api: &Api<kube::api::DynamicObject>,
+) -> kube::api::ObjectList<kube::api::DynamicObject> {
+    let mut tries = 0;
+    loop {
+        match rt.block_on(api.list(&Default::default())) {
+            Ok(list) => return list,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("listing Environments (try {tries}): {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("listing Environments: {e}"),
+        }
+    }
+}
+
 /// Waits until the controller's CPU time grows by less than 2 % of a core over 2 s (it has
 /// synced what it found), at most `limit`; returns how long that took.
 fn settle(pid: u32, limit: Duration) -> Duration {
@@ -567,7 +587,7 @@ fn p4_p5_p6_scale() {
     // Every Environment checked once (Ready or not), then quiet.
     let deadline = Instant::now() + Duration::from_secs(600);
     let checked = loop {
-        let list = rt.block_on(envs_api.list(&Default::default())).unwrap();
+        let list = list_all(&rt, &envs_api);
         let checked = list
             .items
             .iter()
@@ -580,9 +600,7 @@ fn p4_p5_p6_scale() {
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let ready = rt
-        .block_on(envs_api.list(&Default::default()))
-        .unwrap()
+    let ready = list_all(&rt, &envs_api)
         .items
         .iter()
         .filter(|e| {
@@ -640,9 +658,7 @@ fn p4_p5_p6_scale() {
     let (cpu1, ssh1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)));
     let share = (cpu1 - cpu0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
     // The monitor judged the fleet (Healthy True or False), or the figure measured nothing.
-    let healthy: Vec<String> = rt
-        .block_on(envs_api.list(&Default::default()))
-        .unwrap()
+    let healthy: Vec<String> = list_all(&rt, &envs_api)
         .items
         .iter()
         .filter(|e| e.metadata.name.as_deref().is_some_and(|n| n.starts_with("fleet-")))

@@ -354,3 +354,23 @@ async fn a_master_killed_mid_command_is_unreachable_never_a_result_or_absent() {
     let fresh = host.connect().await.unwrap();
     project.cleanup(&fresh).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+async fn a_master_runs_at_most_max_sessions_commands_at_once() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let options = ConnectOptions { max_sessions: 2, ..hosts::test_options() };
+    let conn = Arc::new(HostConnection::connect(&host.target().unwrap(), options).await.unwrap());
+    // Each command holds one of two slots (a directory that only one command at a time can
+    // create) for a while; a third command running beside two others would find both taken.
+    let tag = format!("/tmp/slipway-sessions-{}", std::process::id());
+    let script =
+        "for s in 1 2; do if mkdir \"$1.$s\" 2>/dev/null; then sleep 0.4; rmdir \"$1.$s\"; exit 0; fi; done; exit 7";
+    let runs = (0..6).map(|_| {
+        let (conn, tag) = (conn.clone(), tag.clone());
+        async move { conn.output(&RemoteCommand::new("sh").args(["-c", script, "sh", &tag])).await.unwrap().exit_code() }
+    });
+    let codes = futures::future::join_all(runs).await;
+    assert_eq!(codes, vec![Some(0); 6], "a command ran while max_sessions others did");
+}

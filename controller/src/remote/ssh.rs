@@ -72,6 +72,10 @@ pub struct ConnectOptions {
     pub server_alive_interval: Duration,
     /// Docker API socket on the host.
     pub remote_docker_socket: String,
+    /// Most commands running at once over one master. Every command is a session of the SSH
+    /// connection, and sshd refuses sessions beyond its `MaxSessions` (OpenSSH's default is 10);
+    /// a master shared by many Environments would otherwise see commands refused at random.
+    pub max_sessions: usize,
 }
 
 impl Default for ConnectOptions {
@@ -81,9 +85,14 @@ impl Default for ConnectOptions {
             command_timeout: Duration::from_secs(120),
             server_alive_interval: Duration::from_secs(15),
             remote_docker_socket: "/var/run/docker.sock".to_owned(),
+            max_sessions: MAX_SESSIONS,
         }
     }
 }
+
+/// Default [`ConnectOptions::max_sessions`]: below OpenSSH's default `MaxSessions` (10), with
+/// room for a person's own `ssh` multiplexed on the same host.
+pub const MAX_SESSIONS: usize = 8;
 
 /// Most stdout kept from one command (compose config of a big project is far below this); the
 /// rest is read and dropped. Long outputs (builds, migrations) go to a host job's log instead.
@@ -116,6 +125,8 @@ pub(super) struct Master {
     /// Open forwards by key; held while one is set up so a target is forwarded once per key.
     forwards: tokio::sync::Mutex<HashMap<String, Forward>>,
     forward_seq: AtomicU64,
+    /// Commands running at once (see [`ConnectOptions::max_sessions`]).
+    sessions: tokio::sync::Semaphore,
     /// Numbers the handles sharing this master (their TCP forwards are their own).
     handle_seq: AtomicU64,
 }
@@ -355,6 +366,7 @@ impl HostConnection {
         let _ = fs::remove_file(dir.path().join("id"));
         tracing::debug!(host = %host, user = %target.user, elapsed_ms = started.elapsed().as_millis() as u64, "ssh master connected");
 
+        let max_sessions = options.max_sessions.max(1);
         let master = Master {
             session: Some(session),
             dir: Some(dir),
@@ -365,6 +377,7 @@ impl HostConnection {
             flavor: std::sync::OnceLock::new(),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
+            sessions: tokio::sync::Semaphore::new(max_sessions),
             handle_seq: AtomicU64::new(0),
         };
         Ok(HostConnection { master: Arc::new(master), redactor: Redactor::new(), handle: 0 })
@@ -422,6 +435,8 @@ impl HostConnection {
         let limit = cmd.timeout_override().unwrap_or(self.master.options.command_timeout);
         let started = Instant::now();
         let run = async {
+            // Waiting for a free session counts against the command's time limit.
+            let _session = self.master.sessions.acquire().await.map_err(|_| self.lost(&label))?;
             let mut c = self.session().raw_command(&rendered);
             c.stdin(if cmd.stdin_bytes().is_some() { Stdio::piped() } else { Stdio::null() })
                 .stdout(Stdio::piped())
