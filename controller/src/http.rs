@@ -36,5 +36,6 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    ctx.metrics.set_ssh(ctx.hosts.masters(), ctx.hosts.len());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.metrics.render())
 }

@@ -27,6 +27,17 @@ use kube::{Api, Client, Resource};
 use slipway_crds::conditions::types;
 use slipway_crds::{DeployRequest, Environment, Rollback};
 
+/// Reconciles run at once per controller. Unbounded, a restart with a thousand Environments
+/// starts a thousand reconciles together, each reading Secrets and writing status: the API server
+/// answered 504s and status writes timed out (benchmark P5). Reconciles are short (host work runs
+/// as host jobs and is polled), so a bound keeps the API server's load flat at little cost.
+pub const RECONCILE_CONCURRENCY: u16 = 32;
+
+/// The kube-runtime controller settings every Slipway controller uses.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
+
 /// What the controllers watch: one namespace or all of them, and of those the objects a shard's
 /// label selector matches.
 #[derive(Clone, Debug, Default)]
@@ -154,7 +165,8 @@ pub async fn run_naming_environment<K, F>(
 {
     use futures::StreamExt;
     use kube::runtime::Controller;
-    let controller = Controller::new(scope.api::<K>(&ctx.client), scope.watcher_config());
+    let controller =
+        Controller::new(scope.api::<K>(&ctx.client), scope.watcher_config()).with_config(controller_config());
     let store = controller.store();
     configure(controller)
         .watches(scope.api::<Environment>(&ctx.client), scope.watcher_config(), move |env| naming(&store, &env))

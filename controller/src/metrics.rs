@@ -49,6 +49,8 @@ pub struct Metrics {
     environment_seen: std::sync::Mutex<std::collections::HashSet<QueueLabels>>,
     notifications: Family<ResultLabel, Counter>,
     leader: Gauge,
+    ssh_masters: Gauge,
+    ssh_handles: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,14 @@ impl Default for Metrics {
             "1 while this replica runs the controllers (holds the leader Lease, or runs without election)",
             leader.clone(),
         );
+        let ssh_masters = Gauge::default();
+        registry.register(
+            "ssh_masters",
+            "SSH master connections open; Environments with the same address, port, user, key and known_hosts share one",
+            ssh_masters.clone(),
+        );
+        let ssh_handles = Gauge::default();
+        registry.register("ssh_environments", "Environments holding a handle on an SSH master", ssh_handles.clone());
         Metrics {
             registry,
             reconciles,
@@ -111,6 +121,8 @@ impl Default for Metrics {
             environment_seen: Default::default(),
             notifications,
             leader,
+            ssh_masters,
+            ssh_handles,
         }
     }
 }
@@ -132,6 +144,12 @@ impl Metrics {
     /// This replica runs the controllers (`true`) or stands by.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// The SSH pool's size, set when metrics are scraped.
+    pub fn set_ssh(&self, masters: usize, environments: usize) {
+        self.ssh_masters.set(i64::try_from(masters).unwrap_or(i64::MAX));
+        self.ssh_handles.set(i64::try_from(environments).unwrap_or(i64::MAX));
     }
 
     /// A deploy ended with `result`.

@@ -67,18 +67,7 @@ pub fn due(req: &Req, receivers: &[Receiver], st: &DeployRequestStatus, now: Tim
     let mut out = Vec::new();
     for event in outcomes(req, st) {
         for r in receivers.iter().filter(|r| r.events.contains(&event)) {
-            out.push(NotificationRecord {
-                receiver: r.name.clone(),
-                event,
-                event_id: event_id(&req.uid(), event),
-                time: now.to_string(),
-                state: DeliveryState::Pending,
-                attempts: 0,
-                last_attempt: None,
-                last_error: None,
-                status: None,
-                message: None,
-            });
+            out.push(NotificationRecord::pending(&r.name, event, event_id(&req.uid(), event), now.to_string()));
         }
     }
     out
@@ -168,16 +157,9 @@ pub fn environment_due(
             }
             let message: String = condition.message.chars().take(EVENT_MESSAGE_MAX).collect();
             out.push(NotificationRecord {
-                receiver: r.name.clone(),
-                event: *event,
-                event_id: id.clone(),
-                time: now.to_string(),
-                state: DeliveryState::Pending,
-                attempts: 0,
-                last_attempt: None,
-                last_error: None,
                 status: Some(condition.status.clone()),
                 message: Some(message).filter(|m| !m.is_empty()),
+                ..NotificationRecord::pending(&r.name, *event, id.clone(), now.to_string())
             });
         }
     }
@@ -797,18 +779,7 @@ mod tests {
     }
 
     fn pending() -> NotificationRecord {
-        NotificationRecord {
-            receiver: "qa".into(),
-            event: Succeeded,
-            event_id: "u/Succeeded".into(),
-            time: t(0).to_string(),
-            state: DeliveryState::Pending,
-            attempts: 0,
-            last_attempt: None,
-            last_error: None,
-            status: None,
-            message: None,
-        }
+        NotificationRecord::pending("qa", Succeeded, "u/Succeeded".into(), t(0).to_string())
     }
 
     #[test]

@@ -123,3 +123,21 @@ pub struct NotificationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+impl NotificationRecord {
+    /// A delivery not attempted yet of `event` (id `event_id`, at `time`) to `receiver`.
+    pub fn pending(receiver: &str, event: NotificationEvent, event_id: String, time: String) -> NotificationRecord {
+        NotificationRecord {
+            receiver: receiver.to_owned(),
+            event,
+            event_id,
+            time,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_attempt: None,
+            last_error: None,
+            status: None,
+            message: None,
+        }
+    }
+}

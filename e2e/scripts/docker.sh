@@ -60,9 +60,32 @@ start_dockerd() { # start_dockerd EXTRA_ARGS...
     if [[ " ${args[*]:-} " == *" --iptables=false "* && -w /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then
         echo 0 >/proc/sys/net/bridge/bridge-nf-call-iptables
     fi
-    # 9>&-: the daemon must not inherit (and so hold forever) the start lock
-    setsid dockerd "${args[@]}" >>"$LOG" 2>&1 </dev/null 9>&- &
-    echo $! >"$PIDFILE"
+    local attempt=1 logged
+    while :; do
+        logged=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+        # 9>&-: the daemon must not inherit (and so hold forever) the start lock
+        setsid dockerd "${args[@]}" >>"$LOG" 2>&1 </dev/null 9>&- &
+        echo $! >"$PIDFILE"
+        local alive=1 i
+        for i in $(seq 1 50); do # the panic comes early: up to 10 s for an answer or an exit
+            docker info >/dev/null 2>&1 && break
+            kill -0 "$(<"$PIDFILE")" 2>/dev/null || { alive=0; break; }
+            sleep 0.2
+        done
+        ((alive)) && break
+        # A daemon killed mid-write (a test run interrupted) can leave libnetwork's state store
+        # unreadable, and dockerd 20.10 then panics at every start. The store is a cache of
+        # network state that dockerd rebuilds: set it aside once and start again.
+        local kv=/var/lib/docker/network/files/local-kv.db
+        if ((attempt == 1)) && [[ -e $kv ]]; then
+            tail -c +"$((logged + 1))" "$LOG" | tail -n 5 >&2
+            phase "dockerd exited at start-up; setting its network state store aside ($kv.broken) and starting again"
+            mv -f "$kv" "$kv.broken"
+            attempt=2
+            continue
+        fi
+        break
+    done
     local deadline=$((SECONDS + TIMEOUT))
     until docker info >/dev/null 2>&1; do
         if ! kill -0 "$(<"$PIDFILE")" 2>/dev/null; then

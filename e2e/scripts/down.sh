@@ -19,6 +19,15 @@ fi
 # A node a test started (e2e/scripts/node.sh): its Pods, kubelet, containerd, scheduler and
 # controller-manager, and the kubelet's mounts.
 "$root/e2e/scripts/node.sh" stop "$SLIPWAY_SANDBOX/node" >/dev/null 2>&1
+# Controllers the tests and benchmarks started (KUBECONFIG inside a sandbox under /tmp): a test
+# process killed before its Drop ran leaves its controller running, deploying and burning CPU.
+for environ in /proc/[0-9]*/environ; do
+  pid=${environ#/proc/}
+  pid=${pid%/environ}
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slipway-control* ]] || continue
+  tr '\0' '\n' <"$environ" 2>/dev/null | grep -q '^KUBECONFIG=/tmp/slipway-' || continue
+  kill -KILL "$pid" 2>/dev/null
+done
 "$root/e2e/scripts/hosts.sh" stop >/dev/null 2>&1
 "$root/e2e/scripts/control-plane.sh" stop "$SLIPWAY_SANDBOX/control-plane" >/dev/null 2>&1
 

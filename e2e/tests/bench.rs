@@ -305,6 +305,26 @@ async fn seed_finished(api: &Api<DeployRequest>, names: Vec<(String, String)>, u
         .await
 }
 
+/// Every Environment of the namespace. Retried: with a thousand objects syncing, the API server
+/// may close a kept-alive connection just as a request goes out on it.
+fn list_all(
+    rt: &tokio::runtime::Runtime,
+    api: &Api<kube::api::DynamicObject>,
+) -> kube::api::ObjectList<kube::api::DynamicObject> {
+    let mut tries = 0;
+    loop {
+        match rt.block_on(api.list(&Default::default())) {
+            Ok(list) => return list,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("listing Environments (try {tries}): {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("listing Environments: {e}"),
+        }
+    }
+}
+
 /// Waits until the controller's CPU time grows by less than 2 % of a core over 2 s (it has
 /// synced what it found), at most `limit`; returns how long that took.
 fn settle(pid: u32, limit: Duration) -> Duration {
@@ -333,7 +353,7 @@ fn p4_p5_p6_scale() {
     let environments = bench::size("SLIPWAY_BENCH_P5_ENVIRONMENTS", 4);
     let p5_hosts = bench::size("SLIPWAY_BENCH_P5_HOSTS", 2) as u32;
     let p6_window = Duration::from_secs(bench::size("SLIPWAY_BENCH_P6_WINDOW_S", 3) as u64);
-    let monitor_interval = bench::size("SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S", 0);
+    let monitor_interval = bench::size("SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S", 10);
 
     let mut test = DeployTest::without_controller(&sandbox, "bench-scale").unwrap();
     let site = test.site(1, "p4").unwrap();
@@ -433,6 +453,50 @@ fn p4_p5_p6_scale() {
 
     // P5: Environments spread over a few hosts, all with one key; more finished requests, spread over them.
     let hosts: Vec<TestHost> = (1..=p5_hosts).map(|i| TestHost::load(&sandbox, i).unwrap()).collect();
+    // P6 checks what runs: one ticker release per host, deployed through Slipway. Each fleet
+    // Environment names the project of its host's release and is seeded with that release as
+    // `status.current`, so its monitor round does what it would for a stack of its own (compose
+    // config, containers, images, the declared check, drift) against a real running stack.
+    let bases: Vec<(Site, serde_json::Value)> = if monitor_interval > 0 {
+        let sites: Vec<Site> = (1..=p5_hosts).map(|h| test.site(h, &format!("base{h}")).unwrap()).collect();
+        for (h, site) in sites.iter().enumerate() {
+            test.create_environment(&EnvironmentManifest::new(&format!("base-{h}"), App::Ticker, site)).unwrap();
+        }
+        rt.block_on(futures::future::try_join_all(sites.iter().enumerate().map(|(h, _)| {
+            let manifest = request(&format!("base-{h}-v1"), &format!("base-{h}"), "ticker-v1", &user);
+            let api = api.clone();
+            async move { deploy_and_wait(&api, &manifest).await }
+        })))
+        .unwrap();
+        let envs_api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "slipway.dev",
+                "v1alpha1",
+                "Environment",
+            )),
+        );
+        sites
+            .into_iter()
+            .enumerate()
+            .map(|(h, site)| {
+                // The release is recorded on the Environment as the request ends; wait for it.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let base = rt.block_on(envs_api.get(&format!("base-{h}"))).unwrap();
+                    let current = base.data["status"]["current"].clone();
+                    if current["ref"] == "ticker-v1" {
+                        break (site, current);
+                    }
+                    assert!(Instant::now() < deadline, "base-{h} recorded no release: {current}");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let known_hosts = sandbox.join("hosts/known_hosts");
     test.cluster
         .kubectl_ok(&[
@@ -449,6 +513,10 @@ fn p4_p5_p6_scale() {
     let home = site.project.dir.rsplit_once("/slipway-e2e/").map(|(h, _)| h.to_owned()).unwrap();
     let environment = |i: usize| {
         let host = &hosts[i % hosts.len()];
+        let (path, project) = match bases.get(i % hosts.len()) {
+            Some((site, _)) => (site.project.dir.clone(), site.project.name.clone()),
+            None => (format!("{home}/slipway-e2e/swt-fleet-{i}"), format!("swt-fleet-{i}")),
+        };
         let mut health = json!({"checks": [{"name": "ticker", "exec": {"service": "ticker", "command": ["true"]}}]});
         if monitor_interval > 0 {
             health["monitorIntervalSeconds"] = json!(monitor_interval);
@@ -460,10 +528,10 @@ fn p4_p5_p6_scale() {
             "spec": {
                 "tier": "staging",
                 "host": {"address": host.addr, "port": host.port, "user": host.user,
-                         "path": format!("{home}/slipway-e2e/swt-fleet-{i}")},
+                         "path": path},
                 "sshKeySecretRef": {"name": "fleet-ssh", "key": "id_ed25519"},
                 "knownHostsSecretRef": {"name": "fleet-ssh", "key": "known_hosts"},
-                "compose": {"files": ["docker-compose.yml"], "projectName": format!("swt-fleet-{i}")},
+                "compose": {"files": ["docker-compose.yml"], "projectName": project},
                 "envSecretRef": {"name": "fleet-env"},
                 "health": health,
             },
@@ -489,6 +557,22 @@ fn p4_p5_p6_scale() {
             .try_collect::<Vec<_>>(),
     )
     .unwrap();
+    if !bases.is_empty() {
+        rt.block_on(
+            futures::stream::iter(0..environments)
+                .map(|i| {
+                    let envs_api = envs_api.clone();
+                    let current = bases[i % bases.len()].1.clone();
+                    async move {
+                        let patch = Patch::Merge(json!({"status": {"current": current}}));
+                        envs_api.patch_status(&format!("fleet-{i}"), &PatchParams::default(), &patch).await
+                    }
+                })
+                .buffer_unordered(16)
+                .try_collect::<Vec<_>>(),
+        )
+        .unwrap();
+    }
     let more = total_requests.saturating_sub(stored + requests);
     rt.block_on(seed_finished(
         &api,
@@ -497,12 +581,13 @@ fn p4_p5_p6_scale() {
     ))
     .unwrap();
     let seeded_in = seeding.elapsed();
+    let all_envs = environments + 1 + bases.len();
     test.cluster.start_controller().unwrap();
     let pid = test.cluster.controller_pid().unwrap();
     // Every Environment checked once (Ready or not), then quiet.
     let deadline = Instant::now() + Duration::from_secs(600);
     let checked = loop {
-        let list = rt.block_on(envs_api.list(&Default::default())).unwrap();
+        let list = list_all(&rt, &envs_api);
         let checked = list
             .items
             .iter()
@@ -510,14 +595,12 @@ fn p4_p5_p6_scale() {
                 e.data["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Reachable"))
             })
             .count();
-        if checked > environments || Instant::now() > deadline {
+        if checked >= all_envs || Instant::now() > deadline {
             break checked;
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let ready = rt
-        .block_on(envs_api.list(&Default::default()))
-        .unwrap()
+    let ready = list_all(&rt, &envs_api)
         .items
         .iter()
         .filter(|e| {
@@ -538,14 +621,14 @@ fn p4_p5_p6_scale() {
         &sandbox,
         &Figure {
             id: "P5".into(),
-            figure: format!("controller RSS, {stored_now} DeployRequests + {} Environments synced", environments + 1),
+            figure: format!("controller RSS, {stored_now} DeployRequests + {} Environments synced", all_envs),
             measured: format!(
                 "{:.1} MiB; {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
                 mib(rss),
                 masters.len(),
                 ssh.len(),
                 mib(ssh_rss),
-                environments + 1,
+                all_envs,
                 hosts.len()
             ),
             value: Some(mib(rss)),
@@ -553,7 +636,7 @@ fn p4_p5_p6_scale() {
             pass: Some(mib(rss) < 64.0),
             details: json!({
                 "deploy_requests": stored_now,
-                "environments": environments + 1,
+                "environments": all_envs,
                 "hosts": hosts.len(),
                 "environments_reachable": ready,
                 "environments_checked": checked,
@@ -574,6 +657,23 @@ fn p4_p5_p6_scale() {
     std::thread::sleep(p6_window);
     let (cpu1, ssh1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)));
     let share = (cpu1 - cpu0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
+    // The monitor judged the fleet (Healthy True or False), or the figure measured nothing.
+    let healthy: Vec<String> = list_all(&rt, &envs_api)
+        .items
+        .iter()
+        .filter(|e| e.metadata.name.as_deref().is_some_and(|n| n.starts_with("fleet-")))
+        .filter_map(|e| {
+            e.data["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Healthy" && c["status"] != "Unknown")
+                .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let healthy_true = healthy.iter().filter(|s| *s == "True").count();
+    if monitor_interval > 0 {
+        assert_eq!(healthy.len(), environments, "fleet Environments the monitor judged");
+    }
     let ssh_share = ssh1.saturating_sub(ssh0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
     let how = if monitor_interval > 0 {
         format!("health.monitorIntervalSeconds {monitor_interval}")
@@ -584,16 +684,18 @@ fn p4_p5_p6_scale() {
         &sandbox,
         &Figure {
             id: "P6".into(),
-            figure: format!("controller CPU, {} Environments checked at their interval ({how})", environments + 1),
+            figure: format!("controller CPU, {} Environments checked at their interval ({how})", all_envs),
             measured: format!("{share:.1} % of a core (ssh processes {ssh_share:.1} %) over {} s", p6_window.as_secs()),
             value: Some(share),
             target: "< 5 % of one core".into(),
             pass: (monitor_interval > 0).then_some(share < 5.0),
             details: json!({
-                "environments": environments + 1,
+                "environments": all_envs,
                 "window_s": p6_window.as_secs(),
                 "monitor_interval_s": monitor_interval,
                 "controller_cpu_percent": share,
+                "fleet_judged": healthy.len(),
+                "fleet_healthy": healthy_true,
                 "ssh_cpu_percent": ssh_share,
             }),
         },

@@ -213,9 +213,22 @@ async fn commands_report_exit_codes_stderr_tails_and_timeouts() {
     assert_eq!(bytes[255], "ff");
 }
 
+/// The ssh processes whose command line names `dir` (a master's private directory).
+fn ssh_processes_naming(dir: &std::path::Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh ") && c.contains(&needle))
+        .count()
+}
+
 #[tokio::test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
-async fn pool_reuses_one_master_per_environment() {
+async fn pool_shares_one_master_per_target_with_a_handle_per_environment() {
     let sandbox = slipway_e2e::require_sandbox!();
     let host = TestHost::default_host(&sandbox).unwrap();
     let pool = ConnectionPool::new(hosts::test_options());
@@ -223,22 +236,65 @@ async fn pool_reuses_one_master_per_environment() {
     let a = pool.get("ns/staging", &target).await.unwrap();
     let b = pool.get("ns/staging", &target).await.unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    // Two reconciles asking at once for a key without a master connect once.
+    // Two reconciles of another Environment on the same target, at once: one handle, and the
+    // master is the first one's.
     let (c, c2) = tokio::join!(pool.get("ns/production", &target), pool.get("ns/production", &target));
     let (c, c2) = (c.unwrap(), c2.unwrap());
-    assert!(Arc::ptr_eq(&c, &c2), "one Environment got two masters");
-    assert!(!Arc::ptr_eq(&a, &c));
+    assert!(Arc::ptr_eq(&c, &c2), "one Environment got two handles");
+    assert!(!Arc::ptr_eq(&a, &c), "two Environments got one handle (one redactor)");
+    assert!(a.same_master(&c));
+    assert_eq!((pool.len(), pool.masters()), (2, 1));
+    let dir = a.private_dir().to_path_buf();
+    assert_eq!(ssh_processes_naming(&dir), 1, "one ssh master process for two Environments");
+
+    // Each Environment's output is masked with its own secret values, whoever registered last.
+    a.redactor().register(b"alpha-secret-value");
+    c.redactor().register(b"bravo-secret-value");
+    let fail = RemoteCommand::new("sh").args(["-c", "echo alpha-secret-value bravo-secret-value >&2; exit 3"]);
+    let (out_a, out_c) = tokio::join!(a.output(&fail), c.output(&fail));
+    let (tail_a, tail_c) = (out_a.unwrap().stderr_tail(), out_c.unwrap().stderr_tail());
+    assert!(!tail_a.contains("alpha-secret-value") && tail_a.contains("bravo-secret-value"), "{tail_a}");
+    assert!(!tail_c.contains("bravo-secret-value") && tail_c.contains("alpha-secret-value"), "{tail_c}");
+
+    // Health-check forwards are each handle's own: one closing its forwards leaves the other's.
+    let fa = a.forward_to_tcp(&target.address, target.port).await.unwrap();
+    let fc = c.forward_to_tcp(&target.address, target.port).await.unwrap();
+    assert_ne!(fa, fc);
+    a.close_tcp_forwards().await;
+    assert!(!fa.exists());
+    let banner = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut s = std::os::unix::net::UnixStream::connect(&fc).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 8];
+        s.read_exact(&mut buf).unwrap();
+        buf
+    })
+    .await
+    .unwrap();
+    assert_eq!(&banner, b"SSH-2.0-", "the other Environment's forward was cut");
+
+    // A changed target gets its own master; the old one stays for the Environment still on it.
     let mut changed = target.clone();
     changed.known_hosts.push('\n');
     let d = pool.get("ns/staging", &changed).await.unwrap();
-    assert!(!Arc::ptr_eq(&a, &d));
-    assert_eq!(pool.len(), 2);
-    // Evicting a deleted Environment closes its master: its private directory is gone.
-    let dir = c.private_dir().to_path_buf();
-    drop((c, c2));
+    assert!(!d.same_master(&c));
+    assert_eq!((pool.len(), pool.masters()), (2, 2));
+    assert!(c.check().await.is_ok());
+    // Evicting the last Environment on a master closes it: no ssh process, no private directory.
+    drop((a, b, c, c2));
     pool.evict("ns/production").await;
-    assert_eq!(pool.len(), 1);
+    assert_eq!((pool.len(), pool.masters()), (1, 1));
     assert!(!dir.exists(), "{} outlived the evicted master", dir.display());
+    for _ in 0..50 {
+        if ssh_processes_naming(&dir) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ssh_processes_naming(&dir), 0, "the ssh master outlived its last Environment");
+    pool.close_all().await;
+    assert_eq!((pool.len(), pool.masters()), (0, 0));
 }
 
 /// SIGKILLs the ssh processes (the master) whose command line names `dir`; how many.
@@ -297,4 +353,24 @@ async fn a_master_killed_mid_command_is_unreachable_never_a_result_or_absent() {
     drop(conn);
     let fresh = host.connect().await.unwrap();
     project.cleanup(&fresh).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+async fn a_master_runs_at_most_max_sessions_commands_at_once() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let options = ConnectOptions { max_sessions: 2, ..hosts::test_options() };
+    let conn = Arc::new(HostConnection::connect(&host.target().unwrap(), options).await.unwrap());
+    // Each command holds one of two slots (a directory that only one command at a time can
+    // create) for a while; a third command running beside two others would find both taken.
+    let tag = format!("/tmp/slipway-sessions-{}", std::process::id());
+    let script =
+        "for s in 1 2; do if mkdir \"$1.$s\" 2>/dev/null; then sleep 0.4; rmdir \"$1.$s\"; exit 0; fi; done; exit 7";
+    let runs = (0..6).map(|_| {
+        let (conn, tag) = (conn.clone(), tag.clone());
+        async move { conn.output(&RemoteCommand::new("sh").args(["-c", script, "sh", &tag])).await.unwrap().exit_code() }
+    });
+    let codes = futures::future::join_all(runs).await;
+    assert_eq!(codes, vec![Some(0); 6], "a command ran while max_sessions others did");
 }

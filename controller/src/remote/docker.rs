@@ -193,7 +193,8 @@ impl HostConnection {
     /// A Docker API client over the forwarded socket (created once per connection, API version
     /// negotiated with the host's daemon).
     pub async fn docker(&self) -> Result<&Docker, RemoteError> {
-        self.docker
+        self.master
+            .docker
             .get_or_try_init(|| async {
                 let remote = self.options().remote_docker_socket.clone();
                 let local = self.forward_to_unix(&remote).await?;

@@ -1,8 +1,10 @@
-//! One master connection per Environment, reused across reconciles and replaced when the
-//! target (address, user, key, known_hosts) changes or the master has died.
+//! SSH masters shared by every Environment that names the same target (address, port, user,
+//! key and known_hosts): 1,000 Environments on 10 hosts with one key need 10 masters. Each
+//! Environment gets its own [`HostConnection`] handle on the master (its own redactor and TCP
+//! forwards). A master is replaced when it has died, and closed when no Environment uses it.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -10,107 +12,189 @@ use tokio::sync::Mutex;
 use super::error::RemoteError;
 use super::ssh::{ConnectOptions, HostConnection, HostTarget};
 
-fn fingerprint(target: &HostTarget) -> u64 {
-    let mut h = DefaultHasher::new();
-    target.address.hash(&mut h);
-    target.port.hash(&mut h);
-    target.user.hash(&mut h);
-    target.private_key.expose().hash(&mut h);
-    target.known_hosts.hash(&mut h);
-    h.finish()
+/// What makes two Environments' masters interchangeable: everything the connection is made of.
+/// Compared in full (not by a digest), so two targets share a master only when they are equal.
+#[derive(Clone)]
+struct MasterKey(HostTarget);
+
+impl PartialEq for MasterKey {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        a.address == b.address
+            && a.port == b.port
+            && a.user == b.user
+            && a.known_hosts == b.known_hosts
+            && a.private_key.expose() == b.private_key.expose()
+    }
 }
 
-struct Entry {
-    fingerprint: u64,
+impl Eq for MasterKey {}
+
+impl Hash for MasterKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        // The key bytes are compared by `eq`; the hash (SipHash with a per-process random key,
+        // never stored or shown) needs only to spread the entries.
+        self.0.address.hash(h);
+        self.0.port.hash(h);
+        self.0.user.hash(h);
+        self.0.known_hosts.hash(h);
+        self.0.private_key.expose().hash(h);
+    }
+}
+
+/// One master; its lock is held while connecting, so one target connects once at a time.
+type Slot = Arc<Mutex<Option<Arc<HostConnection>>>>;
+
+/// An Environment's handle, and which master it is on.
+struct Handle {
+    key: MasterKey,
     conn: Arc<HostConnection>,
 }
 
-/// One key's connection; its lock is held while connecting, so one key connects once at a time.
-type Slot = Arc<Mutex<Option<Entry>>>;
+#[derive(Default)]
+struct State {
+    masters: HashMap<MasterKey, Slot>,
+    /// Handles by Environment (`kind/namespace/name`).
+    handles: HashMap<String, Handle>,
+}
 
-/// Connections keyed by Environment (`kind/namespace/name`).
+/// Masters by target, handles by Environment.
 pub struct ConnectionPool {
     options: ConnectOptions,
-    slots: std::sync::Mutex<HashMap<String, Slot>>,
+    state: std::sync::Mutex<State>,
 }
 
 impl ConnectionPool {
     pub fn new(options: ConnectOptions) -> Self {
-        Self { options, slots: std::sync::Mutex::new(HashMap::new()) }
+        Self { options, state: std::sync::Mutex::new(State::default()) }
     }
 
-    fn slot(&self, key: &str) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.entry(key.to_owned()).or_default().clone()
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live connection for `key`, connecting (again) when there is none, the target
-    /// changed, or the master no longer answers. Concurrent callers for one key share one connect.
-    pub async fn get(&self, key: &str, target: &HostTarget) -> Result<Arc<HostConnection>, RemoteError> {
-        let fp = fingerprint(target);
-        let slot = self.slot(key);
-        let mut entry = slot.lock().await;
-        if let Some(e) = entry.as_ref().filter(|e| e.fingerprint == fp) {
-            if e.conn.check().await.is_ok() {
-                return Ok(e.conn.clone());
+    /// The live master for `key`, connecting (again) when there is none or it no longer
+    /// answers. Concurrent callers for one target share one connect.
+    async fn master(&self, key: &MasterKey) -> Result<Arc<HostConnection>, RemoteError> {
+        let slot = self.state().masters.entry(key.clone()).or_default().clone();
+        let mut master = slot.lock().await;
+        if let Some(m) = master.as_ref() {
+            if m.check().await.is_ok() {
+                return Ok(m.clone());
             }
-            tracing::info!(environment = key, host = e.conn.host(), "ssh master is gone; reconnecting");
+            tracing::info!(host = m.host(), user = m.user(), "ssh master is gone; reconnecting");
         }
-        if let Some(old) = entry.take() {
+        if let Some(old) = master.take() {
             close(old).await;
         }
-        let conn = Arc::new(HostConnection::connect(target, self.options.clone()).await?);
-        *entry = Some(Entry { fingerprint: fp, conn: conn.clone() });
+        let conn = Arc::new(HostConnection::connect(&key.0, self.options.clone()).await?);
+        *master = Some(conn.clone());
         Ok(conn)
     }
 
-    /// The pooled connection for `key` when it is alive; never connects (for a caller that can
-    /// no longer read the target's credentials, such as an Environment whose Secrets are gone).
-    pub async fn current(&self, key: &str) -> Option<Arc<HostConnection>> {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()?;
-        let conn = slot.lock().await.as_ref()?.conn.clone();
-        conn.check().await.is_ok().then_some(conn)
-    }
-
-    /// Forgets and closes the connection for `key` (Environment deleted, host check failed).
-    pub async fn evict(&self, key: &str) {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-        if let Some(slot) = slot
-            && let Some(entry) = slot.lock().await.take()
-        {
-            close(entry).await;
+    /// The live connection for Environment `env`, connecting (again) when there is no master for
+    /// its target, the target changed, or the master no longer answers.
+    pub async fn get(&self, env: &str, target: &HostTarget) -> Result<Arc<HostConnection>, RemoteError> {
+        let key = MasterKey(target.clone());
+        let master = self.master(&key).await?;
+        let previous = {
+            let mut state = self.state();
+            if let Some(h) = state.handles.get(env)
+                && h.key == key
+                && h.conn.same_master(&master)
+            {
+                return Ok(h.conn.clone());
+            }
+            let conn = Arc::new(master.share());
+            state.handles.insert(env.to_owned(), Handle { key: key.clone(), conn: conn.clone() }).map(|h| (h, conn))
+        };
+        match previous {
+            Some((old, conn)) => {
+                // The Environment moved to another target (or its master was replaced): the old
+                // master closes if nothing else uses it.
+                if old.key != key {
+                    self.release(&old.key).await;
+                }
+                Ok(conn)
+            }
+            None => Ok(self.state().handles.get(env).map(|h| h.conn.clone()).expect("inserted above")),
         }
     }
 
-    /// Evicts every key for which `keep` says no (Environments that no longer exist).
+    /// The pooled connection for `env` when it is alive; never connects (for a caller that can
+    /// no longer read the target's credentials, such as an Environment whose Secrets are gone).
+    pub async fn current(&self, env: &str) -> Option<Arc<HostConnection>> {
+        let conn = self.state().handles.get(env).map(|h| h.conn.clone())?;
+        conn.check().await.is_ok().then_some(conn)
+    }
+
+    /// Closes the master of `key` when no Environment's handle is on it any more.
+    async fn release(&self, key: &MasterKey) {
+        let slot = {
+            let mut state = self.state();
+            if state.handles.values().any(|h| &h.key == key) {
+                return;
+            }
+            state.masters.remove(key)
+        };
+        if let Some(slot) = slot
+            && let Some(master) = slot.lock().await.take()
+        {
+            close(master).await;
+        }
+    }
+
+    /// Forgets `env`'s handle (Environment deleted, host check failed), and closes its master
+    /// when no other Environment uses it. A master that failed the check is replaced by the
+    /// next `get` of any Environment on it.
+    pub async fn evict(&self, env: &str) {
+        let handle = self.state().handles.remove(env);
+        if let Some(h) = handle {
+            drop(h.conn);
+            self.release(&h.key).await;
+        }
+    }
+
+    /// Evicts every Environment for which `keep` says no (Environments that no longer exist).
     pub async fn retain(&self, keep: impl Fn(&str) -> bool) -> usize {
-        let gone: Vec<String> =
-            self.slots.lock().unwrap_or_else(|e| e.into_inner()).keys().filter(|k| !keep(k)).cloned().collect();
-        for key in &gone {
-            self.evict(key).await;
+        let gone: Vec<String> = self.state().handles.keys().filter(|k| !keep(k)).cloned().collect();
+        for env in &gone {
+            self.evict(env).await;
         }
         gone.len()
     }
 
     /// Closes every master (on shutdown), so no ssh process or key directory outlives the controller.
     pub async fn close_all(&self) {
-        let keys: Vec<String> = self.slots.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        for key in keys {
-            self.evict(&key).await;
+        let envs: Vec<String> = self.state().handles.keys().cloned().collect();
+        for env in envs {
+            self.evict(&env).await;
+        }
+        let slots: Vec<Slot> = self.state().masters.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Some(master) = slot.lock().await.take() {
+                close(master).await;
+            }
         }
     }
 
+    /// Environments with a handle.
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.state().handles.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Masters open (or being opened).
+    pub fn masters(&self) -> usize {
+        self.state().masters.len()
+    }
 }
 
-async fn close(entry: Entry) {
-    match Arc::try_unwrap(entry.conn) {
+async fn close(conn: Arc<HostConnection>) {
+    match Arc::try_unwrap(conn) {
         Ok(conn) => {
             let host = conn.host().to_owned();
             if let Err(e) = conn.close().await {
@@ -127,7 +211,7 @@ mod tests {
     use crate::remote::SecretBytes;
 
     #[test]
-    fn fingerprint_changes_with_every_field() {
+    fn targets_share_a_master_only_when_every_field_is_equal() {
         let base = HostTarget {
             address: "10.0.0.5".into(),
             port: 22,
@@ -135,7 +219,7 @@ mod tests {
             private_key: SecretBytes::from("key"),
             known_hosts: "kh".into(),
         };
-        let fp = fingerprint(&base);
+        let key = MasterKey(base.clone());
         let variants = [
             HostTarget { address: "10.0.0.6".into(), ..base.clone() },
             HostTarget { port: 2222, ..base.clone() },
@@ -144,8 +228,11 @@ mod tests {
             HostTarget { known_hosts: "kh2".into(), ..base.clone() },
         ];
         for v in variants {
-            assert_ne!(fingerprint(&v), fp);
+            assert!(MasterKey(v) != key);
         }
-        assert_eq!(fingerprint(&base.clone()), fp);
+        assert!(MasterKey(base.clone()) == key);
+        let mut map = HashMap::new();
+        map.insert(key, 1);
+        assert_eq!(map.get(&MasterKey(base)), Some(&1));
     }
 }

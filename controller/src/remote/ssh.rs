@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,10 @@ pub struct ConnectOptions {
     pub server_alive_interval: Duration,
     /// Docker API socket on the host.
     pub remote_docker_socket: String,
+    /// Most commands running at once over one master. Every command is a session of the SSH
+    /// connection, and sshd refuses sessions beyond its `MaxSessions` (OpenSSH's default is 10);
+    /// a master shared by many Environments would otherwise see commands refused at random.
+    pub max_sessions: usize,
 }
 
 impl Default for ConnectOptions {
@@ -80,9 +85,14 @@ impl Default for ConnectOptions {
             command_timeout: Duration::from_secs(120),
             server_alive_interval: Duration::from_secs(15),
             remote_docker_socket: "/var/run/docker.sock".to_owned(),
+            max_sessions: MAX_SESSIONS,
         }
     }
 }
+
+/// Default [`ConnectOptions::max_sessions`]: below OpenSSH's default `MaxSessions` (10), with
+/// room for a person's own `ssh` multiplexed on the same host.
+pub const MAX_SESSIONS: usize = 8;
 
 /// Most stdout kept from one command (compose config of a big project is far below this); the
 /// rest is read and dropped. Long outputs (builds, migrations) go to a host job's log instead.
@@ -98,27 +108,46 @@ struct Forward {
     remote: Socket<'static>,
 }
 
-/// One SSH master connection to a host, shared (behind an `Arc`) by every command for an
-/// Environment. Dropping it shuts the master down and removes the private directory.
-pub struct HostConnection {
+/// One SSH master connection to a host: its session, private directory, forwards and caches.
+/// Several [`HostConnection`]s (one per Environment naming the same address, port, user, key and
+/// known_hosts) share one. Dropping the last of them shuts the master down and removes the
+/// private directory.
+pub(super) struct Master {
     // Field order matters: the session (whose control socket lives inside `dir`) drops first.
     session: Option<Session>,
     dir: Option<TempDir>,
     host: String,
     user: String,
     options: ConnectOptions,
-    redactor: Redactor,
     pub(super) docker: OnceCell<bollard::Docker>,
     /// The compose CLI flavor, detected once per master.
     flavor: std::sync::OnceLock<super::compose::ComposeFlavor>,
-    /// Open forwards by target; held while one is set up so a target is forwarded once.
+    /// Open forwards by key; held while one is set up so a target is forwarded once per key.
     forwards: tokio::sync::Mutex<HashMap<String, Forward>>,
     forward_seq: AtomicU64,
+    /// Commands running at once (see [`ConnectOptions::max_sessions`]).
+    sessions: tokio::sync::Semaphore,
+    /// Numbers the handles sharing this master (their TCP forwards are their own).
+    handle_seq: AtomicU64,
+}
+
+/// A handle on an SSH master, shared (behind an `Arc`) by every command for one Environment:
+/// the master may serve several Environments with the same target, but the redactor (the
+/// Environment's secret values) and the TCP forwards of health checks belong to the handle, so
+/// one Environment's output is never masked with another's redactor swapped in mid-command and
+/// one Environment closing its forwards never cuts another's.
+pub struct HostConnection {
+    pub(super) master: Arc<Master>,
+    redactor: Redactor,
+    handle: u64,
 }
 
 impl std::fmt::Debug for HostConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostConnection").field("host", &self.host).field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("HostConnection")
+            .field("host", &self.master.host)
+            .field("user", &self.master.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -337,32 +366,45 @@ impl HostConnection {
         let _ = fs::remove_file(dir.path().join("id"));
         tracing::debug!(host = %host, user = %target.user, elapsed_ms = started.elapsed().as_millis() as u64, "ssh master connected");
 
-        let redactor = Redactor::new();
-        Ok(HostConnection {
+        let max_sessions = options.max_sessions.max(1);
+        let master = Master {
             session: Some(session),
             dir: Some(dir),
             host,
             user: target.user.clone(),
             options,
-            redactor,
             docker: OnceCell::new(),
             flavor: std::sync::OnceLock::new(),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
-        })
+            sessions: tokio::sync::Semaphore::new(max_sessions),
+            handle_seq: AtomicU64::new(0),
+        };
+        Ok(HostConnection { master: Arc::new(master), redactor: Redactor::new(), handle: 0 })
+    }
+
+    /// Another handle on the same master, with its own (empty) redactor and its own TCP forwards.
+    pub fn share(&self) -> HostConnection {
+        let handle = self.master.handle_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        HostConnection { master: self.master.clone(), redactor: Redactor::new(), handle }
+    }
+
+    /// Do both handles use the same master?
+    pub fn same_master(&self, other: &HostConnection) -> bool {
+        Arc::ptr_eq(&self.master, &other.master)
     }
 
     /// `address:port` of the host.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.master.host
     }
 
     pub fn user(&self) -> &str {
-        &self.user
+        &self.master.user
     }
 
     pub fn options(&self) -> &ConnectOptions {
-        &self.options
+        &self.master.options
     }
 
     /// The redactor of this connection: register secret values so they are masked in every
@@ -373,16 +415,16 @@ impl HostConnection {
 
     /// The private directory (key, known_hosts, sockets). For tests that check its permissions.
     pub fn private_dir(&self) -> &Path {
-        self.dir.as_ref().map(TempDir::path).unwrap_or_else(|| Path::new("/nonexistent"))
+        self.master.dir.as_ref().map(TempDir::path).unwrap_or_else(|| Path::new("/nonexistent"))
     }
 
     fn session(&self) -> &Session {
-        self.session.as_ref().expect("session is only taken by close(self)")
+        self.master.session.as_ref().expect("session is only taken by close(self)")
     }
 
     /// Is the master still alive?
     pub async fn check(&self) -> Result<(), RemoteError> {
-        self.session().check().await.map_err(|e| map_session_error(&self.host, e))
+        self.session().check().await.map_err(|e| map_session_error(&self.master.host, e))
     }
 
     /// Run a command and return its output whatever its exit status; errors are transport
@@ -390,16 +432,18 @@ impl HostConnection {
     pub async fn output(&self, cmd: &RemoteCommand) -> Result<CommandOutput, RemoteError> {
         let rendered = cmd.render()?;
         let label = cmd.display_label();
-        let limit = cmd.timeout_override().unwrap_or(self.options.command_timeout);
+        let limit = cmd.timeout_override().unwrap_or(self.master.options.command_timeout);
         let started = Instant::now();
         let run = async {
+            // Waiting for a free session counts against the command's time limit.
+            let _session = self.master.sessions.acquire().await.map_err(|_| self.lost(&label))?;
             let mut c = self.session().raw_command(&rendered);
             c.stdin(if cmd.stdin_bytes().is_some() { Stdio::piped() } else { Stdio::null() })
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let mut child = match c.spawn().await {
                 Ok(child) => child,
-                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.host, e)).await),
+                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.master.host, e)).await),
             };
             let stdin = child.stdin().take();
             let stdout = child.stdout().take();
@@ -429,7 +473,9 @@ impl HostConnection {
                 (Ok(o), Ok(e)) => (o, e),
                 (Err(e), _) | (_, Err(e)) => {
                     let detail = format!("reading the output of `{label}` failed: {e}");
-                    return Err(self.lost_or(&label, RemoteError::Session { host: self.host.clone(), detail }).await);
+                    return Err(self
+                        .lost_or(&label, RemoteError::Session { host: self.master.host.clone(), detail })
+                        .await);
                 }
             };
             let exit_code = match waited {
@@ -437,7 +483,7 @@ impl HostConnection {
                 // The native mux reports exit 127 as an error; keep it an exit status.
                 Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
                 Err(openssh::Error::RemoteProcessTerminated) => None,
-                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.host, e)).await),
+                Err(e) => return Err(self.lost_or(&label, map_session_error(&self.master.host, e)).await),
             };
             if exit_code.is_none() {
                 // No exit status: the program was killed on the host, or the connection died
@@ -450,14 +496,16 @@ impl HostConnection {
         };
         let result = match tokio::time::timeout(limit, run).await {
             Ok(r) => r,
-            Err(_) => Err(RemoteError::Timeout { operation: format!("`{label}` on {}", self.host), after: limit }),
+            Err(_) => {
+                Err(RemoteError::Timeout { operation: format!("`{label}` on {}", self.master.host), after: limit })
+            }
         };
         match &result {
             Ok(o) => {
-                tracing::debug!(host = %self.host, command = %label, exit_code = ?o.exit_code(), elapsed_ms = o.elapsed.as_millis() as u64, "remote command finished")
+                tracing::debug!(host = %self.master.host, command = %label, exit_code = ?o.exit_code(), elapsed_ms = o.elapsed.as_millis() as u64, "remote command finished")
             }
             Err(e) => {
-                tracing::debug!(host = %self.host, command = %label, reason = e.reason(), "remote command failed")
+                tracing::debug!(host = %self.master.host, command = %label, reason = e.reason(), "remote command failed")
             }
         }
         result
@@ -474,7 +522,7 @@ impl HostConnection {
 
     fn lost(&self, label: &str) -> RemoteError {
         RemoteError::Unreachable {
-            host: self.host.clone(),
+            host: self.master.host.clone(),
             detail: format!("the SSH connection was lost while `{label}` ran; its outcome on the host is unknown"),
         }
     }
@@ -486,19 +534,19 @@ impl HostConnection {
     }
 
     fn next_socket_path(&self, prefix: &str) -> PathBuf {
-        let n = self.forward_seq.fetch_add(1, Ordering::Relaxed);
+        let n = self.master.forward_seq.fetch_add(1, Ordering::Relaxed);
         self.private_dir().join(format!("{prefix}-{n}.sock"))
     }
 
     async fn forward(&self, key: String, remote: Socket<'static>) -> Result<PathBuf, RemoteError> {
-        let mut forwards = self.forwards.lock().await;
+        let mut forwards = self.master.forwards.lock().await;
         if let Some(f) = forwards.get(&key) {
             return Ok(f.local.clone());
         }
         let local = self.next_socket_path("fwd");
         if let Err(e) = self.session().request_port_forward(ForwardType::Local, local.clone(), remote.clone()).await {
             let refused = RemoteError::Session {
-                host: self.host.clone(),
+                host: self.master.host.clone(),
                 detail: format!(
                     "forwarding to {key} was refused: {} (is AllowTcpForwarding / AllowStreamLocalForwarding enabled in sshd?)",
                     error_chain(&e)
@@ -510,32 +558,39 @@ impl HostConnection {
         Ok(local)
     }
 
-    /// Closes the forwards to TCP ports (health checks open one per container address, and
-    /// container addresses change with every release); the Docker socket's forward stays.
+    /// Closes this handle's forwards to TCP ports (health checks open one per container address,
+    /// and container addresses change with every release); the Docker socket's forward, and the
+    /// forwards of other handles on the same master, stay.
     pub async fn close_tcp_forwards(&self) {
-        let mut forwards = self.forwards.lock().await;
-        let tcp: Vec<String> = forwards.keys().filter(|k| !k.starts_with("unix:")).cloned().collect();
+        let mut forwards = self.master.forwards.lock().await;
+        let mine = self.tcp_forward_prefix();
+        let tcp: Vec<String> = forwards.keys().filter(|k| k.starts_with(&mine)).cloned().collect();
         for key in tcp {
             if let Some(f) = forwards.remove(&key) {
                 if let Err(e) =
                     self.session().close_port_forward(ForwardType::Local, f.local.clone(), f.remote.clone()).await
                 {
-                    tracing::debug!(host = %self.host, forward = key, error = %error_chain(&e), "closing a forward");
+                    tracing::debug!(host = %self.master.host, forward = key, error = %error_chain(&e), "closing a forward");
                 }
                 let _ = fs::remove_file(&f.local);
             }
         }
     }
 
-    /// Forwards currently open (for tests and metrics).
+    /// The key prefix of this handle's TCP forwards.
+    fn tcp_forward_prefix(&self) -> String {
+        format!("tcp{}:", self.handle)
+    }
+
+    /// Forwards currently open on the master, for every handle (for tests and metrics).
     pub async fn forward_count(&self) -> usize {
-        self.forwards.lock().await.len()
+        self.master.forwards.lock().await.len()
     }
 
     /// A local unix socket (inside the private directory) whose connections reach
     /// `host:port` as seen from the host, through the master connection.
     pub async fn forward_to_tcp(&self, host: &str, port: u16) -> Result<PathBuf, RemoteError> {
-        let key = format!("{host}:{port}");
+        let key = format!("{}{host}:{port}", self.tcp_forward_prefix());
         self.forward(key, Socket::TcpSocket { host: host.to_owned().into(), port }).await
     }
 
@@ -546,14 +601,18 @@ impl HostConnection {
         self.forward(key, Socket::UnixSocket { path: PathBuf::from(remote_path).into() }).await
     }
 
-    /// Shut the master down and remove the private directory.
-    pub async fn close(mut self) -> Result<(), RemoteError> {
-        let host = self.host.clone();
-        let res = match self.session.take() {
+    /// Shut the master down and remove the private directory, unless other handles still use
+    /// it (it then shuts down when the last of them is dropped).
+    pub async fn close(self) -> Result<(), RemoteError> {
+        let Ok(mut master) = Arc::try_unwrap(self.master) else {
+            return Ok(());
+        };
+        let host = master.host.clone();
+        let res = match master.session.take() {
             Some(s) => s.close().await.map_err(|e| map_session_error(&host, e)),
             None => Ok(()),
         };
-        if let Some(dir) = self.dir.take() {
+        if let Some(dir) = master.dir.take() {
             let _ = dir.close();
         }
         res
@@ -562,7 +621,7 @@ impl HostConnection {
 
 impl Exec for HostConnection {
     fn host(&self) -> &str {
-        &self.host
+        &self.master.host
     }
 
     fn redactor(&self) -> &Redactor {
@@ -570,11 +629,11 @@ impl Exec for HostConnection {
     }
 
     fn command_timeout(&self) -> Duration {
-        self.options.command_timeout
+        self.master.options.command_timeout
     }
 
     fn flavor_cache(&self) -> Option<&std::sync::OnceLock<super::compose::ComposeFlavor>> {
-        Some(&self.flavor)
+        Some(&self.master.flavor)
     }
 
     fn output(&self, cmd: &RemoteCommand) -> impl Future<Output = Result<CommandOutput, RemoteError>> + Send {
