@@ -39,3 +39,43 @@ ensure_pkgs() {
     ((rc == 0)) || return $rc
     phase "installed ${missing[*]}"
 }
+
+# The Debian mirror apt uses on this machine for $SUITE (first one-line or deb822 source), or
+# $SLIPWAY_DEBIAN_MIRROR; for debootstrap (images.sh, controller-image.sh).
+debian_mirror() {
+    if [[ -n ${SLIPWAY_DEBIAN_MIRROR:-} ]]; then
+        echo "$SLIPWAY_DEBIAN_MIRROR"
+        return
+    fi
+    local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -f $f ]] || continue
+        awk -v suite="$SUITE" '
+            $1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                          if ($(i + 1) == suite) { print $i; exit } }' "$f"
+    done
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -f $f ]] || continue
+        # deb822 stanzas are separated by blank lines
+        awk -v suite="$SUITE" '
+            function flush() { if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " suite " ") && uris != "" && !enabled_no) { split(uris, u, " "); print u[1]; found = 1; exit } types = suites = uris = ""; enabled_no = 0 }
+            /^[ \t]*$/ { flush(); next }
+            /^#/ { next }
+            tolower($1) == "types:" { $1 = ""; types = $0 }
+            tolower($1) == "suites:" { $1 = ""; suites = $0 }
+            tolower($1) == "uris:" { $1 = ""; uris = $0 }
+            tolower($1) == "enabled:" && tolower($2) == "no" { enabled_no = 1 }
+            END { if (!found) flush() }' "$f"
+    done
+}
+
+# Removes a debootstrap work dir: debootstrap mounts proc/sys (and may bind /dev) inside it.
+cleanup_build() {
+    local work=$1 m
+    [[ -d $work ]] || return 0
+    # deepest mounts first
+    for m in $(findmnt -rn -o TARGET | grep -F "$work/" | sort -r); do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$work" "$TARBALL.partial"
+}
