@@ -30,8 +30,9 @@ use slipway_crds::{DeployRequest, Environment, Rollback};
 /// Reconciles run at once per controller. Unbounded, a restart with a thousand Environments
 /// starts a thousand reconciles together, each reading Secrets and writing status: the API server
 /// answered 504s and status writes timed out (benchmark P5). Reconciles are short (host work runs
-/// as host jobs and is polled), so a bound keeps the API server's load flat at little cost.
-pub const RECONCILE_CONCURRENCY: u16 = 32;
+/// as host jobs and is polled), so a bound keeps the API server's load flat at little cost; it is
+/// generous because a reconcile of an unreachable host can take its connect timeout (15 s).
+pub const RECONCILE_CONCURRENCY: u16 = 64;
 
 /// The kube-runtime controller settings every Slipway controller uses.
 pub fn controller_config() -> kube::runtime::controller::Config {

@@ -19,13 +19,14 @@ fi
 # A node a test started (e2e/scripts/node.sh): its Pods, kubelet, containerd, scheduler and
 # controller-manager, and the kubelet's mounts.
 "$root/e2e/scripts/node.sh" stop "$SLIPWAY_SANDBOX/node" >/dev/null 2>&1
-# Controllers the tests and benchmarks started (KUBECONFIG inside a sandbox under /tmp): a test
+# Controllers the tests and benchmarks of this sandbox started (KUBECONFIG inside it): a test
 # process killed before its Drop ran leaves its controller running, deploying and burning CPU.
 for environ in /proc/[0-9]*/environ; do
   pid=${environ#/proc/}
   pid=${pid%/environ}
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slipway-control* ]] || continue
-  tr '\0' '\n' <"$environ" 2>/dev/null | grep -q '^KUBECONFIG=/tmp/slipway-' || continue
+  tr '\0' '\n' <"$environ" 2>/dev/null |
+    awk -v p="KUBECONFIG=$SLIPWAY_SANDBOX/" 'index($0, p) == 1 { found = 1 } END { exit !found }' || continue
   kill -KILL "$pid" 2>/dev/null
 done
 "$root/e2e/scripts/hosts.sh" stop >/dev/null 2>&1

@@ -295,6 +295,10 @@ async fn pool_shares_one_master_per_target_with_a_handle_per_environment() {
     assert_eq!(ssh_processes_naming(&dir), 0, "the ssh master outlived its last Environment");
     pool.close_all().await;
     assert_eq!((pool.len(), pool.masters()), (0, 0));
+    // A connect that fails leaves nothing behind (no slot holding the key, no master counted).
+    let refused = slipway_controller::remote::HostTarget { port: 1, ..target.clone() };
+    assert!(pool.get("ns/refused", &refused).await.is_err());
+    assert_eq!((pool.len(), pool.masters()), (0, 0), "a failed connect left a master slot");
 }
 
 /// SIGKILLs the ssh processes (the master) whose command line names `dir`; how many.

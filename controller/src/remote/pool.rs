@@ -87,9 +87,22 @@ impl ConnectionPool {
         if let Some(old) = master.take() {
             close(old).await;
         }
-        let conn = Arc::new(HostConnection::connect(&key.0, self.options.clone()).await?);
-        *master = Some(conn.clone());
-        Ok(conn)
+        match HostConnection::connect(&key.0, self.options.clone()).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                *master = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                // No master: forget the slot (and the key it holds), unless another caller
+                // already put a new one in its place. A host that never answers leaves nothing.
+                let mut state = self.state();
+                if state.masters.get(key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    state.masters.remove(key);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The live connection for Environment `env`, connecting (again) when there is no master for
@@ -106,19 +119,18 @@ impl ConnectionPool {
                 return Ok(h.conn.clone());
             }
             let conn = Arc::new(master.share());
-            state.handles.insert(env.to_owned(), Handle { key: key.clone(), conn: conn.clone() }).map(|h| (h, conn))
+            let old = state.handles.insert(env.to_owned(), Handle { key: key.clone(), conn: conn.clone() });
+            (old, conn)
         };
-        match previous {
-            Some((old, conn)) => {
-                // The Environment moved to another target (or its master was replaced): the old
-                // master closes if nothing else uses it.
-                if old.key != key {
-                    self.release(&old.key).await;
-                }
-                Ok(conn)
-            }
-            None => Ok(self.state().handles.get(env).map(|h| h.conn.clone()).expect("inserted above")),
+        // The Environment moved to another target: the old master closes if nothing else uses it.
+        let (old, conn) = previous;
+        if let Some(old) = old
+            && old.key != key
+        {
+            drop(old.conn);
+            self.release(&old.key).await;
         }
+        Ok(conn)
     }
 
     /// The pooled connection for `env` when it is alive; never connects (for a caller that can
@@ -187,7 +199,7 @@ impl ConnectionPool {
         self.len() == 0
     }
 
-    /// Masters open (or being opened).
+    /// Masters open (or being opened); a failed connect leaves none.
     pub fn masters(&self) -> usize {
         self.state().masters.len()
     }

@@ -90,8 +90,9 @@ impl Default for ConnectOptions {
     }
 }
 
-/// Default [`ConnectOptions::max_sessions`]: below OpenSSH's default `MaxSessions` (10), with
-/// room for a person's own `ssh` multiplexed on the same host.
+/// Default [`ConnectOptions::max_sessions`]: below OpenSSH's default `MaxSessions` (10), which
+/// counts a master's open sessions; a command cut off by its time limit may hold its session on
+/// the host a moment after its permit is back.
 pub const MAX_SESSIONS: usize = 8;
 
 /// Most stdout kept from one command (compose config of a big project is far below this); the
