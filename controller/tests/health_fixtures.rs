@@ -112,6 +112,7 @@ fn recorded() -> Value {
             (Phase::Verifying, reasons::VERIFYING),
             (Phase::RollingBack, reasons::ROLLING_BACK),
             (Phase::Restarting, reasons::RESTARTING),
+            (Phase::Baking, reasons::BAKING),
         ];
         for (phase, reason) in running {
             put(&format!("{k}-{}-{reason}", phase.as_str()), request(kind, "running", phase, reason, 1));
@@ -130,6 +131,8 @@ fn recorded() -> Value {
             reasons::SECRET_IN_COMPOSE,
             reasons::LOG_ERRORS_FOUND,
             reasons::RESTART_FAILED,
+            reasons::BAKE_FAILED,
+            reasons::URL_NOT_ALLOWED,
         ] {
             put(&format!("{k}-Failed-{reason}"), request(kind, "failed", Phase::Failed, reason, 1));
         }

@@ -24,6 +24,8 @@ pub mod types {
     pub const DOWNGRADED: &str = "Downgraded";
     /// A restart's `compose restart` of its services.
     pub const RESTARTED: &str = "Restarted";
+    /// The bake period after verification (`health.bakeSeconds`) passed without a failure.
+    pub const BAKED: &str = "Baked";
 }
 
 /// CamelCase reasons.
@@ -60,6 +62,8 @@ pub mod reasons {
     pub const REBUILDING: &str = "Rebuilding";
     pub const RESTARTING: &str = "Restarting";
     pub const VERIFYING: &str = "Verifying";
+    /// Verified; the checks keep running until `status.bakeUntil` (`health.bakeSeconds`).
+    pub const BAKING: &str = "Baking";
     pub const HOST_BUSY: &str = "HostBusy";
     // Preflight refusals (nothing on the host changed).
     pub const DIRTY_CHECKOUT: &str = "DirtyCheckout";
@@ -83,6 +87,10 @@ pub mod reasons {
     pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
     pub const REBUILD_FAILED: &str = "RebuildFailed";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    /// A check failed during the bake period after verification (`health.bakeSeconds`).
+    pub const BAKE_FAILED: &str = "BakeFailed";
+    /// An `http.url` check names a URL the controller's allow-list (`--http-url-allow`) lacks.
+    pub const URL_NOT_ALLOWED: &str = "UrlNotAllowed";
     /// A restart's `compose restart` failed.
     pub const RESTART_FAILED: &str = "RestartFailed";
     /// A restart names a service the running release's compose files do not have.

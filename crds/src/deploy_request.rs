@@ -135,6 +135,8 @@ pub enum Phase {
     /// A restart's `compose restart` of the named services.
     Restarting,
     Verifying,
+    /// Verified, and watched for `health.bakeSeconds` (until `status.bakeUntil`) before it succeeds.
+    Baking,
     Succeeded,
     Failed,
     RollingBack,
@@ -156,6 +158,7 @@ impl Phase {
             Phase::Rebuilding => "Rebuilding",
             Phase::Restarting => "Restarting",
             Phase::Verifying => "Verifying",
+            Phase::Baking => "Baking",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
             Phase::RollingBack => "RollingBack",
@@ -227,6 +230,10 @@ pub struct DeployRequestStatus {
     /// `policy.waive` (recorded in the release).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waived: Vec<String>,
+    /// While `Baking` (and after): when the bake period ends (RFC 3339). Set once, when
+    /// verification passed; a restarted controller continues to this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<String>,
 }
 
 /// One step of a deploy.

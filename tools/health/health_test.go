@@ -41,6 +41,7 @@ var table = []struct{ object, argo, kstatus string }{
 	{"deployrequest-Verifying-Verifying", "Progressing", "InProgress"},
 	{"deployrequest-RollingBack-RollingBack", "Progressing", "InProgress"},
 	{"deployrequest-Restarting-Restarting", "Progressing", "InProgress"},
+	{"deployrequest-Baking-Baking", "Progressing", "InProgress"},
 	{"deployrequest-Succeeded", "Healthy", "Current"},
 	{"deployrequest-Succeeded-UpToDate", "Healthy", "Current"},
 	{"deployrequest-Succeeded-stale-generation", "Progressing", "InProgress"},
@@ -55,6 +56,8 @@ var table = []struct{ object, argo, kstatus string }{
 	{"deployrequest-Failed-SecretInCompose", "Degraded", "Failed"},
 	{"deployrequest-Failed-LogErrorsFound", "Degraded", "Failed"},
 	{"deployrequest-Failed-RestartFailed", "Degraded", "Failed"},
+	{"deployrequest-Failed-BakeFailed", "Degraded", "Failed"},
+	{"deployrequest-Failed-UrlNotAllowed", "Degraded", "Failed"},
 	{"deployrequest-RolledBack", "Degraded", "Failed"},
 
 	{"rollback-new", "Progressing", "Current"},
@@ -68,6 +71,7 @@ var table = []struct{ object, argo, kstatus string }{
 	{"rollback-Verifying-Verifying", "Progressing", "InProgress"},
 	{"rollback-RollingBack-RollingBack", "Progressing", "InProgress"},
 	{"rollback-Restarting-Restarting", "Progressing", "InProgress"},
+	{"rollback-Baking-Baking", "Progressing", "InProgress"},
 	{"rollback-Succeeded", "Healthy", "Current"},
 	{"rollback-Succeeded-UpToDate", "Healthy", "Current"},
 	{"rollback-Succeeded-stale-generation", "Progressing", "InProgress"},
@@ -82,6 +86,8 @@ var table = []struct{ object, argo, kstatus string }{
 	{"rollback-Failed-SecretInCompose", "Degraded", "Failed"},
 	{"rollback-Failed-LogErrorsFound", "Degraded", "Failed"},
 	{"rollback-Failed-RestartFailed", "Degraded", "Failed"},
+	{"rollback-Failed-BakeFailed", "Degraded", "Failed"},
+	{"rollback-Failed-UrlNotAllowed", "Degraded", "Failed"},
 	{"rollback-RolledBack", "Degraded", "Failed"},
 }
 

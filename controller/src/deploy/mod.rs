@@ -8,6 +8,7 @@
 //! from status and the host jobs, never repeating a finished step.
 
 pub mod auto;
+pub mod bake;
 pub mod lock;
 pub(crate) mod outbox;
 pub mod plan;
@@ -38,7 +39,7 @@ use crate::secrets::SecretReader;
 use crate::{Transition, environment};
 
 use lock::Cas;
-use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
+use plan::{BAKING, DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
 use preflight::Refusal;
 pub use request::Req;
 use site::Site;
@@ -165,7 +166,9 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let holding = holder.as_deref() == Some(me.as_str());
     // Gates are judged until the request holds the lock. Once it does, its host jobs may be
     // running: a policy change or a withdrawn approval must not abandon them half-way.
-    let gated = plan::gates(&req, &env).and_then(|()| plan::window_gate(&req, &env, now));
+    let gated = plan::gates(&req, &env)
+        .and_then(|()| plan::window_gate(&req, &env, now))
+        .and_then(|()| crate::url_check::gate(&env, &ctx.urls).map_err(plan::Gate::Refused));
     if !holding && let Err(gate) = gated {
         // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
@@ -573,7 +576,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
             }
             Phase::Verifying => {
                 let elapsed = Duration::from_secs(u64::try_from(plan::step_elapsed(&st, VERIFYING, now)).unwrap_or(0));
-                match steps::verify_round(&site, elapsed).await? {
+                match steps::verify_round(&site, &ctx.urls, elapsed).await? {
                     Progress::Running => Ok(Some(Action::requeue(Duration::from_secs(
                         u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1),
                     )))),
@@ -587,7 +590,6 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             .unwrap_or(now);
                         let scan = steps::log_scan(&site, since).await?;
                         let mut message = message;
-                        let mut warning = String::new();
                         if !scan.found.is_empty() {
                             let found = format!("error lines in the logs since the deploy: {}", scan.summary());
                             if env.spec.health.log_errors == slipway_crds::LogErrors::Fail {
@@ -596,63 +598,48 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                      warns)"
                                 );
                                 return Ok(Some(
-                                    run.fail(env, st.clone(), reasons::LOG_ERRORS_FOUND, message, Some(scan.tail()), now)
-                                        .await?,
+                                    run.fail(
+                                        env,
+                                        st.clone(),
+                                        reasons::LOG_ERRORS_FOUND,
+                                        message,
+                                        Some(scan.tail()),
+                                        now,
+                                    )
+                                    .await?,
                                 ));
                             }
-                            warning = format!("; warning: {found}");
-                            message.push_str(&warning);
+                            // Carried to the Ready message by `succeed`, after a bake too.
+                            message.push_str(&format!("{WARNING}{found}"));
                         }
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
-                        let release = release_record(&site, req, &st, "Succeeded", now).await?;
-                        let commit = st.commit.clone().unwrap_or_default();
-                        // A record for people, never a reason to fail a verified release.
-                        let env_keys = match preflight::env_keys(&site, &commit).await {
-                            Ok(keys) => Some(keys),
-                            Err(e) => {
-                                tracing::warn!(kind = req.kind(), name = %req.name(), error = %e, "could not record the release's .env.example keys");
-                                None
-                            }
-                        };
-                        st.phase = Some(Phase::Succeeded);
-                        let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
-                        let message = match req {
-                            Req::Deploy(dr) if dr.is_restart() => format!(
-                                "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
-                                dr.spec.restart.join(", "),
-                                release.ref_,
-                                env.name_any()
-                            ),
-                            Req::Deploy(dr) => format!(
-                                "{} (commit {short}) runs on Environment {:?}, verified healthy",
-                                dr.spec.revision.display(),
-                                env.name_any()
-                            ),
-                            Req::Rollback(_) => format!(
-                                "Environment {:?} is back on {} (commit {short}), database at {}, verified healthy",
-                                env.name_any(),
-                                release.ref_,
-                                release.migration.as_deref().unwrap_or("(no revision)")
-                            ),
-                        } + &warning;
-                        st.conditions = conditions::set(
-                            &run.old.conditions,
-                            &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
-                            req.generation(),
-                            now,
-                        );
-                        run.write(st.clone(), EventType::Normal).await?;
-                        let left = lock::Record {
-                            release: Some(&release),
-                            env_keys: env_keys.as_ref(),
-                            ..Default::default()
-                        };
-                        finish_lock(run.envs, env, &me, None, left).await?;
-                        Ok(Some(Action::await_change()))
+                        // Production watches a while before it succeeds (health.bakeSeconds).
+                        if let Some(until) = bake::until(req, env, now) {
+                            st.phase = Some(Phase::Baking);
+                            st.bake_until = Some(until.to_string());
+                            plan::start_step(&mut st, BAKING, now);
+                            let message = bake::baking_message(&env.name_any(), until, env.spec.bake_seconds());
+                            return Ok(Some(run.progressing(st.clone(), Phase::Baking, message, now).await?));
+                        }
+                        Ok(Some(succeed(run, &site, env, st.clone()).await?))
                     }
                     Progress::Failed { message, tail } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
+                    }
+                }
+            }
+            Phase::Baking => {
+                let interval = Duration::from_secs(u64::try_from(env.spec.health.interval_seconds).unwrap_or(5).max(1));
+                let round = steps::health_round(&site, &ctx.urls).await?;
+                match bake::judge(&st, &round.failed, interval, Timestamp::now()) {
+                    bake::Bake::Continue(wait) => Ok(Some(Action::requeue(wait))),
+                    bake::Bake::Passed { message } => {
+                        plan::finish_step(&mut st, BAKING, StepResult::Succeeded, message, None, Timestamp::now());
+                        Ok(Some(succeed(run, &site, env, st.clone()).await?))
+                    }
+                    bake::Bake::Failed { message } => {
+                        Ok(Some(run.fail(env, st.clone(), reasons::BAKE_FAILED, message, None, now).await?))
                     }
                 }
             }
@@ -688,6 +675,70 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     Ok(action)
 }
 
+/// What the log scan's warning adds to the Verifying step's message (and to the Ready message).
+const WARNING: &str = "; warning: ";
+
+/// Verified (and baked, where the Environment bakes): the request succeeds, its release is
+/// recorded and the lock released.
+async fn succeed(
+    run: &Run<'_>,
+    site: &Site<'_>,
+    env: &Environment,
+    mut st: DeployRequestStatus,
+) -> std::result::Result<Action, StepError> {
+    let req = run.req;
+    let now = Timestamp::now();
+    let release = release_record(site, req, &st, "Succeeded", now).await?;
+    let commit = st.commit.clone().unwrap_or_default();
+    // A record for people, never a reason to fail a verified release.
+    let env_keys = match preflight::env_keys(site, &commit).await {
+        Ok(keys) => Some(keys),
+        Err(e) => {
+            tracing::warn!(kind = req.kind(), name = %req.name(), error = %e, "could not record the release's .env.example keys");
+            None
+        }
+    };
+    st.phase = Some(Phase::Succeeded);
+    let short = plan::short(&commit).to_owned();
+    let baked = plan::step(&st, BAKING)
+        .map(|_| format!(" and through its {}s bake period", env.spec.bake_seconds()))
+        .unwrap_or_default();
+    let warning = plan::step(&st, VERIFYING)
+        .and_then(|s| s.message.as_deref())
+        .and_then(|m| m.split_once(WARNING))
+        .map(|(_, w)| format!("{WARNING}{w}"))
+        .unwrap_or_default();
+    let message = match req {
+        Req::Deploy(dr) if dr.is_restart() => format!(
+            "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
+            dr.spec.restart.join(", "),
+            release.ref_,
+            env.name_any()
+        ),
+        Req::Deploy(dr) => format!(
+            "{} (commit {short}) runs on Environment {:?}, verified healthy{baked}",
+            dr.spec.revision.display(),
+            env.name_any()
+        ),
+        Req::Rollback(_) => format!(
+            "Environment {:?} is back on {} (commit {short}), database at {}, verified healthy",
+            env.name_any(),
+            release.ref_,
+            release.migration.as_deref().unwrap_or("(no revision)")
+        ),
+    } + &warning;
+    st.conditions = conditions::set(
+        &run.old.conditions,
+        &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
+        req.generation(),
+        now,
+    );
+    run.write(st, EventType::Normal).await?;
+    let left = lock::Record { release: Some(&release), env_keys: env_keys.as_ref(), ..Default::default() };
+    finish_lock(run.envs, env, &req.id(), None, left).await?;
+    Ok(Action::await_change())
+}
+
 /// The finalizer a request carries while it may hold its Environment's lock.
 pub const LOCK_FINALIZER: &str = "slipway.dev/deploy-lock";
 
@@ -697,7 +748,9 @@ fn holds(env: &Environment, me: &str) -> bool {
 
 /// Did the request get past preflight (so the host changed)?
 fn changed_host(st: &DeployRequestStatus) -> bool {
-    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING].contains(&s.name.as_str()))
+    st.steps
+        .iter()
+        .any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING, BAKING].contains(&s.name.as_str()))
 }
 
 /// The host jobs a phase may have running.
@@ -812,6 +865,7 @@ fn plan_step_name(phase: Phase) -> &'static str {
         Phase::Rebuilding => REBUILDING,
         Phase::Restarting => RESTARTING,
         Phase::Verifying => VERIFYING,
+        Phase::Baking => BAKING,
         _ => PREFLIGHT,
     }
 }
@@ -940,7 +994,12 @@ impl Run<'_> {
         };
         let changed_host = matches!(
             phase,
-            Phase::Migrating | Phase::Downgrading | Phase::Rebuilding | Phase::Restarting | Phase::Verifying
+            Phase::Migrating
+                | Phase::Downgrading
+                | Phase::Rebuilding
+                | Phase::Restarting
+                | Phase::Verifying
+                | Phase::Baking
         );
         st.phase = Some(Phase::Failed);
         st.conditions = conditions::set(
@@ -1017,7 +1076,7 @@ async fn release_record(
 fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
     for step in &st.steps {
         let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
-        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING]
+        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING, BAKING]
             .into_iter()
             .find(|n| *n == step.name);
         let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());

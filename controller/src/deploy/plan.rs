@@ -21,6 +21,8 @@ pub const DOWNGRADING: &str = "Downgrading";
 pub const REBUILDING: &str = "Rebuilding";
 pub const RESTARTING: &str = "Restarting";
 pub const VERIFYING: &str = "Verifying";
+/// The bake period after verification (`health.bakeSeconds`).
+pub const BAKING: &str = "Baking";
 
 /// How a lock holder or queue entry names a request: kind, name and UID (a request re-created
 /// under the same name is another request).
@@ -327,7 +329,8 @@ pub fn recovered_release(
     if !recovered_succeeded(st) {
         return release(req, env, st, "Failed", Default::default(), None);
     }
-    let deployed_at = step(st, VERIFYING).and_then(|s| s.finished_at.clone());
+    // It went live when it succeeded: after its bake period, if it baked.
+    let deployed_at = step(st, BAKING).or_else(|| step(st, VERIFYING)).and_then(|s| s.finished_at.clone());
     release(req, env, st, "Succeeded", images, deployed_at)
 }
 
@@ -464,6 +467,7 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
                 REBUILDING => types::REBUILT,
                 RESTARTING => types::RESTARTED,
                 VERIFYING => types::VERIFIED,
+                BAKING => types::BAKED,
                 _ => return None,
             };
             let message = step.message.clone().unwrap_or_default();
@@ -500,6 +504,7 @@ pub fn progress_reason(phase: Phase) -> &'static str {
         Phase::Rebuilding => reasons::REBUILDING,
         Phase::Restarting => reasons::RESTARTING,
         Phase::Verifying => reasons::VERIFYING,
+        Phase::Baking => reasons::BAKING,
         _ => reasons::QUEUED,
     }
 }
