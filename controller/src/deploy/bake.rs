@@ -16,7 +16,8 @@ use super::request::Req;
 pub fn until(req: &Req, env: &Environment, verified: Timestamp) -> Option<Timestamp> {
     let deploys_a_revision = req.as_deploy().is_some_and(|d| !d.is_restart());
     let secs = i64::from(env.spec.bake_seconds());
-    (deploys_a_revision && secs > 0).then(|| Timestamp::from_second(verified.as_second() + secs).unwrap_or(verified))
+    (deploys_a_revision && secs > 0)
+        .then(|| verified.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs)).unwrap_or(verified))
 }
 
 /// What one round of the bake decides.
