@@ -79,6 +79,13 @@ fn an_allowed_url_is_checked_from_the_controller_and_another_is_refused_before_t
     };
 
     let env = EnvironmentManifest::new("staging", App::Ticker, &site);
+    // The schema admits either a url or a service and port, not both.
+    let mut both = env.to_json();
+    both["metadata"]["name"] = json!("both");
+    both["spec"]["health"]["checks"] =
+        json!([{"name": "public", "http": {"url": allowed, "service": "ticker", "port": 80}}]);
+    let refused = t.cluster.refused(&both.to_string()).unwrap();
+    assert!(refused.contains("an http check sets either url"), "{refused}");
     t.create_environment(&env).unwrap();
     let url = format!("{allowed}health?probe=1");
     t.patch_environment("staging", &checks(&url)).unwrap();
