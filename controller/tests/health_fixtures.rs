@@ -113,6 +113,7 @@ fn recorded() -> Value {
             (Phase::RollingBack, reasons::ROLLING_BACK),
             (Phase::Restarting, reasons::RESTARTING),
             (Phase::Baking, reasons::BAKING),
+            (Phase::Rehearsing, reasons::REHEARSING),
         ];
         for (phase, reason) in running {
             put(&format!("{k}-{}-{reason}", phase.as_str()), request(kind, "running", phase, reason, 1));
@@ -133,6 +134,8 @@ fn recorded() -> Value {
             reasons::RESTART_FAILED,
             reasons::BAKE_FAILED,
             reasons::URL_NOT_ALLOWED,
+            reasons::REHEARSAL_FAILED,
+            reasons::ROLLBACK_NOT_TESTED,
         ] {
             put(&format!("{k}-Failed-{reason}"), request(kind, "failed", Phase::Failed, reason, 1));
         }

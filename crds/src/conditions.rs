@@ -26,6 +26,14 @@ pub mod types {
     pub const RESTARTED: &str = "Restarted";
     /// The bake period after verification (`health.bakeSeconds`) passed without a failure.
     pub const BAKED: &str = "Baked";
+    /// The rollback rehearsal's steps (`policy.rehearseRollback`): back to the previous release,
+    /// then forward again.
+    pub const REHEARSAL_DOWNGRADED: &str = "RehearsalDowngraded";
+    pub const REHEARSAL_REBUILT: &str = "RehearsalRebuilt";
+    pub const REHEARSAL_VERIFIED: &str = "RehearsalVerified";
+    pub const ROLL_FORWARD_MIGRATED: &str = "RollForwardMigrated";
+    pub const ROLL_FORWARD_REBUILT: &str = "RollForwardRebuilt";
+    pub const ROLL_FORWARD_VERIFIED: &str = "RollForwardVerified";
 }
 
 /// CamelCase reasons.
@@ -45,6 +53,9 @@ pub mod reasons {
     pub const DIRECT_NOT_ALLOWED: &str = "DirectNotAllowed";
     pub const APPROVAL_REQUIRED: &str = "ApprovalRequired";
     pub const NOT_PROMOTED: &str = "NotPromoted";
+    /// `policy.requireRollbackTested`: no `policy.promoteFrom` Environment rehearsed the
+    /// commit's rollback (`rollbackTested`).
+    pub const ROLLBACK_NOT_TESTED: &str = "RollbackNotTested";
     /// Outside the Environment's deploy windows, or during a freeze: the request waits (`Queued`).
     pub const OUTSIDE_DEPLOY_WINDOW: &str = "OutsideDeployWindow";
     /// The commit failed on this Environment and was rolled back (`spec.overrideQuarantine`).
@@ -64,6 +75,8 @@ pub mod reasons {
     pub const VERIFYING: &str = "Verifying";
     /// Verified; the checks keep running until `status.bakeUntil` (`health.bakeSeconds`).
     pub const BAKING: &str = "Baking";
+    /// The verified release is rolled back and forward again (`policy.rehearseRollback`).
+    pub const REHEARSING: &str = "Rehearsing";
     pub const HOST_BUSY: &str = "HostBusy";
     // Preflight refusals (nothing on the host changed).
     pub const DIRTY_CHECKOUT: &str = "DirtyCheckout";
@@ -93,6 +106,8 @@ pub mod reasons {
     pub const URL_NOT_ALLOWED: &str = "UrlNotAllowed";
     /// A restart's `compose restart` failed.
     pub const RESTART_FAILED: &str = "RestartFailed";
+    /// A step of the rollback rehearsal failed; the message names it and what the host runs.
+    pub const REHEARSAL_FAILED: &str = "RehearsalFailed";
     /// A restart names a service the running release's compose files do not have.
     pub const SERVICE_NOT_FOUND: &str = "ServiceNotFound";
     /// A service's log since its container started holds lines matching `health.logErrorPatterns`.

@@ -135,7 +135,10 @@ pub enum Phase {
     /// A restart's `compose restart` of the named services.
     Restarting,
     Verifying,
-    /// Verified, and watched for `health.bakeSeconds` (until `status.bakeUntil`) before it succeeds.
+    /// `policy.rehearseRollback`: the verified release is rolled back and forward again, each
+    /// step recorded (`Rehearsal*`, `RollForward*`).
+    Rehearsing,
+    /// Verified (and rehearsed), then watched for `health.bakeSeconds` (until `status.bakeUntil`) before it succeeds.
     Baking,
     Succeeded,
     Failed,
@@ -158,6 +161,7 @@ impl Phase {
             Phase::Rebuilding => "Rebuilding",
             Phase::Restarting => "Restarting",
             Phase::Verifying => "Verifying",
+            Phase::Rehearsing => "Rehearsing",
             Phase::Baking => "Baking",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",

@@ -53,6 +53,17 @@ use crate::patterns::{
         json_path = ".status.conditions[?(@.type==\"Ready\")].message"
     )
 )]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.policy) || !has(self.policy.rehearseRollback) || !self.policy.rehearseRollback || \
+     (has(self.migrations) && has(self.migrations.downgrade) && size(self.migrations.downgrade) > 0 && \
+     has(self.migrations.current) && size(self.migrations.current) > 0)"
+).message("policy.rehearseRollback needs spec.migrations.downgrade and spec.migrations.current (the rehearsal \
+    downgrades the database and checks the revision it reached): declare both, or remove rehearseRollback"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.policy) || !has(self.policy.requireRollbackTested) || !self.policy.requireRollbackTested || \
+     (has(self.policy.promoteFrom) && size(self.policy.promoteFrom) > 0)"
+).message("policy.requireRollbackTested applies to promotion: set policy.promoteFrom to the Environments that \
+    rehearse rollbacks (such as [staging]), or remove requireRollbackTested"))]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
     /// A label such as `staging` or `production` (letters, digits, . _ -), or empty. Free text for
@@ -379,6 +390,17 @@ pub struct Health {
     )]
     #[x_kube(validation = LOG_PATTERN.each_rule("logErrorPatterns"))]
     pub log_error_patterns: Vec<String>,
+    /// Lines holding any of these texts never count as errors, whatever they match (default:
+    /// PostgreSQL's messages to clients that connect while it starts or stops, such as
+    /// `the database system is starting up`, which its log prints with `FATAL` during every
+    /// start, as readiness probes knock). Set `[]` to count every matching line.
+    #[serde(default = "default_log_ignore_patterns")]
+    #[schemars(
+        length(max = LOG_PATTERNS_MAX_ITEMS),
+        inner(length(min = LOG_PATTERN.min_len, max = LOG_PATTERN.max_len))
+    )]
+    #[x_kube(validation = LOG_PATTERN.each_rule("logIgnorePatterns"))]
+    pub log_ignore_patterns: Vec<String>,
     /// What a match of `logErrorPatterns` does: `Fail` (default) fails verification, `Warn`
     /// records it in the Verifying step and the Ready message, `Ignore` skips the scan.
     #[serde(default)]
@@ -429,6 +451,17 @@ pub fn default_log_error_patterns() -> Vec<String> {
     ["Traceback", "ERROR", "FATAL", "panic:"].map(String::from).to_vec()
 }
 
+/// The default `health.logIgnorePatterns`: PostgreSQL refusing clients while it starts or stops.
+pub fn default_log_ignore_patterns() -> Vec<String> {
+    [
+        "the database system is starting up",
+        "the database system is shutting down",
+        "terminating connection due to administrator command",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn default_log_lines() -> i32 {
     50
 }
@@ -441,6 +474,7 @@ impl Default for Health {
             checks: Vec::new(),
             monitor_interval_seconds: default_monitor_interval(),
             log_error_patterns: default_log_error_patterns(),
+            log_ignore_patterns: default_log_ignore_patterns(),
             log_errors: LogErrors::default(),
             log_lines: default_log_lines(),
             bake_seconds: None,
@@ -603,6 +637,18 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5), extend("x-kubernetes-list-type" = "set"))]
     pub waive: Vec<QualityGate>,
+    /// Rehearse the rollback of every deploy that migrates (meant for staging): once verified,
+    /// the database is downgraded to the revision it had before and the previous release
+    /// rebuilt and verified, then the release migrated, rebuilt and verified again. The
+    /// DeployRequest succeeds only if all of it passes; its release is then `rollbackTested`.
+    /// Needs `migrations.downgrade` and `migrations.current`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearse_rollback: bool,
+    /// With `promoteFrom`: a commit is promoted only when each of those Environments holds a
+    /// release of it whose rollback was rehearsed there (`rollbackTested`); otherwise the
+    /// DeployRequest is refused with `RollbackNotTested`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_rollback_tested: bool,
 }
 
 /// The playbook's quality standards, checked at Preflight on the requested commit before
@@ -702,6 +748,8 @@ impl Default for Policy {
             freeze: false,
             production: None,
             waive: Vec::new(),
+            rehearse_rollback: false,
+            require_rollback_tested: false,
         }
     }
 }
@@ -853,4 +901,8 @@ pub struct Release {
     /// A restart (`DeployRequest.spec.restart`): the services it restarted, the release as it was.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarted: Vec<String>,
+    /// Its rollback was rehearsed on this Environment (`policy.rehearseRollback`): downgraded,
+    /// the previous release verified, rolled forward and verified again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback_tested: bool,
 }

@@ -450,6 +450,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/policy/promoteFrom", FieldShape::Each(&ENVIRONMENT_NAME)),
     field("Environment", "/spec/notifications/0/name", FieldShape::One(&RECEIVER_NAME)),
     field("Environment", "/spec/health/logErrorPatterns", FieldShape::Each(&LOG_PATTERN)),
+    field("Environment", "/spec/health/logIgnorePatterns", FieldShape::Each(&LOG_PATTERN)),
     field("DeployRequest", "/spec/environment", FieldShape::One(&ENVIRONMENT_NAME)),
     field("DeployRequest", "/spec/revision/branch", FieldShape::One(&REF_NAME)),
     field("DeployRequest", "/spec/revision/tag", FieldShape::One(&REF_NAME)),

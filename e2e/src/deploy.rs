@@ -567,6 +567,8 @@ pub struct ReleaseView {
     pub waived: Vec<String>,
     /// A restart's services.
     pub restarted: Vec<String>,
+    /// Its rollback was rehearsed (`policy.rehearseRollback`).
+    pub rollback_tested: bool,
 }
 
 /// `status` of an Environment (the deploy path's fields and the conditions).

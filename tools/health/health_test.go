@@ -42,6 +42,7 @@ var table = []struct{ object, argo, kstatus string }{
 	{"deployrequest-RollingBack-RollingBack", "Progressing", "InProgress"},
 	{"deployrequest-Restarting-Restarting", "Progressing", "InProgress"},
 	{"deployrequest-Baking-Baking", "Progressing", "InProgress"},
+	{"deployrequest-Rehearsing-Rehearsing", "Progressing", "InProgress"},
 	{"deployrequest-Succeeded", "Healthy", "Current"},
 	{"deployrequest-Succeeded-UpToDate", "Healthy", "Current"},
 	{"deployrequest-Succeeded-stale-generation", "Progressing", "InProgress"},
@@ -58,6 +59,8 @@ var table = []struct{ object, argo, kstatus string }{
 	{"deployrequest-Failed-RestartFailed", "Degraded", "Failed"},
 	{"deployrequest-Failed-BakeFailed", "Degraded", "Failed"},
 	{"deployrequest-Failed-UrlNotAllowed", "Degraded", "Failed"},
+	{"deployrequest-Failed-RehearsalFailed", "Degraded", "Failed"},
+	{"deployrequest-Failed-RollbackNotTested", "Degraded", "Failed"},
 	{"deployrequest-RolledBack", "Degraded", "Failed"},
 
 	{"rollback-new", "Progressing", "Current"},
@@ -72,6 +75,7 @@ var table = []struct{ object, argo, kstatus string }{
 	{"rollback-RollingBack-RollingBack", "Progressing", "InProgress"},
 	{"rollback-Restarting-Restarting", "Progressing", "InProgress"},
 	{"rollback-Baking-Baking", "Progressing", "InProgress"},
+	{"rollback-Rehearsing-Rehearsing", "Progressing", "InProgress"},
 	{"rollback-Succeeded", "Healthy", "Current"},
 	{"rollback-Succeeded-UpToDate", "Healthy", "Current"},
 	{"rollback-Succeeded-stale-generation", "Progressing", "InProgress"},
@@ -88,6 +92,8 @@ var table = []struct{ object, argo, kstatus string }{
 	{"rollback-Failed-RestartFailed", "Degraded", "Failed"},
 	{"rollback-Failed-BakeFailed", "Degraded", "Failed"},
 	{"rollback-Failed-UrlNotAllowed", "Degraded", "Failed"},
+	{"rollback-Failed-RehearsalFailed", "Degraded", "Failed"},
+	{"rollback-Failed-RollbackNotTested", "Degraded", "Failed"},
 	{"rollback-RolledBack", "Degraded", "Failed"},
 }
 

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod playbook;
 pub mod preflight;
 pub mod record;
+pub mod rehearsal;
 pub mod request;
 pub mod site;
 pub mod steps;
@@ -207,13 +208,13 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     // exact commit is checked again at preflight. A refused request never holds up the queue.
     if !holding
         && let Some(dr) = req.as_deploy()
-        && let Some(message) = preflight::not_promoted_ref(&envs, &env, dr).await?
+        && let Some(problem) = preflight::not_promoted_ref(&envs, &env, dr).await?
     {
         st.phase = Some(Phase::Failed);
         st.queue_position = None;
         st.conditions = conditions::set(
             &old.conditions,
-            &plan::conditions_for(Phase::Failed, reasons::NOT_PROMOTED, message),
+            &plan::conditions_for(Phase::Failed, problem.reason, problem.message),
             req.generation(),
             now,
         );
@@ -590,6 +591,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             .unwrap_or(now);
                         let scan = steps::log_scan(&site, since).await?;
                         let mut message = message;
+                        let mut warning = String::new();
                         if !scan.found.is_empty() {
                             let found = format!("error lines in the logs since the deploy: {}", scan.summary());
                             if env.spec.health.log_errors == slipway_crds::LogErrors::Fail {
@@ -609,34 +611,37 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                     .await?,
                                 ));
                             }
-                            // Carried to the Ready message by `succeed`, after a bake too.
-                            message.push_str(&format!("{WARNING}{found}"));
+                            // Also in the step's message: a bake's end reads it from there.
+                            warning = format!("{WARNING}{found}");
+                            message.push_str(&warning);
                         }
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, VERIFYING, StepResult::Succeeded, message, None, now);
-                        // Production watches a while before it succeeds (health.bakeSeconds).
-                        if let Some(until) = bake::until(req, env, now) {
-                            st.phase = Some(Phase::Baking);
-                            st.bake_until = Some(until.to_string());
-                            plan::start_step(&mut st, BAKING, now);
-                            let message = bake::baking_message(&env.name_any(), until, env.spec.bake_seconds());
-                            return Ok(Some(run.progressing(st.clone(), Phase::Baking, message, now).await?));
+                        match rehearsal::decide(req, env, &st) {
+                            rehearsal::Decision::Rehearse { previous, revision } => {
+                                return Ok(Some(rehearsal::begin(run, st.clone(), &previous, &revision).await?));
+                            }
+                            rehearsal::Decision::Skip(why) => warning = format!("; {why}{warning}"),
+                            rehearsal::Decision::Off => {}
                         }
-                        Ok(Some(succeed(run, &site, env, st.clone()).await?))
+                        Ok(Some(verified(run, &site, env, st.clone(), warning, now).await?))
                     }
                     Progress::Failed { message, tail } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
                     }
                 }
             }
+            Phase::Rehearsing => Ok(Some(rehearsal::advance(run, &site, env, st.clone(), now).await?)),
             Phase::Baking => {
                 let interval = Duration::from_secs(u64::try_from(env.spec.health.interval_seconds).unwrap_or(5).max(1));
                 let round = steps::health_round(&site, &ctx.urls).await?;
                 match bake::judge(&st, &round.failed, interval, Timestamp::now()) {
                     bake::Bake::Continue(wait) => Ok(Some(Action::requeue(wait))),
                     bake::Bake::Passed { message } => {
-                        plan::finish_step(&mut st, BAKING, StepResult::Succeeded, message, None, Timestamp::now());
-                        Ok(Some(succeed(run, &site, env, st.clone()).await?))
+                        let now = Timestamp::now();
+                        plan::finish_step(&mut st, BAKING, StepResult::Succeeded, message, None, now);
+                        let note = bake_note(req, env, &st);
+                        Ok(Some(succeed(run, &site, env, st.clone(), note, now).await?))
                     }
                     bake::Bake::Failed { message } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::BAKE_FAILED, message, None, now).await?))
@@ -678,16 +683,57 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
 /// What the log scan's warning adds to the Verifying step's message (and to the Ready message).
 const WARNING: &str = "; warning: ";
 
-/// Verified (and baked, where the Environment bakes): the request succeeds, its release is
-/// recorded and the lock released.
+/// Verified (and rehearsed, where it is): where the Environment bakes (`health.bakeSeconds`),
+/// the request enters `Baking` until `status.bakeUntil`; otherwise it succeeds at once.
+async fn verified(
+    run: &Run<'_>,
+    site: &Site<'_>,
+    env: &Environment,
+    mut st: DeployRequestStatus,
+    note: String,
+    now: Timestamp,
+) -> std::result::Result<Action, StepError> {
+    let Some(until) = bake::until(run.req, env, now) else {
+        return succeed(run, site, env, st, note, now).await;
+    };
+    st.phase = Some(Phase::Baking);
+    st.bake_until = Some(until.to_string());
+    plan::start_step(&mut st, BAKING, now);
+    let message = bake::baking_message(&env.name_any(), until, env.spec.bake_seconds());
+    Ok(run.progressing(st, Phase::Baking, message, now).await?)
+}
+
+/// The note a baked request's success message ends with, as it would have without the bake
+/// (read again from status: a restarted controller has only that).
+fn bake_note(req: &Req, env: &Environment, st: &DeployRequestStatus) -> String {
+    let rehearsed =
+        plan::step(st, rehearsal::FORWARD_VERIFYING).is_some_and(|s| s.result == Some(StepResult::Succeeded));
+    if rehearsed {
+        return rehearsal::summary(st);
+    }
+    let warning = plan::step(st, VERIFYING)
+        .and_then(|s| s.message.as_deref())
+        .and_then(|m| m.split_once(WARNING))
+        .map(|(_, w)| format!("{WARNING}{w}"))
+        .unwrap_or_default();
+    match rehearsal::decide(req, env, st) {
+        rehearsal::Decision::Skip(why) => format!("; {why}{warning}"),
+        _ => warning,
+    }
+}
+
+/// The request passed (verified, rehearsed and baked where it is): it ends `Succeeded`, its
+/// release recorded with the images that run, live since `now` (when the last verification or
+/// the bake passed), and the lock passed on. `note` ends the message.
 async fn succeed(
     run: &Run<'_>,
     site: &Site<'_>,
     env: &Environment,
     mut st: DeployRequestStatus,
+    note: String,
+    now: Timestamp,
 ) -> std::result::Result<Action, StepError> {
     let req = run.req;
-    let now = Timestamp::now();
     let release = release_record(site, req, &st, "Succeeded", now).await?;
     let commit = st.commit.clone().unwrap_or_default();
     // A record for people, never a reason to fail a verified release.
@@ -699,14 +745,9 @@ async fn succeed(
         }
     };
     st.phase = Some(Phase::Succeeded);
-    let short = plan::short(&commit).to_owned();
+    let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
     let baked = plan::step(&st, BAKING)
         .map(|_| format!(" and through its {}s bake period", env.spec.bake_seconds()))
-        .unwrap_or_default();
-    let warning = plan::step(&st, VERIFYING)
-        .and_then(|s| s.message.as_deref())
-        .and_then(|m| m.split_once(WARNING))
-        .map(|(_, w)| format!("{WARNING}{w}"))
         .unwrap_or_default();
     let message = match req {
         Req::Deploy(dr) if dr.is_restart() => format!(
@@ -726,7 +767,7 @@ async fn succeed(
             release.ref_,
             release.migration.as_deref().unwrap_or("(no revision)")
         ),
-    } + &warning;
+    } + &note;
     st.conditions = conditions::set(
         &run.old.conditions,
         &plan::conditions_for(Phase::Succeeded, reasons::SUCCEEDED, message),
@@ -760,6 +801,7 @@ fn phase_jobs(phase: Phase) -> &'static [&'static str] {
         Phase::Downgrading => &steps::DOWNGRADE_JOBS,
         Phase::Rebuilding => &steps::REBUILD_JOBS,
         Phase::Restarting => &steps::RESTART_JOBS,
+        Phase::Rehearsing => &rehearsal::JOBS,
         _ => &[],
     }
 }
@@ -980,8 +1022,11 @@ impl Run<'_> {
     ) -> Result<Action> {
         let me = self.req.id();
         let phase = st.phase.unwrap_or(Phase::Preflight);
-        let step = plan_step_name(phase);
-        plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+        // A rehearsal records its own steps; an error in one of them ends it.
+        let step = if phase == Phase::Rehearsing { rehearsal::running(&st) } else { Some(plan_step_name(phase)) };
+        if let Some(step) = step {
+            plan::finish_step(&mut st, step, StepResult::Failed, message.clone(), tail, now);
+        }
         st.queue_position = None;
         if auto::wanted(self.req, env, &st, phase) {
             return auto::begin(self, st, reason, message, now).await;
@@ -999,6 +1044,7 @@ impl Run<'_> {
                 | Phase::Rebuilding
                 | Phase::Restarting
                 | Phase::Verifying
+                | Phase::Rehearsing
                 | Phase::Baking
         );
         st.phase = Some(Phase::Failed);

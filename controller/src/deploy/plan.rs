@@ -309,6 +309,7 @@ pub fn release(
         reason,
         waived: st.waived.clone(),
         restarted: req.as_deploy().map(|d| d.spec.restart.clone()).unwrap_or_default(),
+        rollback_tested: result == "Succeeded" && super::rehearsal::passed(st),
     }
 }
 
@@ -329,8 +330,11 @@ pub fn recovered_release(
     if !recovered_succeeded(st) {
         return release(req, env, st, "Failed", Default::default(), None);
     }
-    // It went live when it succeeded: after its bake period, if it baked.
-    let deployed_at = step(st, BAKING).or_else(|| step(st, VERIFYING)).and_then(|s| s.finished_at.clone());
+    // Live since it succeeded: after its bake period, if it baked; else since the last
+    // verification passed (a rehearsal's roll forward, or the deploy's own).
+    let verified =
+        step(st, BAKING).or_else(|| step(st, super::rehearsal::FORWARD_VERIFYING)).or_else(|| step(st, VERIFYING));
+    let deployed_at = verified.and_then(|s| s.finished_at.clone());
     release(req, env, st, "Succeeded", images, deployed_at)
 }
 
@@ -346,6 +350,33 @@ fn succeeded_releases(source: &Environment) -> impl Iterator<Item = &slipway_crd
 /// Is `commit` recorded as Succeeded in the history (or as current) of `source`?
 pub fn promoted(source: &Environment, commit: &str) -> bool {
     succeeded_releases(source).any(|r| r.commit == commit)
+}
+
+/// Was the rollback of `commit` rehearsed on `source` (a Succeeded release `rollbackTested`)?
+pub fn rollback_tested(source: &Environment, commit: &str) -> bool {
+    succeeded_releases(source).any(|r| r.commit == commit && r.rollback_tested)
+}
+
+/// [`rollback_tested`] by ref name or commit prefix, before the commit is known.
+pub fn rollback_tested_ref(source: &Environment, rev: &slipway_crds::Revision) -> bool {
+    let mut releases = succeeded_releases(source).filter(|r| r.rollback_tested);
+    match (&rev.commit, rev.name()) {
+        (Some(commit), _) => releases.any(|r| r.commit.starts_with(&commit.to_ascii_lowercase())),
+        (None, Some(name)) => releases.any(|r| r.ref_ == name),
+        _ => false,
+    }
+}
+
+/// Why a revision is refused by `policy.requireRollbackTested`: `what` has no release whose
+/// rollback was rehearsed on each of `missing`.
+pub fn not_rehearsed_message(what: &str, missing: &[&str], then: &str) -> String {
+    let names: Vec<String> = missing.iter().map(|n| format!("{n:?}")).collect();
+    let noun = if missing.len() == 1 { "Environment" } else { "Environments" };
+    format!(
+        "{what} has no release whose rollback was rehearsed (rollbackTested) on {noun} {} \
+         (policy.requireRollbackTested): deploy it there with policy.rehearseRollback: true first{then}",
+        names.join(", ")
+    )
 }
 
 /// The Environments named by `policy.promoteFrom` (`from`, in that order) on which `passed` does
@@ -468,6 +499,12 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
                 RESTARTING => types::RESTARTED,
                 VERIFYING => types::VERIFIED,
                 BAKING => types::BAKED,
+                super::rehearsal::DOWNGRADING => types::REHEARSAL_DOWNGRADED,
+                super::rehearsal::REBUILDING => types::REHEARSAL_REBUILT,
+                super::rehearsal::VERIFYING => types::REHEARSAL_VERIFIED,
+                super::rehearsal::FORWARD_MIGRATING => types::ROLL_FORWARD_MIGRATED,
+                super::rehearsal::FORWARD_REBUILDING => types::ROLL_FORWARD_REBUILT,
+                super::rehearsal::FORWARD_VERIFYING => types::ROLL_FORWARD_VERIFIED,
                 _ => return None,
             };
             let message = step.message.clone().unwrap_or_default();
@@ -505,6 +542,7 @@ pub fn progress_reason(phase: Phase) -> &'static str {
         Phase::Restarting => reasons::RESTARTING,
         Phase::Verifying => reasons::VERIFYING,
         Phase::Baking => reasons::BAKING,
+        Phase::Rehearsing => reasons::REHEARSING,
         _ => reasons::QUEUED,
     }
 }
@@ -797,6 +835,47 @@ mod tests {
         assert!(not_promoted_from(&two, &sources, |e| promoted_ref(e, &tag)).is_empty());
         let tag = Revision { tag: Some("ref-c2".into()), ..Default::default() };
         assert_eq!(not_promoted_from(&two, &sources, |e| promoted_ref(e, &tag)), ["staging"]);
+    }
+
+    #[test]
+    fn require_rollback_tested_counts_only_rehearsed_successes() {
+        let mut staging = source("staging", None, &["c1", "c2"], &["c3"]);
+        let status = staging.status.as_mut().unwrap();
+        status.history[0].rollback_tested = true;
+        status.history[2].rollback_tested = true; // a failed release never counts
+        assert!(rollback_tested(&staging, "c1"));
+        assert!(!rollback_tested(&staging, "c2"), "deployed, but not rehearsed");
+        assert!(!rollback_tested(&staging, "c3"));
+        let tag = |t: &str| Revision { tag: Some(t.into()), ..Default::default() };
+        assert!(rollback_tested_ref(&staging, &tag("ref-c1")));
+        assert!(!rollback_tested_ref(&staging, &tag("ref-c2")));
+        assert!(rollback_tested_ref(&staging, &Revision { commit: Some("C1".into()), ..Default::default() }));
+        let from: Vec<String> = ["staging", "qa"].map(String::from).to_vec();
+        let missing = not_promoted_from(&from, std::slice::from_ref(&staging), |e| rollback_tested(e, "c1"));
+        assert_eq!(missing, ["qa"]);
+        let message = not_rehearsed_message("tag v2", &missing, "");
+        assert!(message.contains("Environment \"qa\" (policy.requireRollbackTested)"), "{message}");
+        assert!(message.contains("rehearseRollback: true"), "{message}");
+        // a release records rollbackTested only when it succeeded after a passed rehearsal
+        let dr = Req::Deploy(request("shop-45", 0, Some("#45"), DeployMode::Change));
+        let t = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut st = DeployRequestStatus { commit: Some("c1".into()), ..Default::default() };
+        assert!(!release(&dr, &staging, &st, "Succeeded", Default::default(), None).rollback_tested);
+        for s in super::super::rehearsal::STEPS {
+            finish_step(&mut st, s, StepResult::Succeeded, "ok", None, t);
+        }
+        assert!(release(&dr, &staging, &st, "Succeeded", Default::default(), None).rollback_tested);
+        assert!(!release(&dr, &staging, &st, "Failed", Default::default(), None).rollback_tested);
+        // recovered after a crash: rollbackTested too, live since the roll forward was verified
+        finish_step(&mut st, VERIFYING, StepResult::Succeeded, "ok", None, t);
+        st.phase = Some(Phase::Succeeded);
+        let later = Timestamp::from_second(1_700_000_100).unwrap();
+        if let Some(s) = st.steps.iter_mut().find(|s| s.name == super::super::rehearsal::FORWARD_VERIFYING) {
+            s.finished_at = Some(later.to_string());
+        }
+        let recovered = recovered_release(&dr, &staging, &st, Default::default());
+        assert!(recovered.rollback_tested);
+        assert_eq!(recovered.deployed_at, Some(later.to_string()));
     }
 
     #[test]

@@ -76,23 +76,35 @@ pub async fn promotion_sources(environments: &Api<Environment>, from: &[String])
     Ok(found)
 }
 
-/// Before the queue: why `dr`'s revision (by ref name or commit prefix) is not promoted to `env`,
-/// or `None` when it is (or `env` has no promotion rule).
+/// Before the queue: why `dr`'s revision (by ref name or commit prefix) is not promoted to `env`
+/// (`NotPromoted`, or `RollbackNotTested` under `policy.requireRollbackTested`), or `None` when
+/// it is (or `env` has no promotion rule).
 pub async fn not_promoted_ref(
     environments: &Api<Environment>,
     env: &Environment,
     dr: &DeployRequest,
-) -> kube::Result<Option<String>> {
+) -> kube::Result<Option<Problem>> {
     let from = &env.spec.policy.promote_from;
     // A restart brings nothing new to promote.
     if from.is_empty() || dr.is_restart() {
         return Ok(None);
     }
     let sources = promotion_sources(environments, from).await?;
-    let missing = plan::not_promoted_from(from, &sources, |s| plan::promoted_ref(s, &dr.spec.revision));
-    Ok((!missing.is_empty()).then(|| {
-        plan::not_promoted_message(&dr.spec.revision.display(), &missing, ", then create a new DeployRequest here")
-    }))
+    let rev = &dr.spec.revision;
+    let then = ", then create a new DeployRequest here";
+    let missing = plan::not_promoted_from(from, &sources, |s| plan::promoted_ref(s, rev));
+    if !missing.is_empty() {
+        let message = plan::not_promoted_message(&rev.display(), &missing, then);
+        return Ok(Some(Problem { reason: reasons::NOT_PROMOTED, message }));
+    }
+    if env.spec.policy.require_rollback_tested {
+        let untested = plan::not_promoted_from(from, &sources, |s| plan::rollback_tested_ref(s, rev));
+        if !untested.is_empty() {
+            let message = plan::not_rehearsed_message(&rev.display(), &untested, then);
+            return Ok(Some(Problem { reason: reasons::ROLLBACK_NOT_TESTED, message }));
+        }
+    }
+    Ok(None)
 }
 
 /// `heal`: a drift heal the controller made ([`crate::environment::drift::is_heal`]): local
@@ -381,6 +393,13 @@ async fn deploy_gates(
         if !missing.is_empty() {
             let what = format!("commit {} ({})", plan::short(commit), dr.spec.revision.display());
             return Err(stalled(reasons::NOT_PROMOTED, plan::not_promoted_message(&what, &missing, "")));
+        }
+        if env.spec.policy.require_rollback_tested {
+            let untested = plan::not_promoted_from(from, &sources, |s| plan::rollback_tested(s, commit));
+            if !untested.is_empty() {
+                let what = format!("commit {} ({})", plan::short(commit), dr.spec.revision.display());
+                return Err(stalled(reasons::ROLLBACK_NOT_TESTED, plan::not_rehearsed_message(&what, &untested, "")));
+            }
         }
     }
     Ok(())

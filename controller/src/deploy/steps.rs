@@ -45,24 +45,29 @@ pub const REBUILD_JOBS: [&str; 2] = ["build", "up"];
 /// Migrating: the NEW revision's image for the migration service, built in the worktree, then
 /// the upgrade in a one-off container of that image. The running checkout is not touched.
 pub async fn migrate(site: &Site<'_>, commit: &str) -> Result<Progress, RemoteError> {
+    migrate_as(site, commit, MIGRATION_JOBS).await
+}
+
+/// [`migrate`] as the host jobs `jobs` (a rehearsal's roll forward migrates again).
+pub async fn migrate_as(site: &Site<'_>, commit: &str, jobs: [&str; 2]) -> Result<Progress, RemoteError> {
     let Some(m) = &site.env.spec.migrations else {
         return Ok(Progress::Done { message: "no migrations declared".into() });
     };
     // Once: while the jobs run, the worktree and its .env stay as they started (a Secret rotated
     // mid-deploy must not change files under a running build).
-    if !site.started(MIGRATION_JOBS[0]).await? {
+    if !site.started(jobs[0]).await? {
         site.ensure_idle().await?;
         super::preflight::prepare_worktree(site, commit).await?;
         write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
     }
     let next = site.compose_next();
     let build = next.command("build").arg(m.service.clone());
-    let label = job_label(&site.key(MIGRATION_JOBS[1])?);
+    let label = job_label(&site.key(jobs[1])?);
     let upgrade = next.run_command(&m.service, &m.upgrade, &[label])?;
     // With a release running, the one-off container must not start or recreate its
     // dependencies from the worktree's configuration (the database above all): it joins them.
     let upgrade = if site.runs().await? { with_no_deps(upgrade) } else { upgrade };
-    match sequence(site, &[(MIGRATION_JOBS[0], build), (MIGRATION_JOBS[1], upgrade)]).await? {
+    match sequence(site, &[(jobs[0], build), (jobs[1], upgrade)]).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", m.upgrade.join(" ")) }),
         other => Ok(other),
     }
@@ -102,6 +107,11 @@ pub fn downgrade_argv(command: &[String], revision: &str) -> Vec<String> {
 /// runs now (only it has the newer migrations' downgrade steps), in a one-off container of the
 /// main checkout; the checkout, `.env` and the running containers are not touched.
 pub async fn downgrade(site: &Site<'_>, revision: &str) -> Result<Progress, RemoteError> {
+    downgrade_as(site, revision, DOWNGRADE_JOBS[0]).await
+}
+
+/// [`downgrade`] as the host job `job` (a rollback rehearsal).
+pub async fn downgrade_as(site: &Site<'_>, revision: &str, job: &str) -> Result<Progress, RemoteError> {
     let Some(m) = site.env.spec.migrations.as_ref().filter(|m| !m.downgrade.is_empty()) else {
         return Ok(Progress::Failed {
             message: "the Environment declares no spec.migrations.downgrade command".into(),
@@ -109,14 +119,14 @@ pub async fn downgrade(site: &Site<'_>, revision: &str) -> Result<Progress, Remo
         });
     };
     crate::remote::validate::migration_revision(revision)?;
-    if !site.started(DOWNGRADE_JOBS[0]).await? {
+    if !site.started(job).await? {
         site.ensure_idle().await?;
     }
     let argv = downgrade_argv(&m.downgrade, revision);
-    let label = job_label(&site.key(DOWNGRADE_JOBS[0])?);
+    let label = job_label(&site.key(job)?);
     let cmd = site.compose().run_command(&m.service, &argv, &[label])?;
     let cmd = if site.runs().await? { with_no_deps(cmd) } else { cmd };
-    match sequence(site, &[(DOWNGRADE_JOBS[0], cmd)]).await? {
+    match sequence(site, &[(job, cmd)]).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", argv.join(" ")) }),
         other => Ok(other),
     }
@@ -151,7 +161,18 @@ pub async fn rebuild(
     since: k8s_openapi::jiff::Timestamp,
     discard: bool,
 ) -> Result<Progress, RemoteError> {
-    if !site.started(REBUILD_JOBS[0]).await? {
+    rebuild_as(site, commit, since, discard, REBUILD_JOBS).await
+}
+
+/// [`rebuild`] as the host jobs `jobs` (a rollback rehearsal rebuilds twice more).
+pub async fn rebuild_as(
+    site: &Site<'_>,
+    commit: &str,
+    since: k8s_openapi::jiff::Timestamp,
+    discard: bool,
+    jobs: [&str; 2],
+) -> Result<Progress, RemoteError> {
+    if !site.started(jobs[0]).await? {
         site.ensure_idle().await?;
         let repo = Repo::new(site.conn, site.project.dir.clone())?;
         if discard {
@@ -163,12 +184,12 @@ pub async fn rebuild(
     }
     let compose = site.compose();
     let build = compose.command("build");
-    match sequence(site, &[(REBUILD_JOBS[0], build)]).await? {
+    match sequence(site, &[(jobs[0], build)]).await? {
         Progress::Done { .. } => {}
         other => return Ok(other),
     }
     let up = compose.command("up").args(["-d", "--remove-orphans"]);
-    match site.job(REBUILD_JOBS[1], &up).await? {
+    match site.job(jobs[1], &up).await? {
         (JobProgress::Running, _) => Ok(Progress::Running),
         (JobProgress::Succeeded, _) => Ok(Progress::Done { message: "built and started".into() }),
         // `up` also fails when a dependency is not healthy in time (`depends_on:
@@ -307,12 +328,9 @@ pub async fn verify_round(site: &Site<'_>, urls: &UrlChecker, elapsed: Duration)
 }
 
 /// The lines of `lines` holding any of `patterns` (plain, case-sensitive substrings).
-pub fn log_matches<'a>(lines: &'a [String], patterns: &[String]) -> Vec<&'a str> {
-    lines
-        .iter()
-        .filter(|l| patterns.iter().any(|p| !p.is_empty() && l.contains(p.as_str())))
-        .map(String::as_str)
-        .collect()
+pub fn log_matches<'a>(lines: &'a [String], patterns: &[String], ignore: &[String]) -> Vec<&'a str> {
+    let holds = |l: &str, texts: &[String]| texts.iter().any(|p| !p.is_empty() && l.contains(p.as_str()));
+    lines.iter().filter(|l| holds(l, patterns) && !holds(l, ignore)).map(String::as_str).collect()
 }
 
 /// What the log scan after verification found: per service, its matching lines (redacted).
@@ -362,8 +380,10 @@ pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> R
         // From the deploy's own start, not the container's: Docker records `StartedAt` after the
         // process is running, so a first line written at once can carry an earlier timestamp.
         let logged = site.conn.container_log_since(&c.id, since, lines).await?;
-        let matching: Vec<String> =
-            log_matches(&logged, &health.log_error_patterns).into_iter().map(str::to_owned).collect();
+        let matching: Vec<String> = log_matches(&logged, &health.log_error_patterns, &health.log_ignore_patterns)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if !matching.is_empty() {
             scan.found.push((service.clone(), matching));
         }
@@ -388,12 +408,23 @@ mod tests {
         .map(String::from)
         .to_vec();
         let defaults = slipway_crds::environment::default_log_error_patterns();
+        let ignored = slipway_crds::environment::default_log_ignore_patterns();
         assert_eq!(
-            log_matches(&lines, &defaults),
+            log_matches(&lines, &defaults, &ignored),
             ["ERROR: connection refused", "Traceback (most recent call last):", "goroutine 1 [running]: panic: boom"]
         );
-        assert!(log_matches(&lines, &[]).is_empty());
-        assert!(log_matches(&lines, &[String::new()]).is_empty(), "an empty pattern matches nothing");
+        assert!(log_matches(&lines, &[], &[]).is_empty());
+        assert!(log_matches(&lines, &[String::new()], &[]).is_empty(), "an empty pattern matches nothing");
+        // PostgreSQL answering a readiness probe while it starts is not an error by default;
+        // a failed login is.
+        let postgres: Vec<String> = [
+            "2026-11-30 05:01:02.345 UTC [63] FATAL:  the database system is starting up",
+            "2026-11-30 05:01:09.001 UTC [70] FATAL:  password authentication failed for user \"app\"",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(log_matches(&postgres, &defaults, &ignored), [postgres[1].as_str()]);
+        assert_eq!(log_matches(&postgres, &defaults, &[]).len(), 2, "with no ignore list every FATAL counts");
         let scan = LogScan { found: vec![("backend".into(), vec!["ERROR: x".into(), "ERROR: y".into()])] };
         assert_eq!(scan.summary(), "backend: 2 line(s), first \"ERROR: x\"");
         assert_eq!(scan.tail(), "backend | ERROR: x\nbackend | ERROR: y");

@@ -278,7 +278,7 @@ async fn running_jobs(
 ) -> std::result::Result<Vec<String>, RemoteError> {
     let jobs = Jobs::new(conn);
     let mut running = Vec::new();
-    for job in HOLDER_JOBS {
+    for job in HOLDER_JOBS.into_iter().chain(super::rehearsal::JOBS) {
         if jobs.poll(&JobKey::new(site::project_name(env), uid, job)?).await?.is_running() {
             running.push(job.to_owned());
         }
