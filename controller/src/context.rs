@@ -44,6 +44,8 @@ pub struct Context {
     pub notifier: crate::notify::Sender,
     /// The objects this instance reconciles (`--watch-label-selector`).
     pub shard: crate::shard::Shard,
+    /// `http.url` checks: the allow-list (`--http-url-allow`) and the client that fetches them.
+    pub urls: crate::url_check::UrlChecker,
 }
 
 /// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
@@ -93,6 +95,11 @@ impl Context {
         Context { shard, ..self }
     }
 
+    /// `http.url` checks may fetch only what `urls` allows.
+    pub fn with_urls(self, urls: crate::url_check::UrlChecker) -> Self {
+        Context { urls, ..self }
+    }
+
     pub fn new(client: Client) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
@@ -108,6 +115,7 @@ impl Context {
             identity: std::sync::OnceLock::new(),
             notifier: crate::notify::Sender::new(),
             shard: crate::shard::Shard::default(),
+            urls: crate::url_check::UrlChecker::default(),
         }
     }
 

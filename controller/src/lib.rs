@@ -17,6 +17,7 @@ pub mod rollback;
 pub mod secrets;
 pub mod shard;
 pub mod status;
+pub mod url_check;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

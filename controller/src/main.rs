@@ -45,6 +45,11 @@ struct Args {
     /// Seconds before expiry at which the leader renews the Lease.
     #[arg(long, default_value_t = 5)]
     leader_election_renew_grace: u64,
+    /// A URL prefix (such as https://shop.example.com/) that `http.url` health checks may
+    /// fetch from the controller; repeat it (or separate with commas) for several. A check of a
+    /// URL no prefix matches is refused (UrlNotAllowed). Default: none.
+    #[arg(long = "http-url-allow", env = "SLIPWAY_HTTP_URL_ALLOW", value_delimiter = ',')]
+    http_url_allow: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -72,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
     let shard = slipway_controller::shard::Shard::parse(args.watch_label_selector.as_deref().unwrap_or(""))
         .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
     let client = kube::Client::try_default().await?;
-    let ctx = Arc::new(Context::new(client).with_shard(shard.clone()));
+    let urls = slipway_controller::url_check::UrlChecker::new(&args.http_url_allow).map_err(|e| anyhow::anyhow!(e))?;
+    let ctx = Arc::new(Context::new(client).with_shard(shard.clone()).with_urls(urls));
     ctx.learn_identity().await;
     let scope = Scope { namespace: args.namespace.clone(), shard };
     let election = args.leader_elect.then(|| Election {

@@ -112,6 +112,7 @@ fn recorded() -> Value {
             (Phase::Verifying, reasons::VERIFYING),
             (Phase::RollingBack, reasons::ROLLING_BACK),
             (Phase::Restarting, reasons::RESTARTING),
+            (Phase::Baking, reasons::BAKING),
             (Phase::Rehearsing, reasons::REHEARSING),
         ];
         for (phase, reason) in running {
@@ -131,6 +132,8 @@ fn recorded() -> Value {
             reasons::SECRET_IN_COMPOSE,
             reasons::LOG_ERRORS_FOUND,
             reasons::RESTART_FAILED,
+            reasons::BAKE_FAILED,
+            reasons::URL_NOT_ALLOWED,
             reasons::REHEARSAL_FAILED,
             reasons::ROLLBACK_NOT_TESTED,
         ] {

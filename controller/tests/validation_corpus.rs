@@ -52,6 +52,7 @@ fn checks(key: &str) -> Vec<(&'static str, Check)> {
         "serviceName" => vec![("validate::service_name", |s| validate::service_name(text(s)))],
         "checkName" => vec![("validate::check_name", |s| validate::check_name(text(s)))],
         "httpPath" => vec![("validate::http_path", |s| validate::http_path(text(s)))],
+        "checkUrl" => vec![("url_check (http.url)", |s| validate::field(&patterns::CHECK_URL, "http.url", text(s)))],
         "hostAddress" => vec![("validate::host_address", |s| validate::host_address(text(s)))],
         "hostUser" => vec![("validate::user_name", |s| validate::user_name(text(s)))],
         "repositoryUrl" => vec![("validate::git_url", |s| validate::git_url(text(s)))],

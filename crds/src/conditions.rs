@@ -24,6 +24,8 @@ pub mod types {
     pub const DOWNGRADED: &str = "Downgraded";
     /// A restart's `compose restart` of its services.
     pub const RESTARTED: &str = "Restarted";
+    /// The bake period after verification (`health.bakeSeconds`) passed without a failure.
+    pub const BAKED: &str = "Baked";
     /// The rollback rehearsal's steps (`policy.rehearseRollback`): back to the previous release,
     /// then forward again.
     pub const REHEARSAL_DOWNGRADED: &str = "RehearsalDowngraded";
@@ -71,6 +73,8 @@ pub mod reasons {
     pub const REBUILDING: &str = "Rebuilding";
     pub const RESTARTING: &str = "Restarting";
     pub const VERIFYING: &str = "Verifying";
+    /// Verified; the checks keep running until `status.bakeUntil` (`health.bakeSeconds`).
+    pub const BAKING: &str = "Baking";
     /// The verified release is rolled back and forward again (`policy.rehearseRollback`).
     pub const REHEARSING: &str = "Rehearsing";
     pub const HOST_BUSY: &str = "HostBusy";
@@ -96,6 +100,10 @@ pub mod reasons {
     pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
     pub const REBUILD_FAILED: &str = "RebuildFailed";
     pub const VERIFICATION_FAILED: &str = "VerificationFailed";
+    /// A check failed during the bake period after verification (`health.bakeSeconds`).
+    pub const BAKE_FAILED: &str = "BakeFailed";
+    /// An `http.url` check names a URL the controller's allow-list (`--http-url-allow`) lacks.
+    pub const URL_NOT_ALLOWED: &str = "UrlNotAllowed";
     /// A restart's `compose restart` failed.
     pub const RESTART_FAILED: &str = "RestartFailed";
     /// A step of the rollback rehearsal failed; the message names it and what the host runs.

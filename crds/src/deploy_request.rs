@@ -138,6 +138,8 @@ pub enum Phase {
     /// `policy.rehearseRollback`: the verified release is rolled back and forward again, each
     /// step recorded (`Rehearsal*`, `RollForward*`).
     Rehearsing,
+    /// Verified (and rehearsed), then watched for `health.bakeSeconds` (until `status.bakeUntil`) before it succeeds.
+    Baking,
     Succeeded,
     Failed,
     RollingBack,
@@ -160,6 +162,7 @@ impl Phase {
             Phase::Restarting => "Restarting",
             Phase::Verifying => "Verifying",
             Phase::Rehearsing => "Rehearsing",
+            Phase::Baking => "Baking",
             Phase::Succeeded => "Succeeded",
             Phase::Failed => "Failed",
             Phase::RollingBack => "RollingBack",
@@ -231,6 +234,10 @@ pub struct DeployRequestStatus {
     /// `policy.waive` (recorded in the release).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waived: Vec<String>,
+    /// While `Baking` (and after): when the bake period ends (RFC 3339). Set once, when
+    /// verification passed; a restarted controller continues to this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_until: Option<String>,
 }
 
 /// One step of a deploy.

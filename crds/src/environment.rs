@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{Revision, SecretKeyRef, SecretRef, conditions_schema};
 use crate::notifications::{RECEIVERS_MAX_ITEMS, Receiver};
 use crate::patterns::{
-    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS, HOST_PATH,
-    HOST_USER, HTTP_PATH, ISSUE, LOG_PATTERN, LOG_PATTERNS_MAX_ITEMS, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS,
+    ARGUMENT, ARGV_MAX_ITEMS, CHECK_NAME, CHECK_URL, COMPOSE_FILE, CRON_SCHEDULE, ENVIRONMENT_NAME, HOST_ADDRESS,
+    HOST_PATH, HOST_USER, HTTP_PATH, ISSUE, LOG_PATTERN, LOG_PATTERNS_MAX_ITEMS, PROJECT_NAME, PROMOTE_FROM_MAX_ITEMS,
     REPOSITORY_URL, SERVICE_NAME, TIER, TIME_ZONE, WINDOW_DURATION, WINDOWS_MAX_ITEMS, program_rule,
 };
 
@@ -409,6 +409,29 @@ pub struct Health {
     #[serde(default = "default_log_lines")]
     #[schemars(range(min = 1, max = 1000))]
     pub log_lines: i32,
+    /// After verification passed, how long the deploy keeps running these checks (every
+    /// `intervalSeconds`, still holding the lock) before it is `Succeeded`, in seconds: a failure
+    /// inside the window fails it (`BakeFailed`) and, with `policy.autoRollback`, rolls it back.
+    /// Unset: 300 on a production Environment (`policy.production`, or tier `production`), else 0.
+    /// Restarts and Rollbacks do not bake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub bake_seconds: Option<i32>,
+}
+
+/// `health.bakeSeconds` when unset on a production Environment.
+pub const DEFAULT_PRODUCTION_BAKE_SECONDS: i32 = 300;
+
+impl EnvironmentSpec {
+    /// The bake period after verification, in seconds: `health.bakeSeconds`, else 300 on a
+    /// production Environment and 0 elsewhere.
+    pub fn bake_seconds(&self) -> i32 {
+        match self.health.bake_seconds {
+            Some(s) => s.clamp(0, 86400),
+            None if self.policy.is_production(&self.tier) => DEFAULT_PRODUCTION_BAKE_SECONDS,
+            None => 0,
+        }
+    }
 }
 
 /// What an error line in a service's log after a deploy does.
@@ -454,6 +477,7 @@ impl Default for Health {
             log_ignore_patterns: default_log_ignore_patterns(),
             log_errors: LogErrors::default(),
             log_lines: default_log_lines(),
+            bake_seconds: None,
         }
     }
 }
@@ -481,7 +505,8 @@ pub struct HealthCheck {
     #[schemars(length(min = CHECK_NAME.min_len, max = CHECK_NAME.max_len))]
     #[x_kube(validation = CHECK_NAME.rule("name"))]
     pub name: String,
-    /// An HTTP request to a service's container port, through the SSH connection.
+    /// An HTTP request to a service's container port, through the SSH connection; or, with
+    /// `url`, to an address users reach, fetched from the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCheck>,
     /// A TCP connect to a service's container port, through the SSH connection.
@@ -492,22 +517,36 @@ pub struct HealthCheck {
     pub exec: Option<ExecCheck>,
 }
 
-/// HTTP check.
+/// HTTP check: `service` and `port` (through the SSH connection), or `url` (from the controller).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "has(self.url) ? !has(self.service) && !has(self.port) && self.path == '/' : has(self.service) && has(self.port)"
+).message("an http check sets either url (fetched from the controller; the path goes in the url) or service and port (through the SSH connection)"))]
 pub struct HttpCheck {
     /// Compose service to call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = SERVICE_NAME.rule("service"))]
     #[schemars(length(min = SERVICE_NAME.min_len, max = SERVICE_NAME.max_len))]
-    pub service: String,
+    pub service: Option<String>,
     /// Container port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub port: i32,
+    pub port: Option<i32>,
     /// Request path (and query), such as `/health`: starts with `/`, no spaces, ASCII only.
     #[serde(default = "default_http_path")]
     #[x_kube(validation = HTTP_PATH.rule("path"))]
     #[schemars(length(min = HTTP_PATH.min_len, max = HTTP_PATH.max_len))]
     pub path: String,
+    /// Instead of service and port: an `http://` or `https://` URL users reach, such as the
+    /// public address behind the reverse proxy, fetched directly from the controller (no
+    /// redirects followed, 10 s timeout; only the status code and whether the body matched are
+    /// reported). It must match an entry of the controller's allow-list (`--http-url-allow`,
+    /// chart value `httpUrlAllow`), else deploys are refused `UrlNotAllowed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = CHECK_URL.rule("url"))]
+    #[schemars(length(min = CHECK_URL.min_len, max = CHECK_URL.max_len))]
+    pub url: Option<String>,
     /// Expected status code; any 2xx when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 599))]

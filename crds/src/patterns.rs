@@ -140,6 +140,19 @@ pub const HTTP_PATH: Shape = Shape {
     forbidden: None,
 };
 
+/// The URL of an HTTP check fetched from the controller: `http://` or `https://`, a host name or
+/// IP address (no user or password), an optional port, then a path with query.
+pub const CHECK_URL: Shape = Shape {
+    name: "checkUrl",
+    pattern: "^https?://([A-Za-z0-9_][A-Za-z0-9._-]*|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?(/[!-~]*)?$",
+    min_len: 8,
+    max_len: 2048,
+    must_be: "an http:// or https:// URL such as https://shop.example.com/health: a host name or IP address \
+              without user or password, an optional port, then a path without spaces, control or non-ASCII \
+              characters (percent-encode them)",
+    forbidden: None,
+};
+
 /// The host name or IP address Slipway connects to with ssh.
 pub const HOST_ADDRESS: Shape = Shape {
     name: "hostAddress",
@@ -308,6 +321,7 @@ pub const ALL: &[&Shape] = &[
     &CHECK_NAME,
     &RECEIVER_NAME,
     &HTTP_PATH,
+    &CHECK_URL,
     &HOST_ADDRESS,
     &HOST_USER,
     &REPOSITORY_URL,
@@ -429,6 +443,7 @@ pub const FIELDS: &[Field] = &[
     field("Environment", "/spec/health/checks/0/name", FieldShape::One(&CHECK_NAME)),
     field("Environment", "/spec/health/checks/0/http/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/0/http/path", FieldShape::One(&HTTP_PATH)),
+    field("Environment", "/spec/health/checks/3/http/url", FieldShape::One(&CHECK_URL)),
     field("Environment", "/spec/health/checks/1/tcp/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/2/exec/service", FieldShape::One(&SERVICE_NAME)),
     field("Environment", "/spec/health/checks/2/exec/command", FieldShape::Argv),

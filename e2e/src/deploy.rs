@@ -473,6 +473,8 @@ pub struct DeployStatus {
     pub rollback: Option<String>,
     /// The outbox: one entry per receiver and event.
     pub notifications: Vec<NotificationView>,
+    /// While baking (and after): when the bake period ends.
+    pub bake_until: Option<String>,
 }
 
 /// `status.notifications[]` of a finished request.

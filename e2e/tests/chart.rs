@@ -91,6 +91,7 @@ fn chart_values_render_what_they_say() {
     std::fs::write(
         values.path(),
         "replicas: 2\nwatchLabelSelector: \"slipway.dev/shard in (a,b)\"\nextraArgs: [\"--leader-election-lease-duration=30\"]\n\
+         httpUrlAllow: [\"https://shop.example.com/\", \"http://127.0.0.1:18080/health\"]\n\
          logLevel: debug\nlogFormat: human\nmetrics: {port: 9090, serviceMonitor: {enabled: true, labels: {release: prom}}}\n\
          podDisruptionBudget: {enabled: true}\nhostNetwork: true\npodAnnotations: {prometheus.io/scrape: \"true\"}\n\
          nodeSelector: {kubernetes.io/os: linux}\ntolerations: [{key: dedicated, operator: Exists}]\n\
@@ -119,6 +120,8 @@ fn chart_values_render_what_they_say() {
             "--http-addr=0.0.0.0:9090",
             "--leader-elect",
             "--watch-label-selector=slipway.dev/shard in (a,b)",
+            "--http-url-allow=https://shop.example.com/",
+            "--http-url-allow=http://127.0.0.1:18080/health",
             "--leader-election-lease-duration=30"
         ]
     );

@@ -73,7 +73,8 @@ fn each_gate_refuses_its_revision_before_the_host_changes_and_a_waived_gate_is_r
     // production by its tier; migrations that need no database, and no downgrade declared
     t.patch_environment(
         "prod",
-        &json!({"spec": {"tier": "production", "migrations": {"service": "ticker", "upgrade": ["true"]}}}),
+        &json!({"spec": {"tier": "production", "health": {"bakeSeconds": 0},
+                         "migrations": {"service": "ticker", "upgrade": ["true"]}}}),
     )
     .unwrap();
     t.deploy(&DeployRequestManifest::tag("first", "prod", "ticker-v1")).unwrap();

@@ -20,8 +20,8 @@ const THREADS: usize = 4;
 /// name this user in `slipway.dev/requested-by`, as the admission policy requires.
 const AS: [&str; 4] = ["--as", "slipway-corpus", "--as-group", "system:masters"];
 
-/// A valid object of `kind` whose `spec.health.checks` are an http, a tcp and an exec check, as
-/// the pointers of `FIELDS` expect.
+/// A valid object of `kind` whose `spec.health.checks` are an http, a tcp, an exec and an
+/// `http.url` check, as the pointers of `FIELDS` expect.
 fn base(kind: &str) -> Value {
     let spec = match kind {
         "Environment" => json!({
@@ -41,6 +41,7 @@ fn base(kind: &str) -> Value {
                 {"name": "backend", "http": {"service": "backend", "port": 8000, "path": "/health"}},
                 {"name": "db-port", "tcp": {"service": "db", "port": 5432}},
                 {"name": "db", "exec": {"service": "db", "command": ["pg_isready"]}},
+                {"name": "public", "http": {"url": "https://shop.example.com/health"}},
             ]},
             "policy": {
                 "promoteFrom": ["staging"],

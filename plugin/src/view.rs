@@ -52,6 +52,9 @@ pub struct LastDeploy {
     pub at: Option<String>,
     /// How long ago, kubectl style (`5m`).
     pub age: Option<String>,
+    /// Playbook gates its release waived (`policy.waive`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 /// The first 7 characters of a commit id.
@@ -143,6 +146,7 @@ impl EnvironmentSummary {
                 requested_by: r.requested_by.clone(),
                 age: age_of(at.as_deref(), now),
                 at,
+                waived: r.waived.clone(),
             }
         });
         EnvironmentSummary {
@@ -261,6 +265,9 @@ pub fn status_detail(s: &EnvironmentSummary, paint: Paint) -> String {
         if let Some(age) = &l.age {
             text.push_str(&format!(", {age} ago"));
         }
+        if !l.waived.is_empty() {
+            text.push_str(&format!(", {}", paint.tone(Tone::Warn, &waived_note(&l.waived))));
+        }
         text
     });
     let queue = if s.queue.is_empty() { "empty".to_owned() } else { s.queue.join(", ") };
@@ -278,6 +285,26 @@ pub fn status_detail(s: &EnvironmentSummary, paint: Paint) -> String {
         ("Last deploy", last),
     ];
     rows.iter().map(|(k, v)| format!("{:<17}{v}\n", format!("{k}:"))).collect()
+}
+
+/// What the history's NOTE column says of a release: a Rollback's reason, a Direct deploy, the
+/// gates it waived.
+fn release_note(r: &Release) -> String {
+    let mut notes: Vec<String> = Vec::new();
+    match (&r.reason, r.untracked) {
+        (Some(reason), _) => notes.push(reason.clone()),
+        (None, true) => notes.push("untracked (Direct)".to_owned()),
+        (None, false) => {}
+    }
+    if !r.waived.is_empty() {
+        notes.push(waived_note(&r.waived));
+    }
+    notes.join("; ")
+}
+
+/// `waived CodeVolumeInProduction, NoRollbackPlan` (by the Environment's `policy.waive`).
+fn waived_note(gates: &[String]) -> String {
+    format!("waived {}", gates.join(", "))
 }
 
 /// `history ENV`: one row per release, newest first; `*` marks the running one.
@@ -301,11 +328,7 @@ pub fn history_table(env: &Environment, now: Timestamp, paint: Paint) -> String 
                 Cell::from(or_dash(r.issue.as_deref())),
                 Cell::from(or_dash(r.deployed_by.as_deref().map(object_name).as_deref())),
                 Cell::from(or_dash(age_of(at, now).as_deref())),
-                Cell::from(match (&r.reason, r.untracked) {
-                    (Some(reason), _) => reason.clone(),
-                    (None, true) => "untracked (Direct)".to_owned(),
-                    (None, false) => String::new(),
-                }),
+                Cell::new(release_note(r), if r.waived.is_empty() { Tone::Plain } else { Tone::Warn }),
             ]
         })
         .collect();
@@ -548,7 +571,8 @@ mod tests {
             "history": [
                 {"ref": "v1.1.0", "commit": "4f1c2ab9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f", "result": "Succeeded",
                  "migration": "0002", "requestedBy": "alice", "issue": "#45",
-                 "deployedBy": "DeployRequest/to-v1-1-0/u1", "deployedAt": "2025-01-06T09:55:00Z"},
+                 "deployedBy": "DeployRequest/to-v1-1-0/u1", "deployedAt": "2025-01-06T09:55:00Z",
+                 "waived": ["CodeVolumeInProduction", "NoRollbackPlan"]},
                 {"ref": "v1.0.0", "commit": "0000000aaaa", "result": "Succeeded", "migration": "0001",
                  "deployedBy": "Rollback/undo-1/u0", "deployedAt": "2025-01-05T10:00:00Z", "reason": "5xx"},
             ],
@@ -613,7 +637,10 @@ mod tests {
         assert!(detail.contains("Health:          Unhealthy (ContainerUnhealthy)\n"), "{detail}");
         assert!(detail.contains("Lock:            dr/to-v1-2-0\n"), "{detail}");
         assert!(
-            detail.contains("Last deploy:     v1.1.0 Succeeded by dr/to-v1-1-0, requested by alice, 5m0s ago\n"),
+            detail.contains(
+                "Last deploy:     v1.1.0 Succeeded by dr/to-v1-1-0, requested by alice, 5m0s ago, waived \
+                 CodeVolumeInProduction, NoRollbackPlan\n"
+            ),
             "{detail}"
         );
     }
@@ -625,6 +652,19 @@ mod tests {
         assert!(lines[0].starts_with("    REF      COMMIT    RESULT      MIGRATION   REQUESTED BY"), "{text}");
         assert!(lines[1].starts_with("*   v1.1.0   4f1c2ab   Succeeded   0002        alice"), "{text}");
         assert!(lines[1].contains("#45") && lines[1].contains("dr/to-v1-1-0"), "{text}");
+        assert!(lines[1].ends_with("5m0s   waived CodeVolumeInProduction, NoRollbackPlan"), "{text}");
+        // a Direct deploy that waived a gate says both
+        let mut direct = busy();
+        let history = &mut direct.status.as_mut().unwrap().history;
+        history[0].untracked = true;
+        let text = history_table(&direct, now(), Paint { on: false });
+        assert!(
+            text.lines().nth(1).unwrap().ends_with("untracked (Direct); waived CodeVolumeInProduction, NoRollbackPlan")
+        );
+        // a waiver stands out in colour
+        let painted = history_table(&busy(), now(), Paint { on: true });
+        let plain = Paint { on: true }.tone(Tone::Warn, "waived CodeVolumeInProduction, NoRollbackPlan");
+        assert!(painted.contains(&plain), "{painted:?}");
         assert!(lines[2].starts_with("    v1.0.0   0000000   Succeeded   0001        -"), "{text}");
         assert!(lines[2].ends_with("rollback/undo-1   24h    5xx"), "{text}");
     }

@@ -30,7 +30,7 @@ use super::{LOCK_FINALIZER, Run, finish_lock, holds};
 const REASON_MAX: usize = 1024;
 
 /// Is a DeployRequest failing in `phase` rolled back automatically? Where the Environment says
-/// so, once the host changed: at Verifying, or at Rebuilding after its migration ran; and only
+/// so, once the host changed: at Verifying or Baking, or at Rebuilding after its migration ran; and only
 /// when another commit ran before it (a failed redeploy of the running commit, a changed `.env`,
 /// has no other code to return to and quarantining the running commit would be wrong).
 pub fn wanted(req: &Req, env: &Environment, st: &DeployRequestStatus, phase: Phase) -> bool {
@@ -39,7 +39,7 @@ pub fn wanted(req: &Req, env: &Environment, st: &DeployRequestStatus, phase: Pha
         && env.spec.policy.auto_rollback
         && st.previous_commit.is_some()
         && st.previous_commit != st.commit
-        && (phase == Phase::Verifying || (phase == Phase::Rebuilding && migrated))
+        && (matches!(phase, Phase::Verifying | Phase::Baking) || (phase == Phase::Rebuilding && migrated))
 }
 
 /// The name of the Rollback undoing a DeployRequest: its name and the start of its UID (a
@@ -348,6 +348,7 @@ mod tests {
         };
         let req = Req::Deploy(dr("shop-45"));
         assert!(wanted(&req, &env(true), &st, Phase::Verifying));
+        assert!(wanted(&req, &env(true), &st, Phase::Baking), "a failure during the bake period");
         assert!(!wanted(&req, &env(false), &st, Phase::Verifying), "autoRollback: false");
         assert!(!wanted(&req, &env(true), &st, Phase::Migrating), "a failed migration changed nothing");
         assert!(!wanted(&req, &env(true), &st, Phase::Rebuilding), "no migration ran: the old containers decide");

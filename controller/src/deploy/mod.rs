@@ -8,6 +8,7 @@
 //! from status and the host jobs, never repeating a finished step.
 
 pub mod auto;
+pub mod bake;
 pub mod lock;
 pub(crate) mod outbox;
 pub mod plan;
@@ -39,7 +40,7 @@ use crate::secrets::SecretReader;
 use crate::{Transition, environment};
 
 use lock::Cas;
-use plan::{DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
+use plan::{BAKING, DOWNGRADING, MIGRATING, PREFLIGHT, REBUILDING, RESTARTING, VERIFYING};
 use preflight::Refusal;
 pub use request::Req;
 use site::Site;
@@ -168,7 +169,9 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let holding = holder.as_deref() == Some(me.as_str());
     // Gates are judged until the request holds the lock. Once it does, its host jobs may be
     // running: a policy change or a withdrawn approval must not abandon them half-way.
-    let gated = plan::gates(&req, &env).and_then(|()| plan::window_gate(&req, &env, now));
+    let gated = plan::gates(&req, &env)
+        .and_then(|()| plan::window_gate(&req, &env, now))
+        .and_then(|()| crate::url_check::gate(&env, &ctx.urls).map_err(plan::Gate::Refused));
     if !holding && let Err(gate) = gated {
         // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
@@ -576,7 +579,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
             }
             Phase::Verifying => {
                 let elapsed = Duration::from_secs(u64::try_from(plan::step_elapsed(&st, VERIFYING, now)).unwrap_or(0));
-                match steps::verify_round(&site, elapsed).await? {
+                match steps::verify_round(&site, &ctx.urls, elapsed).await? {
                     Progress::Running => Ok(Some(Action::requeue(Duration::from_secs(
                         u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1),
                     )))),
@@ -610,7 +613,8 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                                     .await?,
                                 ));
                             }
-                            warning = format!("; warning: {found}");
+                            // Also in the step's message: a bake's end reads it from there.
+                            warning = format!("{WARNING}{found}");
                             message.push_str(&warning);
                         }
                         let now = Timestamp::now();
@@ -622,7 +626,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             rehearsal::Decision::Skip(why) => warning = format!("; {why}{warning}"),
                             rehearsal::Decision::Off => {}
                         }
-                        Ok(Some(succeed(run, &site, env, st.clone(), warning, now).await?))
+                        Ok(Some(verified(run, &site, env, st.clone(), warning, now).await?))
                     }
                     Progress::Failed { message, tail } => {
                         Ok(Some(run.fail(env, st.clone(), reasons::VERIFICATION_FAILED, message, tail, now).await?))
@@ -630,6 +634,22 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                 }
             }
             Phase::Rehearsing => Ok(Some(rehearsal::advance(run, &site, env, st.clone(), now).await?)),
+            Phase::Baking => {
+                let interval = Duration::from_secs(u64::try_from(env.spec.health.interval_seconds).unwrap_or(5).max(1));
+                let round = steps::health_round(&site, &ctx.urls).await?;
+                match bake::judge(&st, &round.failed, interval, Timestamp::now()) {
+                    bake::Bake::Continue(wait) => Ok(Some(Action::requeue(wait))),
+                    bake::Bake::Passed { message } => {
+                        let now = Timestamp::now();
+                        plan::finish_step(&mut st, BAKING, StepResult::Succeeded, message, None, now);
+                        let note = bake_note(req, env, &st);
+                        Ok(Some(succeed(run, &site, env, st.clone(), note, now).await?))
+                    }
+                    bake::Bake::Failed { message } => {
+                        Ok(Some(run.fail(env, st.clone(), reasons::BAKE_FAILED, message, None, now).await?))
+                    }
+                }
+            }
             Phase::Succeeded | Phase::Failed | Phase::RollingBack | Phase::RolledBack => {
                 Ok(Some(Action::await_change()))
             }
@@ -662,9 +682,51 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     Ok(action)
 }
 
-/// The request passed (verified, and rehearsed where it is): it ends `Succeeded`, its release
-/// recorded with the images that run, live since `now` (when the last verification passed), and
-/// the lock passed on. `note` ends the message.
+/// What the log scan's warning adds to the Verifying step's message (and to the Ready message).
+const WARNING: &str = "; warning: ";
+
+/// Verified (and rehearsed, where it is): where the Environment bakes (`health.bakeSeconds`),
+/// the request enters `Baking` until `status.bakeUntil`; otherwise it succeeds at once.
+async fn verified(
+    run: &Run<'_>,
+    site: &Site<'_>,
+    env: &Environment,
+    mut st: DeployRequestStatus,
+    note: String,
+    now: Timestamp,
+) -> std::result::Result<Action, StepError> {
+    let Some(until) = bake::until(run.req, env, now) else {
+        return succeed(run, site, env, st, note, now).await;
+    };
+    st.phase = Some(Phase::Baking);
+    st.bake_until = Some(until.to_string());
+    plan::start_step(&mut st, BAKING, now);
+    let message = bake::baking_message(&env.name_any(), until, env.spec.bake_seconds());
+    Ok(run.progressing(st, Phase::Baking, message, now).await?)
+}
+
+/// The note a baked request's success message ends with, as it would have without the bake
+/// (read again from status: a restarted controller has only that).
+fn bake_note(req: &Req, env: &Environment, st: &DeployRequestStatus) -> String {
+    let rehearsed =
+        plan::step(st, rehearsal::FORWARD_VERIFYING).is_some_and(|s| s.result == Some(StepResult::Succeeded));
+    if rehearsed {
+        return rehearsal::summary(st);
+    }
+    let warning = plan::step(st, VERIFYING)
+        .and_then(|s| s.message.as_deref())
+        .and_then(|m| m.split_once(WARNING))
+        .map(|(_, w)| format!("{WARNING}{w}"))
+        .unwrap_or_default();
+    match rehearsal::decide(req, env, st) {
+        rehearsal::Decision::Skip(why) => format!("; {why}{warning}"),
+        _ => warning,
+    }
+}
+
+/// The request passed (verified, rehearsed and baked where it is): it ends `Succeeded`, its
+/// release recorded with the images that run, live since `now` (when the last verification or
+/// the bake passed), and the lock passed on. `note` ends the message.
 async fn succeed(
     run: &Run<'_>,
     site: &Site<'_>,
@@ -686,6 +748,9 @@ async fn succeed(
     };
     st.phase = Some(Phase::Succeeded);
     let short = plan::short(st.commit.as_deref().unwrap_or_default()).to_owned();
+    let baked = plan::step(&st, BAKING)
+        .map(|_| format!(" and through its {}s bake period", env.spec.bake_seconds()))
+        .unwrap_or_default();
     let message = match req {
         Req::Deploy(dr) if dr.is_restart() => format!(
             "restarted {} of {} (commit {short}) on Environment {:?}, verified healthy",
@@ -694,7 +759,7 @@ async fn succeed(
             env.name_any()
         ),
         Req::Deploy(dr) => format!(
-            "{} (commit {short}) runs on Environment {:?}, verified healthy",
+            "{} (commit {short}) runs on Environment {:?}, verified healthy{baked}",
             dr.spec.revision.display(),
             env.name_any()
         ),
@@ -726,7 +791,9 @@ fn holds(env: &Environment, me: &str) -> bool {
 
 /// Did the request get past preflight (so the host changed)?
 fn changed_host(st: &DeployRequestStatus) -> bool {
-    st.steps.iter().any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING].contains(&s.name.as_str()))
+    st.steps
+        .iter()
+        .any(|s| [MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING, BAKING].contains(&s.name.as_str()))
 }
 
 /// The host jobs a phase may have running.
@@ -842,6 +909,7 @@ fn plan_step_name(phase: Phase) -> &'static str {
         Phase::Rebuilding => REBUILDING,
         Phase::Restarting => RESTARTING,
         Phase::Verifying => VERIFYING,
+        Phase::Baking => BAKING,
         _ => PREFLIGHT,
     }
 }
@@ -979,6 +1047,7 @@ impl Run<'_> {
                 | Phase::Restarting
                 | Phase::Verifying
                 | Phase::Rehearsing
+                | Phase::Baking
         );
         st.phase = Some(Phase::Failed);
         st.conditions = conditions::set(
@@ -1055,7 +1124,7 @@ async fn release_record(
 fn observe(ctx: &Context, old: &DeployRequestStatus, st: &DeployRequestStatus) {
     for step in &st.steps {
         let newly = step.finished_at.is_some() && plan::step(old, &step.name).is_none_or(|o| o.finished_at.is_none());
-        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING]
+        let name = [PREFLIGHT, MIGRATING, DOWNGRADING, REBUILDING, RESTARTING, VERIFYING, BAKING]
             .into_iter()
             .find(|n| *n == step.name);
         let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<Timestamp>().ok());

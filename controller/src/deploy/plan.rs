@@ -21,6 +21,8 @@ pub const DOWNGRADING: &str = "Downgrading";
 pub const REBUILDING: &str = "Rebuilding";
 pub const RESTARTING: &str = "Restarting";
 pub const VERIFYING: &str = "Verifying";
+/// The bake period after verification (`health.bakeSeconds`).
+pub const BAKING: &str = "Baking";
 
 /// How a lock holder or queue entry names a request: kind, name and UID (a request re-created
 /// under the same name is another request).
@@ -328,8 +330,10 @@ pub fn recovered_release(
     if !recovered_succeeded(st) {
         return release(req, env, st, "Failed", Default::default(), None);
     }
-    // Live since the last verification passed: a rehearsal's roll forward, or the deploy's own.
-    let verified = step(st, super::rehearsal::FORWARD_VERIFYING).or_else(|| step(st, VERIFYING));
+    // Live since it succeeded: after its bake period, if it baked; else since the last
+    // verification passed (a rehearsal's roll forward, or the deploy's own).
+    let verified =
+        step(st, BAKING).or_else(|| step(st, super::rehearsal::FORWARD_VERIFYING)).or_else(|| step(st, VERIFYING));
     let deployed_at = verified.and_then(|s| s.finished_at.clone());
     release(req, env, st, "Succeeded", images, deployed_at)
 }
@@ -494,6 +498,7 @@ pub fn step_conditions(st: &DeployRequestStatus) -> Vec<Decided> {
                 REBUILDING => types::REBUILT,
                 RESTARTING => types::RESTARTED,
                 VERIFYING => types::VERIFIED,
+                BAKING => types::BAKED,
                 super::rehearsal::DOWNGRADING => types::REHEARSAL_DOWNGRADED,
                 super::rehearsal::REBUILDING => types::REHEARSAL_REBUILT,
                 super::rehearsal::VERIFYING => types::REHEARSAL_VERIFIED,
@@ -536,6 +541,7 @@ pub fn progress_reason(phase: Phase) -> &'static str {
         Phase::Rebuilding => reasons::REBUILDING,
         Phase::Restarting => reasons::RESTARTING,
         Phase::Verifying => reasons::VERIFYING,
+        Phase::Baking => reasons::BAKING,
         Phase::Rehearsing => reasons::REHEARSING,
         _ => reasons::QUEUED,
     }

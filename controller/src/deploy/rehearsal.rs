@@ -182,12 +182,12 @@ pub(super) async fn advance(
             let note = summary(&st);
             let verified = plan::step(&st, FORWARD_VERIFYING).and_then(|s| s.finished_at.as_deref());
             let at = verified.and_then(|t| t.parse::<Timestamp>().ok()).unwrap_or(now);
-            return super::succeed(run, site, env, st, note, at).await;
+            return super::verified(run, site, env, st, note, at).await;
         }
         Next::Failed(step) => return failed(run, site, env, st, step, now).await,
     };
     plan::start_step(&mut st, step, now);
-    let progress = match run_step(site, &st, step, &previous, &revision, now).await {
+    let progress = match run_step(site, &run.ctx.urls, &st, step, &previous, &revision, now).await {
         Ok(p) => p,
         Err(e) if e.is_transient() => return Err(e.into()),
         // Anything else ends this step: the rehearsal goes on to leave the host on a known release.
@@ -225,6 +225,7 @@ pub(super) async fn advance(
 /// Runs (starts or polls) `step`; deadlines as for the deploy's own steps.
 async fn run_step(
     site: &Site<'_>,
+    urls: &crate::url_check::UrlChecker,
     st: &DeployRequestStatus,
     step: &'static str,
     previous: &str,
@@ -278,7 +279,7 @@ async fn run_step(
         FORWARD_REBUILDING => steps::rebuild_as(site, &commit, since, false, FORWARD_JOBS).await?,
         _ => {
             let elapsed = Duration::from_secs(u64::try_from(elapsed).unwrap_or(0));
-            steps::verify_round(site, elapsed).await?
+            steps::verify_round(site, urls, elapsed).await?
         }
     })
 }

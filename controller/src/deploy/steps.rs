@@ -8,6 +8,7 @@ use slipway_crds::Environment;
 use crate::remote::{CheckKind, HealthCheck, RemoteError, Repo, health, job_label, write_env_file};
 
 use super::site::{JobProgress, Site};
+use crate::url_check::UrlChecker;
 
 /// Where a step stands after one reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,9 +230,10 @@ pub fn declared_checks(env: &Environment) -> Vec<HealthCheck> {
         .filter_map(|c| {
             let port = |p: i32| u16::try_from(p).ok();
             let kind = if let Some(h) = &c.http {
+                // An `http.url` check is fetched from the controller ([`crate::url_check`]).
                 CheckKind::Http {
-                    service: h.service.clone(),
-                    port: port(h.port)?,
+                    service: h.service.clone()?,
+                    port: port(h.port?)?,
                     path: h.path.clone(),
                     expect_status: h.expect_status.and_then(|s| u16::try_from(s).ok()),
                     expect_json: h.expect_json.as_ref().map(|m| serde_json::to_value(m).unwrap_or_default()),
@@ -275,7 +277,7 @@ impl HealthRound {
 /// Every long-running service running (and healthy where it has a healthcheck), one-shot
 /// services exited 0, then the declared checks. A round with failures first checks the master:
 /// one that died under the checks is the connection's failure (an error), not the release's.
-pub async fn health_round(site: &Site<'_>) -> Result<HealthRound, RemoteError> {
+pub async fn health_round(site: &Site<'_>, urls: &UrlChecker) -> Result<HealthRound, RemoteError> {
     let config = site.compose().config().await?;
     let containers = site.conn.project_containers(&site.project.name).await?;
     let redactor = crate::remote::Exec::redactor(site.conn);
@@ -295,15 +297,22 @@ pub async fn health_round(site: &Site<'_>) -> Result<HealthRound, RemoteError> {
         }
     }
     site.conn.close_tcp_forwards().await;
+    let url_checks = crate::url_check::declared(site.env);
+    for check in &url_checks {
+        if let Err(message) = urls.run(check).await {
+            failed.push(format!("check {}: {message}", check.name));
+        }
+    }
+    let checks = checks.len() + url_checks.len();
     if !failed.is_empty() {
         site.conn.check().await?;
     }
-    Ok(HealthRound { failed, containers, config, checks: checks.len() })
+    Ok(HealthRound { failed, containers, config, checks })
 }
 
 /// Verifying, one round: [`health_round`]. `Failed` only once `elapsed` passed the deadline.
-pub async fn verify_round(site: &Site<'_>, elapsed: Duration) -> Result<Progress, RemoteError> {
-    let round = health_round(site).await?;
+pub async fn verify_round(site: &Site<'_>, urls: &UrlChecker, elapsed: Duration) -> Result<Progress, RemoteError> {
+    let round = health_round(site, urls).await?;
     if round.failed.is_empty() {
         return Ok(Progress::Done { message: round.passed_message() });
     }

@@ -194,13 +194,14 @@ pub fn process_cpu() -> Duration {
 pub async fn round(
     conn: &HostConnection,
     env: &Environment,
+    urls: &crate::url_check::UrlChecker,
 ) -> Result<(HealthRound, super::drift::Seen, Cost), RemoteError> {
     let (started, cpu) = (Instant::now(), process_cpu());
     let flavor = detect_flavor(conn).await?;
     let no_values = std::collections::BTreeMap::new();
     // Reads only: no host job is started, so the request UID that keys jobs is never used.
     let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
-    let health = steps::health_round(&site).await?;
+    let health = steps::health_round(&site, urls).await?;
     let repo = crate::remote::Repo::new(conn, site.project.dir.clone())?;
     let seen = super::drift::Seen {
         head: repo.head().await?,
@@ -247,7 +248,7 @@ pub(crate) async fn observe(
     {
         return Ok((Finding::NotDue, wait));
     }
-    let outcome = round(conn, env).await;
+    let outcome = round(conn, env, &ctx.urls).await;
     // A deploy may have taken the lock while the round ran: its own verification judges, and a
     // round that saw its rebuild half-way must not be published.
     let api: kube::Api<Environment> = kube::Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());

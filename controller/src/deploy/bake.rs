@@ -1,0 +1,171 @@
+//! The bake period after verification (`health.bakeSeconds`): the request keeps the lock and
+//! runs the Environment's health round every `health.intervalSeconds` until `status.bakeUntil`;
+//! a failed round fails it (`BakeFailed`, rolled back where `policy.autoRollback` says so). The
+//! end time is in status, so a restarted controller continues the bake rather than restarting it.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use slipway_crds::{DeployRequestStatus, Environment};
+
+use super::plan::{self, BAKING};
+use super::request::Req;
+
+/// When a request verified at `verified` stops baking, or `None` when it does not bake: only a
+/// DeployRequest of a revision bakes (not a restart, nor a Rollback), for `env`'s bake seconds.
+pub fn until(req: &Req, env: &Environment, verified: Timestamp) -> Option<Timestamp> {
+    let deploys_a_revision = req.as_deploy().is_some_and(|d| !d.is_restart());
+    let secs = i64::from(env.spec.bake_seconds());
+    (deploys_a_revision && secs > 0)
+        .then(|| verified.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(secs)).unwrap_or(verified))
+}
+
+/// What one round of the bake decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bake {
+    /// Healthy, the window still open: look again after this long.
+    Continue(Duration),
+    /// Healthy at or after the end of the window: the request succeeds.
+    Passed { message: String },
+    /// A check failed inside the window.
+    Failed { message: String },
+}
+
+/// The end of the bake as recorded; a status without one (written by hand) ends at once.
+pub fn recorded_until(st: &DeployRequestStatus, now: Timestamp) -> Timestamp {
+    st.bake_until.as_deref().and_then(|t| t.parse().ok()).unwrap_or(now)
+}
+
+/// Judges one health round (`failed`: what failed, empty when healthy) at `now`.
+pub fn judge(st: &DeployRequestStatus, failed: &[String], interval: Duration, now: Timestamp) -> Bake {
+    let until = recorded_until(st, now);
+    let started =
+        plan::step(st, BAKING).and_then(|s| s.started_at.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
+    let length = started.map_or(0, |s| until.as_second() - s.as_second()).max(0);
+    if !failed.is_empty() {
+        let into = started.map_or(0, |s| now.as_second() - s.as_second()).max(0);
+        return Bake::Failed {
+            message: format!(
+                "{} failed {into}s into the {length}s bake period (health.bakeSeconds, until {until}): {}",
+                if failed.len() == 1 { "a check" } else { "checks" },
+                failed.join("; ")
+            ),
+        };
+    }
+    if now >= until {
+        return Bake::Passed {
+            message: format!("every check passed through the {length}s bake period (health.bakeSeconds)"),
+        };
+    }
+    let left = Duration::from_secs(u64::try_from(until.as_second() - now.as_second()).unwrap_or(1).max(1));
+    Bake::Continue(interval.min(left).max(Duration::from_secs(1)))
+}
+
+/// The Ready message while baking.
+pub fn baking_message(env_name: &str, until: Timestamp, secs: i32) -> String {
+    format!(
+        "Verified healthy; baking: the checks keep running on Environment {env_name:?} until {until} \
+         (health.bakeSeconds: {secs}) before the deploy succeeds"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_crds::{DeployMode, DeployRequest, DeployRequestSpec, Revision, StepResult};
+
+    fn env(spec: serde_json::Value) -> Environment {
+        let mut base = serde_json::json!({
+            "host": {"address": "10.0.0.5", "path": "/srv/shop"},
+            "sshKeySecretRef": {"name": "s", "key": "id"},
+            "knownHostsSecretRef": {"name": "s", "key": "known_hosts"},
+        });
+        base.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "prod", "namespace": "team"}, "spec": base
+        }))
+        .unwrap()
+    }
+
+    fn deploy(restart: &[&str]) -> Req {
+        Req::Deploy(DeployRequest::new(
+            "shop-45",
+            DeployRequestSpec {
+                environment: "prod".into(),
+                revision: if restart.is_empty() {
+                    Revision { tag: Some("v2".into()), ..Default::default() }
+                } else {
+                    Revision::default()
+                },
+                restart: restart.iter().map(|s| (*s).to_owned()).collect(),
+                issue: None,
+                mode: DeployMode::Change,
+                force: false,
+                override_quarantine: false,
+            },
+        ))
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn production_bakes_300_seconds_unless_it_says_otherwise() {
+        use serde_json::json;
+        let cases = [
+            (json!({}), 0),
+            (json!({"tier": "staging"}), 0),
+            (json!({"tier": "production"}), 300),
+            (json!({"policy": {"production": true}}), 300),
+            (json!({"tier": "production", "policy": {"production": false}}), 0),
+            (json!({"tier": "production", "health": {"bakeSeconds": 0}}), 0),
+            (json!({"tier": "staging", "health": {"bakeSeconds": 60}}), 60),
+            (json!({"health": {"bakeSeconds": 86400}}), 86400),
+        ];
+        for (spec, want) in cases {
+            let e = env(spec.clone());
+            assert_eq!(e.spec.bake_seconds(), want, "{spec}");
+            let got = until(&deploy(&[]), &e, t(0));
+            assert_eq!(got, (want > 0).then(|| t(i64::from(want))), "{spec}");
+        }
+        let prod = env(json!({"tier": "production"}));
+        assert_eq!(until(&deploy(&["backend"]), &prod, t(0)), None, "a restart does not bake");
+        let rb = slipway_crds::Rollback::new(
+            "undo",
+            slipway_crds::RollbackSpec {
+                environment: "prod".into(),
+                to: Default::default(),
+                reason: "x".into(),
+                migrations: Default::default(),
+            },
+        );
+        assert_eq!(until(&Req::Rollback(rb), &prod, t(0)), None, "a Rollback does not bake");
+    }
+
+    #[test]
+    fn a_bake_continues_to_its_recorded_end_and_fails_on_any_failed_round() {
+        let mut st = DeployRequestStatus { bake_until: Some(t(300).to_string()), ..Default::default() };
+        plan::start_step(&mut st, BAKING, t(0));
+        let five = Duration::from_secs(5);
+        assert_eq!(judge(&st, &[], five, t(10)), Bake::Continue(five));
+        // never past the end: the last round runs at the end
+        assert_eq!(judge(&st, &[], five, t(298)), Bake::Continue(Duration::from_secs(2)));
+        assert!(matches!(judge(&st, &[], five, t(300)), Bake::Passed { .. }));
+        // a controller restarted late continues from the recorded end, not from its own start
+        assert!(matches!(judge(&st, &[], five, t(4000)), Bake::Passed { .. }));
+        let Bake::Failed { message } = judge(&st, &["service backend is exited (exit code 137)".into()], five, t(42))
+        else {
+            panic!("a failed round fails the bake")
+        };
+        assert!(message.contains("42s into the 300s bake period"), "{message}");
+        assert!(message.contains("service backend is exited"), "{message}");
+        // a failure at the very end still fails: success needs a passing round at the end
+        assert!(matches!(judge(&st, &["x".into()], five, t(300)), Bake::Failed { .. }));
+        // the step record: Baked condition once finished
+        plan::finish_step(&mut st, BAKING, StepResult::Succeeded, "ok", None, t(300));
+        let conds = plan::step_conditions(&st);
+        assert_eq!(conds[0].type_, slipway_crds::conditions::types::BAKED);
+    }
+}
