@@ -238,6 +238,11 @@ pub struct DeployRequestStatus {
     /// verification passed; a restarted controller continues to this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake_until: Option<String>,
+    /// While `Baking`: when the last round passed (RFC 3339). Where rounds stopped for longer than
+    /// two intervals (the controller down, the host unreachable), `bakeUntil` moves later by the
+    /// time nothing was watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake_checked_at: Option<String>,
 }
 
 /// One step of a deploy.

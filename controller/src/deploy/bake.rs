@@ -61,6 +61,22 @@ pub fn judge(st: &DeployRequestStatus, failed: &[String], interval: Duration, no
     Bake::Continue(interval.min(left).max(Duration::from_secs(1)))
 }
 
+/// Where no round ran for longer than two intervals (plus 10 s) before the window's end, since
+/// the last passing round (or the bake's start), the end moved later by the time nothing was
+/// watched: a bake passes only after `bakeSeconds` of rounds, whatever stopped them.
+pub fn extended_until(st: &DeployRequestStatus, interval: Duration, now: Timestamp) -> Option<Timestamp> {
+    let until: Timestamp = st.bake_until.as_deref()?.parse().ok()?;
+    let parse = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok());
+    let last = parse(st.bake_checked_at.as_deref())
+        .or_else(|| parse(plan::step(st, BAKING).and_then(|s| s.started_at.as_deref())))?;
+    let every = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX / 4).max(1);
+    let gap = now.as_second() - last.as_second();
+    if last >= until || gap <= 2 * every + 10 {
+        return None;
+    }
+    until.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(gap - every)).ok()
+}
+
 /// The Ready message while baking.
 pub fn baking_message(env_name: &str, until: Timestamp, secs: i32) -> String {
     format!(
@@ -167,5 +183,24 @@ mod tests {
         plan::finish_step(&mut st, BAKING, StepResult::Succeeded, "ok", None, t(300));
         let conds = plan::step_conditions(&st);
         assert_eq!(conds[0].type_, slipway_crds::conditions::types::BAKED);
+    }
+
+    #[test]
+    fn a_gap_in_the_rounds_moves_the_end_later_by_the_unwatched_time() {
+        let every = Duration::from_secs(5);
+        let mut st = DeployRequestStatus { bake_until: Some(t(300).to_string()), ..Default::default() };
+        plan::start_step(&mut st, BAKING, t(0));
+        // Rounds every interval: nothing moves.
+        assert_eq!(extended_until(&st, every, t(12)), None);
+        st.bake_checked_at = Some(t(100).to_string());
+        assert_eq!(extended_until(&st, every, t(118)), None);
+        // The controller was down from t(100) to t(400): past the end, but 295 s unwatched.
+        assert_eq!(extended_until(&st, every, t(400)), Some(t(595)));
+        // A restart before any round (checked from the bake's start).
+        st.bake_checked_at = None;
+        assert_eq!(extended_until(&st, every, t(60)), Some(t(355)));
+        // A round that passed at or after the end leaves nothing to extend.
+        st.bake_checked_at = Some(t(300).to_string());
+        assert_eq!(extended_until(&st, every, t(900)), None);
     }
 }

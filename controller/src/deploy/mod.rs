@@ -171,7 +171,12 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     // running: a policy change or a withdrawn approval must not abandon them half-way.
     let gated = plan::gates(&req, &env)
         .and_then(|()| plan::window_gate(&req, &env, now))
-        .and_then(|()| crate::url_check::gate(&env, &ctx.urls).map_err(plan::Gate::Refused));
+        // Only deploys: a Rollback returns to a release that ran, and must not be refused for a
+        // check the allow-list no longer admits (its verification skips such a check).
+        .and_then(|()| match req.as_deploy() {
+            Some(_) => crate::url_check::gate(&env, &ctx.urls).map_err(plan::Gate::Refused),
+            None => Ok(()),
+        });
     if !holding && let Err(gate) = gated {
         // A request held back by a gate never joins the queue (and leaves it, had it joined).
         st.queue_position = None;
@@ -636,9 +641,20 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
             Phase::Rehearsing => Ok(Some(rehearsal::advance(run, &site, env, st.clone(), now).await?)),
             Phase::Baking => {
                 let interval = Duration::from_secs(u64::try_from(env.spec.health.interval_seconds).unwrap_or(5).max(1));
+                if let Some(later) = bake::extended_until(&st, interval, Timestamp::now()) {
+                    tracing::info!(request = %req.name(), until = %later, "no bake round ran for a while; the bake period ends later");
+                    st.bake_until = Some(later.to_string());
+                    let secs = env.spec.bake_seconds();
+                    let message = bake::baking_message(&env.name_any(), later, secs);
+                    return Ok(Some(run.progressing(st.clone(), Phase::Baking, message, Timestamp::now()).await?));
+                }
                 let round = steps::health_round(&site, &ctx.urls).await?;
                 match bake::judge(&st, &round.failed, interval, Timestamp::now()) {
-                    bake::Bake::Continue(wait) => Ok(Some(Action::requeue(wait))),
+                    bake::Bake::Continue(wait) => {
+                        st.bake_checked_at = Some(Timestamp::now().to_string());
+                        run.write(st.clone(), EventType::Normal).await?;
+                        Ok(Some(Action::requeue(wait)))
+                    }
                     bake::Bake::Passed { message } => {
                         let now = Timestamp::now();
                         plan::finish_step(&mut st, BAKING, StepResult::Succeeded, message, None, now);
