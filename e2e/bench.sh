@@ -28,7 +28,7 @@ export SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S=${SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S
 max_n=$(tr ',' '\n' <<<"$SLIPWAY_BENCH_P3_N" | sort -n | tail -n 1)
 export SLIPWAY_HOSTS=${SLIPWAY_HOSTS:-$(( max_n > SLIPWAY_BENCH_P5_HOSTS ? max_n : SLIPWAY_BENCH_P5_HOSTS ))}
 # The figures are of the controller as deployed: release build, info logging.
-export SLIPWAY_CONTROLLER_BIN=${CARGO_TARGET_DIR:-$root/target}/release/slipway-controller
+export SLIPWAY_CONTROLLER_BIN=${SLIPWAY_CONTROLLER_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/slipway-controller}
 export SLIPWAY_CONTROLLER_LOG=${SLIPWAY_CONTROLLER_LOG:-info,kube=warn}
 start=$SECONDS
 

@@ -40,6 +40,37 @@ pub fn controller_config() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
 }
 
+/// The annotation in which `kubectl apply` keeps a whole copy of the object as applied.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from an object what no reconcile reads, before it is cached: its managedFields (each
+/// field manager's field set, often larger than the object) and the copy of the object
+/// `kubectl apply` keeps in [`LAST_APPLIED`]. The cache holds every DeployRequest, Rollback and
+/// Environment in scope for the controller's lifetime, so this is most of its memory
+/// (benchmark P5). Nothing sends a cached object back whole (status and metadata changes are
+/// patches of their own fields), so nothing is lost on the server.
+pub fn trim_for_cache<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// A controller of `K` over `api`, whose cache holds objects trimmed by [`trim_for_cache`].
+pub fn trimmed_controller<K>(api: Api<K>, config: kube::runtime::watcher::Config) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let objects = reflector(writer, watcher(api, config).modify(trim_for_cache::<K>)).applied_objects();
+    kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config())
+}
+
 /// What the controllers watch: one namespace or all of them, and of those the objects a shard's
 /// label selector matches.
 #[derive(Clone, Debug, Default)]
@@ -166,9 +197,7 @@ pub async fn run_naming_environment<K, F>(
     F: Future<Output = error::Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
-    use kube::runtime::Controller;
-    let controller =
-        Controller::new(scope.api::<K>(&ctx.client), scope.watcher_config()).with_config(controller_config());
+    let controller = trimmed_controller(scope.api::<K>(&ctx.client), scope.watcher_config());
     let store = controller.store();
     configure(controller)
         .watches(scope.api::<Environment>(&ctx.client), scope.watcher_config(), move |env| naming(&store, &env))
@@ -199,5 +228,41 @@ mod tests {
         assert!(err.to_string().contains("staging"), "{err}");
         let ok = guarded("Environment", "staging", async { Ok(kube::runtime::controller::Action::await_change()) });
         assert!(ok.await.is_ok());
+    }
+
+    #[test]
+    fn the_cache_keeps_what_reconciles_read_and_drops_managed_fields_and_the_applied_copy() {
+        let mut dr: DeployRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "DeployRequest",
+            "metadata": {
+                "name": "v2", "namespace": "shop", "labels": {"team": "a"},
+                "annotations": {LAST_APPLIED: "{\"spec\":{}}", "slipway.dev/desired-revision": "abc"},
+                "finalizers": ["slipway.dev/deploy"],
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+                                   "fieldsV1": {"f:spec": {"f:ref": {}}}}],
+            },
+            "spec": {"environment": "staging", "ref": "v2"},
+            "status": {"phase": "Succeeded"},
+        }))
+        .unwrap();
+        let before = dr.clone();
+        trim_for_cache(&mut dr);
+        assert_eq!(dr.metadata.managed_fields, None);
+        let annotations = dr.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["slipway.dev/desired-revision"]);
+        assert_eq!((dr.spec, dr.status), (before.spec, before.status));
+        assert_eq!((dr.metadata.labels, dr.metadata.finalizers), (before.metadata.labels, before.metadata.finalizers));
+
+        let mut only_applied: Environment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "annotations": {LAST_APPLIED: "{}"}},
+            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
+                     "sshKeySecretRef": {"name": "k", "key": "id"},
+                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
+        }))
+        .unwrap();
+        trim_for_cache(&mut only_applied);
+        assert_eq!(only_applied.metadata.annotations, None);
     }
 }

@@ -147,6 +147,17 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.split_whitespace().nth(1).context("VmRSS without a value")?.parse()?)
 }
 
+/// The two parts of `pid`'s resident set in KiB: anonymous memory (the heap, stacks) and pages
+/// of mapped files (the binary and its libraries), `RssAnon` and `RssFile` of `/proc/<pid>/status`.
+pub fn rss_parts_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = text.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name}"))?;
+        Ok(line.split_whitespace().nth(1).with_context(|| format!("{name} without a value"))?.parse()?)
+    };
+    Ok((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// CPU time `pid` used so far (user + system, `/proc/<pid>/stat` fields 14 and 15).
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

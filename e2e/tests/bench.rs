@@ -611,6 +611,7 @@ fn p4_p5_p6_scale() {
         .count();
     settle(pid, Duration::from_secs(120));
     let rss = bench::rss_kib(pid).unwrap();
+    let (rss_anon, rss_file) = bench::rss_parts_kib(pid).unwrap();
     let tmp = test.cluster.controller_tmp().unwrap();
     let ssh = bench::ssh_processes_under(&tmp);
     let masters = bench::masters(&ssh);
@@ -623,8 +624,10 @@ fn p4_p5_p6_scale() {
             id: "P5".into(),
             figure: format!("controller RSS, {stored_now} DeployRequests + {} Environments synced", all_envs),
             measured: format!(
-                "{:.1} MiB; {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
+                "{:.1} MiB ({:.1} heap, {:.1} binary); {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
                 mib(rss),
+                mib(rss_anon),
+                mib(rss_file),
                 masters.len(),
                 ssh.len(),
                 mib(ssh_rss),
@@ -644,6 +647,8 @@ fn p4_p5_p6_scale() {
                 "ssh_processes": ssh.len(),
                 "ssh_rss_mib": mib(ssh_rss),
                 "controller_rss_mib": mib(rss),
+                "controller_rss_anon_mib": mib(rss_anon),
+                "controller_rss_file_mib": mib(rss_file),
                 "seeded_in_s": seeded_in.as_secs_f64(),
             }),
         },

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use slipway_crds::conditions::{reasons, types};
@@ -39,7 +39,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let environments: Api<Environment> = scope.api(&ctx.client);
-    let controller = Controller::new(environments, scope.watcher_config()).with_config(crate::controller_config());
+    let controller = crate::trimmed_controller(environments, scope.watcher_config());
     let store = controller.store();
     let sweep_ctx = ctx.clone();
     let sweep = async move {
