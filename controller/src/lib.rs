@@ -43,14 +43,22 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// The annotation in which `kubectl apply` keeps a whole copy of the object as applied.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drops from an object what no reconcile reads, before it is cached: its managedFields (each
-/// field manager's field set, often larger than the object) and the copy of the object
-/// `kubectl apply` keeps in [`LAST_APPLIED`]. The cache holds every DeployRequest, Rollback and
+/// What the watch cache keeps of an object. The cache holds every DeployRequest, Rollback and
 /// Environment in scope for the controller's lifetime, so this is most of its memory
 /// (benchmark P5). Nothing sends a cached object back whole (status and metadata changes are
-/// patches of their own fields), so nothing is lost on the server.
-pub fn trim_for_cache<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
+/// patches of their own fields), so nothing trimmed is lost on the server.
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Drops what no reconcile reads from the cached copy: by default [`trim_metadata`].
+    fn trim_for_cache(&mut self) {
+        trim_metadata(self.meta_mut());
+    }
+}
+
+/// Drops an object's managedFields (each field manager's field set, often larger than the
+/// object) and the copy of the object `kubectl apply` keeps in [`LAST_APPLIED`].
+pub fn trim_metadata(meta: &mut kube::api::ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
@@ -60,14 +68,48 @@ pub fn trim_for_cache<K: Resource>(obj: &mut K) {
     }
 }
 
-/// A controller of `K` over `api`, whose cache holds objects trimmed by [`trim_for_cache`].
-pub fn trimmed_controller<K>(api: Api<K>, config: kube::runtime::watcher::Config) -> kube::runtime::Controller<K>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
+/// A finished request's status in brief: its phase and notification outbox (what the
+/// reconcile of a finished request reads; it reads the whole request where it needs more). A
+/// finished request never changes again, and most of the requests a cluster stores are finished.
+pub fn brief_if_finished(status: &mut slipway_crds::DeployRequestStatus) {
+    if status.phase.is_some_and(slipway_crds::Phase::is_terminal) {
+        *status = slipway_crds::DeployRequestStatus {
+            phase: status.phase,
+            observed_generation: status.observed_generation,
+            notifications: std::mem::take(&mut status.notifications),
+            ..Default::default()
+        };
+    }
+}
+
+impl Cached for Environment {}
+
+impl Cached for DeployRequest {
+    fn trim_for_cache(&mut self) {
+        trim_metadata(&mut self.metadata);
+        if let Some(status) = self.status.as_mut() {
+            brief_if_finished(status);
+        }
+    }
+}
+
+impl Cached for Rollback {
+    fn trim_for_cache(&mut self) {
+        trim_metadata(&mut self.metadata);
+        if let Some(status) = self.status.as_mut() {
+            brief_if_finished(status);
+        }
+    }
+}
+
+/// A controller of `K` over `api`, whose cache holds objects trimmed by [`Cached::trim_for_cache`].
+pub fn trimmed_controller<K: Cached>(
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> kube::runtime::Controller<K> {
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
-    let objects = reflector(writer, watcher(api, config).modify(trim_for_cache::<K>)).applied_objects();
+    let objects = reflector(writer, watcher(api, config).modify(K::trim_for_cache)).applied_objects();
     kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config())
 }
 
@@ -188,12 +230,7 @@ pub async fn run_naming_environment<K, F>(
         std::sync::Arc<context::Context>,
     ) -> kube::runtime::controller::Action,
 ) where
-    K: NamesEnvironment<Scope = NamespaceResourceScope>
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: NamesEnvironment<Scope = NamespaceResourceScope> + Cached,
     F: Future<Output = error::Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
@@ -247,7 +284,7 @@ mod tests {
         }))
         .unwrap();
         let before = dr.clone();
-        trim_for_cache(&mut dr);
+        dr.trim_for_cache();
         assert_eq!(dr.metadata.managed_fields, None);
         let annotations = dr.metadata.annotations.clone().unwrap();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), ["slipway.dev/desired-revision"]);
@@ -262,7 +299,63 @@ mod tests {
                      "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
         }))
         .unwrap();
-        trim_for_cache(&mut only_applied);
+        only_applied.trim_for_cache();
         assert_eq!(only_applied.metadata.annotations, None);
+    }
+
+    #[test]
+    fn the_cache_keeps_a_finished_request_in_brief_and_a_running_one_whole() {
+        use slipway_crds::{DeployRequestStatus, Phase};
+        let at = k8s_openapi::jiff::Timestamp::now();
+        let condition = |t: &str| Condition {
+            type_: t.into(),
+            status: "True".into(),
+            reason: "Succeeded".into(),
+            message: "deployed v2".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+            observed_generation: Some(1),
+        };
+        let outbox = vec![slipway_crds::NotificationRecord::pending(
+            "chat",
+            slipway_crds::NotificationEvent::Succeeded,
+            "e1".into(),
+            "2026-11-30T08:00:00Z".into(),
+        )];
+        let status = |phase: Phase| DeployRequestStatus {
+            phase: Some(phase),
+            observed_generation: Some(1),
+            conditions: vec![condition("Ready")],
+            commit: Some("abc".into()),
+            notifications: outbox.clone(),
+            ..Default::default()
+        };
+        let request = |phase: Phase| {
+            let mut dr: DeployRequest = serde_json::from_value(serde_json::json!({
+                "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest",
+                "metadata": {"name": "v2"}, "spec": {"environment": "staging", "ref": "v2"},
+            }))
+            .unwrap();
+            dr.status = Some(status(phase));
+            dr
+        };
+        let mut finished = request(Phase::Succeeded);
+        finished.trim_for_cache();
+        let brief = finished.status.unwrap();
+        assert_eq!((brief.phase, brief.observed_generation), (Some(Phase::Succeeded), Some(1)));
+        assert_eq!(brief.notifications, outbox, "the outbox a finished request still delivers is kept");
+        assert!(brief.conditions.is_empty() && brief.commit.is_none());
+        for phase in [Phase::Verifying, Phase::RollingBack] {
+            let mut running = request(phase);
+            running.trim_for_cache();
+            assert_eq!(running.status, Some(status(phase)), "{phase:?} is cached whole");
+        }
+        let mut rollback: Rollback = serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Rollback",
+            "metadata": {"name": "undo"}, "spec": {"environment": "staging", "to": {"ref": "v1"}, "reason": "v2 broke checkout"},
+        }))
+        .unwrap();
+        rollback.status = Some(status(Phase::Failed));
+        rollback.trim_for_cache();
+        assert!(rollback.status.unwrap().conditions.is_empty());
     }
 }

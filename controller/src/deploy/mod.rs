@@ -80,7 +80,9 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
     let ns = cached.namespace();
     let envs: Api<Environment> = Api::namespaced(ctx.client.clone(), &ns);
     let req = if cached.phase().is_some_and(Phase::is_terminal) {
-        // A finished request never changes again: the cached copy is as good as a fresh one.
+        // A finished request never changes again: the cached copy, kept in brief (phase,
+        // notifications, metadata; see `crate::Cached`), is all this path reads, except where
+        // it says otherwise.
         cached
     } else {
         // Decide from the object as it is now, not as the watch cache last saw it: a status
@@ -111,8 +113,12 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
         if let Some(env) = &env
             && holds(env, &me)
         {
-            let record = if changed_host(&old) { Some(record::recovered(&ctx, &req, env, &old).await) } else { None };
-            let attention = auto::attention(&req, &old, now);
+            // The watch cache keeps a finished request in brief (`crate::Cached`): the release
+            // record and the attention note are made from the whole request, read now.
+            let Some(full) = req.fresh(&ctx.client).await? else { return Ok(Action::await_change()) };
+            let old = full.status().cloned().unwrap_or_default();
+            let record = if changed_host(&old) { Some(record::recovered(&ctx, &full, env, &old).await) } else { None };
+            let attention = auto::attention(&full, &old, now);
             let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
             finish_lock(&envs, env, &me, None, left).await?;
         }
