@@ -206,11 +206,12 @@ impl NamesEnvironment for Rollback {
 
 /// The objects in `store` naming `env`: an Environment appearing or changing wakes exactly these.
 pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<ObjectRef<K>> {
-    let (namespace, name) = (env.namespace(), env.name_any());
+    // Compared in place: this runs over every cached request on each Environment event.
+    let (namespace, name) = (env.meta().namespace.as_deref(), env.meta().name.as_deref());
     store
         .state()
         .iter()
-        .filter(|o| o.namespace() == namespace && o.environment() == name)
+        .filter(|o| o.meta().namespace.as_deref() == namespace && Some(o.environment()) == name)
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
@@ -301,6 +302,36 @@ mod tests {
         .unwrap();
         only_applied.trim_for_cache();
         assert_eq!(only_applied.metadata.annotations, None);
+    }
+
+    #[test]
+    fn an_environment_wakes_the_requests_naming_it_in_its_own_namespace_only() {
+        let request = |ns: &str, name: &str, env: &str| -> DeployRequest {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest",
+                "metadata": {"name": name, "namespace": ns}, "spec": {"environment": env, "ref": "v2"},
+            }))
+            .unwrap()
+        };
+        let (store, mut writer) = kube::runtime::reflector::store::<DeployRequest>();
+        for dr in [request("shop", "a", "staging"), request("shop", "b", "production"), request("blog", "c", "staging")]
+        {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(dr));
+        }
+        let mut staging: Environment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "shop"},
+            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
+                     "sshKeySecretRef": {"name": "k", "key": "id"},
+                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
+        }))
+        .unwrap();
+        let names = |env: &Environment| naming(&store, env).into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(&staging), ["a"]);
+        staging.metadata.namespace = Some("blog".into());
+        assert_eq!(names(&staging), ["c"]);
+        staging.metadata.name = Some("qa".into());
+        assert!(names(&staging).is_empty());
     }
 
     #[test]
