@@ -369,7 +369,7 @@ pub fn log_cost(env: &Environment, cost: Cost, healthy: bool, config: Source) {
     tracing::info!(
         environment = %env.name_any(),
         healthy,
-        config = config.as_str(),
+        config = %config.as_str(),
         wall_ms = cost.wall.as_secs_f64() * 1e3,
         cpu_ms = cost.cpu.as_secs_f64() * 1e3,
         "monitor round"
