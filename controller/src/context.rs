@@ -35,6 +35,8 @@ pub struct Context {
     pub gates: EnvironmentGates,
     /// Per Environment: when its monitor last ran a round.
     pub monitor: crate::environment::monitor::Rounds,
+    /// Per Environment: the compose model its monitor last read, and what it was read from.
+    pub configs: crate::environment::config_cache::ConfigCache,
     /// Per Environment: the last look-up of its `spec.revision`.
     pub revisions: crate::environment::revision::Lookups,
     /// The controller's own user name as the API server knows it (a SelfSubjectReview at
@@ -111,6 +113,7 @@ impl Context {
             ready: AtomicBool::new(false),
             gates: EnvironmentGates::default(),
             monitor: Default::default(),
+            configs: Default::default(),
             revisions: Default::default(),
             identity: std::sync::OnceLock::new(),
             notifier: crate::notify::Sender::new(),

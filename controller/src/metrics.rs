@@ -26,6 +26,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: &'static str,
 }
@@ -48,6 +53,7 @@ pub struct Metrics {
     /// The series `environment_healthy` holds (a Family cannot list its own).
     environment_seen: std::sync::Mutex<std::collections::HashSet<QueueLabels>>,
     notifications: Family<ResultLabel, Counter>,
+    compose_configs: Family<SourceLabel, Counter>,
     leader: Gauge,
     ssh_masters: Gauge,
     ssh_handles: Gauge,
@@ -95,6 +101,12 @@ impl Default for Metrics {
             "Notification delivery attempts, per result (delivered; failed: will be retried; gave_up: failed for good)",
             notifications.clone(),
         );
+        let compose_configs = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "monitor_compose_config",
+            "Compose models the monitor's rounds judged against, per source (host: `compose config` ran on the host; cache: an earlier round's, nothing it reads having changed)",
+            compose_configs.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -120,6 +132,7 @@ impl Default for Metrics {
             environment_healthy,
             environment_seen: Default::default(),
             notifications,
+            compose_configs,
             leader,
             ssh_masters,
             ssh_handles,
@@ -199,6 +212,11 @@ impl Metrics {
         self.notifications.get_or_create(&ResultLabel { result }).inc();
     }
 
+    /// Counts a monitor round's compose model by where it came from (`host` or `cache`).
+    pub fn compose_config(&self, source: &'static str) {
+        self.compose_configs.get_or_create(&SourceLabel { source }).inc();
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -249,6 +267,8 @@ mod tests {
         m.retain_environments(|_, name| name == "staging");
         let text = m.render();
         assert!(text.contains("environment=\"staging\"") && !text.contains("environment=\"gone\""), "{text}");
+        m.compose_config("cache");
+        assert!(m.render().contains("slipway_monitor_compose_config_total{source=\"cache\"} 1"));
         m.notification("delivered");
         m.notification("gave_up");
         let text = m.render();

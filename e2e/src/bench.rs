@@ -168,6 +168,34 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
+/// CPU time of what the test hosts ran for `user` over SSH so far: each `sshd: USER...` session
+/// process's own time and that of the children it reaped (the commands its sessions ran:
+/// `compose config`, `git`, `stat`; the Docker engine's share is not in it). A session still
+/// running counts once it ends.
+pub fn host_sessions_cpu(user: &str) -> Duration {
+    // OpenSSH 9.8 and later name the session process `sshd-session`
+    let titles = [format!("sshd: {user}"), format!("sshd-session: {user}")];
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    let ticks: u64 = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim().starts_with("sshd"))
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    titles.iter().any(|t| c.starts_with(t.as_str()))
+                })
+        })
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest = &text[text.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // utime, stime, cutime, cstime
+            fields.get(11..15)?.iter().map(|f| f.parse::<u64>().ok()).sum::<Option<u64>>()
+        })
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")

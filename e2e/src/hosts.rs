@@ -278,7 +278,14 @@ pub fn shop_origin(host: &TestHost) -> anyhow::Result<String> {
             .map(|o| o.stdout)
             .unwrap_or_default()
     };
-    if !copy.join("HEAD").exists() || refs(&copy) != refs(&origin) {
+    // Refs a test added to the copy (a branch it moves) are kept: another test's Site must not
+    // wipe them; only a ref of the origin missing or different in the copy makes a new copy.
+    let stale = || {
+        let have = refs(&copy);
+        let have: std::collections::HashSet<&[u8]> = have.split(|b| *b == b'\n').collect();
+        refs(&origin).split(|b| *b == b'\n').any(|line| !have.contains(line))
+    };
+    if !copy.join("HEAD").exists() || stale() {
         let parent = copy.parent().expect("copy has a parent");
         std::fs::create_dir_all(parent)?;
         run_local(Command::new("chmod").arg("755").arg(parent))?;

@@ -658,9 +658,13 @@ fn p4_p5_p6_scale() {
     // P6: CPU of the controller and its ssh processes over a window, with every Environment checked
     // at its interval (the monitor's health.monitorIntervalSeconds where it exists).
     let ssh_cpu = |pids: &[u32]| pids.iter().filter_map(|p| bench::cpu_time(*p).ok()).sum::<Duration>();
-    let (cpu0, ssh0) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&ssh));
+    // ... and of what the hosts (this machine's sshd, as the deploy user) ran for it
+    let users: std::collections::BTreeSet<&str> = hosts.iter().map(|h| h.user.as_str()).collect();
+    let host_cpu = || users.iter().map(|u| bench::host_sessions_cpu(u)).sum::<Duration>();
+    let (cpu0, ssh0, host0) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&ssh), host_cpu());
     std::thread::sleep(p6_window);
-    let (cpu1, ssh1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)));
+    let (cpu1, ssh1, host1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)), host_cpu());
+    let host_share = host1.saturating_sub(host0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
     let share = (cpu1 - cpu0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
     // The monitor judged the fleet (Healthy True or False), or the figure measured nothing.
     let healthy: Vec<String> = list_all(&rt, &envs_api)
@@ -697,7 +701,7 @@ fn p4_p5_p6_scale() {
             id: "P6".into(),
             figure: format!("controller CPU, {} Environments checked at their interval ({how})", all_envs),
             measured: format!(
-                "{share:.1} % of a core (ssh processes {ssh_share:.1} %) over {} s; {} of {environments} fleet Environments judged",
+                "{share:.1} % of a core (ssh processes {ssh_share:.1} %; the hosts' commands {host_share:.1} %) over {} s; {} of {environments} fleet Environments judged",
                 p6_window.as_secs(),
                 healthy.len()
             ),
@@ -712,6 +716,7 @@ fn p4_p5_p6_scale() {
                 "fleet_judged": healthy.len(),
                 "fleet_healthy": healthy_true,
                 "ssh_cpu_percent": ssh_share,
+                "host_commands_cpu_percent": host_share,
             }),
         },
     )

@@ -56,22 +56,7 @@ fn round_costs(log: &str) -> Vec<(f64, f64)> {
         rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
     };
     // the log may carry ANSI colours around field names
-    let plain: String = {
-        let mut out = String::new();
-        let mut chars = log.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    };
+    let plain = strip_ansi(log);
     plain
         .lines()
         .filter(|l| l.contains("monitor round"))
@@ -313,6 +298,161 @@ fn drift_on_the_host_is_reported_and_healed_through_an_owned_deploy_request() {
     let out = t.cluster.kubectl_with_stdin(&["create", "-f", "-"], Some(&forged.to_string())).unwrap();
     let refusal = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && refusal.contains("are the controller's"), "{refusal}");
+}
+
+/// `(source, wall ms)` of each monitor round the controller logged: `source` says where its
+/// compose model came from (`host`: `compose config` ran; `cache`: the copy of an earlier round).
+fn round_sources(log: &str) -> Vec<(String, f64)> {
+    let plain = strip_ansi(log);
+    let field = |line: &str, key: &str| -> Option<String> {
+        let rest = line.split(&format!(" {key}=")).nth(1)?;
+        Some(rest.split(|c: char| c.is_whitespace()).next()?.trim_matches('"').to_owned())
+    };
+    plain
+        .lines()
+        .filter(|l| l.contains("monitor round"))
+        .filter_map(|l| Some((field(l, "config")?, field(l, "wall_ms")?.parse().ok()?)))
+        .collect()
+}
+
+fn strip_ansi(log: &str) -> String {
+    let mut out = String::new();
+    let mut chars = log.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `slipway_monitor_compose_config_total` as the controller exposes it: (from the host, from the cache).
+fn compose_configs(t: &DeployTest) -> (u64, u64) {
+    let (_, metrics) = t.cluster.controller_get("/metrics").unwrap();
+    let count = |source: &str| -> u64 {
+        let prefix = format!("slipway_monitor_compose_config_total{{source=\"{source}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            as u64
+    };
+    (count("host"), count("cache"))
+}
+
+/// Waits until the monitor judged `more` further rounds against its copy of the compose model.
+fn wait_cached_rounds(t: &DeployTest, more: u64, timeout: Duration) -> (u64, u64) {
+    let (start, (_, cache0)) = (Instant::now(), compose_configs(t));
+    loop {
+        let now = compose_configs(t);
+        if now.1 >= cache0 + more {
+            return now;
+        }
+        assert!(start.elapsed() < timeout, "no round reused the compose model within {timeout:?}: {now:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// CPU seconds (user + system) `script` takes on the host, as the shell's `times` reports it.
+fn host_cpu_ms(site: &slipway_e2e::deploy::Site, script: &str) -> f64 {
+    let out = site.run(&["sh", "-c", &format!("{script} >/dev/null 2>&1; times")]).unwrap();
+    // second line: children's user and system time, e.g. `0m0.352s 0m0.048s`
+    let secs = |t: &str| -> f64 {
+        let (m, s) = t.trim_end_matches('s').split_once('m').unwrap_or(("0", "0"));
+        m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+    };
+    let children = out.lines().nth(1).unwrap_or_default();
+    children.split_whitespace().map(secs).sum::<f64>() * 1e3
+}
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn the_monitor_reuses_compose_config_until_env_or_a_compose_file_changes_on_the_host() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "monitor-config").unwrap();
+    let site = t.site(1, "config").unwrap();
+    let env = EnvironmentManifest::new("cached", App::Ticker, &site);
+    t.create_environment(&env).unwrap();
+    t.patch_environment("cached", &json!({"spec": {"health": {"monitorIntervalSeconds": INTERVAL}}})).unwrap();
+    t.deploy(&DeployRequestManifest::tag("first", "cached", "ticker-v1")).unwrap();
+    t.expect_outcome("first", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    wait_condition(&t, "cached", "Healthy", "True", |_| true, Duration::from_secs(3 * INTERVAL));
+
+    // nothing changes on the host: the rounds reuse the model, `compose config` does not run
+    let (host0, cache0) = compose_configs(&t);
+    assert!(host0 >= 1, "the first round after the deploy read the model from the host: {:?}", (host0, cache0));
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL + 2));
+    let (host1, cache1) = compose_configs(&t);
+    assert!(
+        cache1 >= cache0 + 2,
+        "rounds did not reuse the compose model: host {host0}->{host1}, cache {cache0}->{cache1}"
+    );
+    assert!(host1 <= host0 + 1, "compose config ran {} times in 3 quiet intervals", host1 - host0);
+
+    // `.env` edited by hand (git ignores it): the next round runs compose, which refuses it
+    let dir = site.project.dir.clone();
+    let backup = format!("{dir}.env-backup");
+    site.run(&["cp", "-p", &format!("{dir}/.env"), &backup]).unwrap();
+    // (grep exits 1 when no line is left)
+    site.run(&["sh", "-c", &format!("grep -v '^TICKER_NAME=' '{backup}' > '{dir}/.env'; true")]).unwrap();
+    let (message, took) = wait_condition(
+        &t,
+        "cached",
+        "Healthy",
+        "False",
+        |m| m.contains("TICKER_NAME"),
+        Duration::from_secs(2 * INTERVAL + 5),
+    );
+    println!(".env edited: Healthy=False after {took:?}: {message}");
+    site.run(&["mv", &backup, &format!("{dir}/.env")]).unwrap();
+    wait_condition(&t, "cached", "Healthy", "True", |_| true, Duration::from_secs(2 * INTERVAL + 5));
+
+    // a compose file edited twice: the first edit (a comment) changes git's list of modified
+    // files, the second (a service added) only the file itself
+    let compose = format!("{dir}/docker-compose.yml");
+    site.run(&["sh", "-c", &format!("echo '# edited on the host' >> '{compose}'")]).unwrap();
+    wait_cached_rounds(&t, 1, Duration::from_secs(3 * INTERVAL + 5));
+    let healthy = t.environment("cached").unwrap().status.conditions.into_iter().find(|c| c.type_ == "Healthy");
+    assert_eq!(healthy.map(|c| c.status).as_deref(), Some("True"), "a comment changes nothing");
+    let extra = "  extra:\n    image: slipway-base:bookworm\n    command: [sleep, infinity]\n";
+    site.run(&["sh", "-c", &format!("printf '{extra}' >> '{compose}'")]).unwrap();
+    let (message, took) = wait_condition(
+        &t,
+        "cached",
+        "Healthy",
+        "False",
+        |m| m.contains("service extra"),
+        Duration::from_secs(2 * INTERVAL + 5),
+    );
+    println!("compose file edited again: Healthy=False after {took:?}: {message}");
+    site.run(&["git", "-C", &dir, "checkout", "--", "docker-compose.yml"]).unwrap();
+    wait_condition(&t, "cached", "Healthy", "True", |_| true, Duration::from_secs(2 * INTERVAL + 5));
+
+    // the figures: rounds by where their model came from, and what each costs the host
+    let rounds = round_sources(&t.cluster.controller_log());
+    let wall = |source: &str| {
+        let v: Vec<f64> = rounds.iter().filter(|(s, _)| s == source).map(|(_, w)| *w).collect();
+        (v.len(), median(v))
+    };
+    let ((n_host, host_wall), (n_cache, cache_wall)) = (wall("host"), wall("cache"));
+    assert!(n_cache >= 3 && n_host >= 3, "{rounds:?}");
+    let project = &site.project.name;
+    let config_ms =
+        host_cpu_ms(&site, &format!("cd '{dir}' && docker-compose -p {project} -f docker-compose.yml config"));
+    let stat_ms =
+        host_cpu_ms(&site, &format!("cd '{dir}' && stat -L -c '%i %s %Y %y %z %n' -- .env docker-compose.yml"));
+    // `times` counts in clock ticks (10 ms)
+    let stat = if stat_ms < 10.0 { "under 10 ms".to_owned() } else { format!("{stat_ms:.0} ms") };
+    let line = format!(
+        "monitor round by compose model (ticker on host 1, docker-compose v1, debug build): from the host {n_host} rounds, wall median {host_wall:.1} ms; from the cache {n_cache} rounds, wall median {cache_wall:.1} ms; host CPU of `compose config` {config_ms:.0} ms, of the `stat` that replaces it {stat}"
+    );
+    println!("{line}");
+    let path = sandbox.join("logs/benchmarks.txt");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
 }
 
 /// Polls the DeployRequest until Ready's reason is `reason` (finished or not).

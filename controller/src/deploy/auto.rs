@@ -121,7 +121,7 @@ pub(super) async fn follow(run: &Run<'_>, env: &Environment, now: Timestamp) -> 
             attention: attention.as_ref(),
             env_keys: None,
         };
-        if finish_lock(run.envs, env, &me, next.as_deref(), left).await? == Cas::Conflict {
+        if finish_lock(run.ctx, run.envs, env, &me, next.as_deref(), left).await? == Cas::Conflict {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         tracing::info!(deployrequest = %dr.name_any(), rollback = %name, "handed the deploy lock to its rollback");
@@ -185,7 +185,7 @@ async fn give_up(run: &Run<'_>, env: &Environment, why: String, now: Timestamp) 
             attention: Some(&attention),
             env_keys: None,
         };
-        if finish_lock(run.envs, env, &me, None, left).await? == Cas::Conflict {
+        if finish_lock(run.ctx, run.envs, env, &me, None, left).await? == Cas::Conflict {
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }

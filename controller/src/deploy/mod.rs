@@ -120,7 +120,7 @@ async fn reconcile(cached: Req, ctx: Arc<Context>) -> Result<Action> {
             let record = if changed_host(&old) { Some(record::recovered(&ctx, &full, env, &old).await) } else { None };
             let attention = auto::attention(&full, &old, now);
             let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
-            finish_lock(&envs, env, &me, None, left).await?;
+            finish_lock(&ctx, &envs, env, &me, None, left).await?;
         }
         run.finalizer(false).await?;
         return outbox::deliver(&run, env.as_ref()).await;
@@ -800,7 +800,7 @@ async fn succeed(
     );
     run.write(st, EventType::Normal).await?;
     let left = lock::Record { release: Some(&release), env_keys: env_keys.as_ref(), ..Default::default() };
-    finish_lock(run.envs, env, &req.id(), None, left).await?;
+    finish_lock(run.ctx, run.envs, env, &req.id(), None, left).await?;
     Ok(Action::await_change())
 }
 
@@ -889,7 +889,7 @@ async fn abandon(run: &Run<'_>, env: Option<&Environment>, now: Timestamp) -> Re
             }
         }
         let record = changed_host(old).then(|| plan::release(req, env, old, "Abandoned", Default::default(), None));
-        if release_lock(run.envs, env, &me, record.as_ref()).await? == Cas::Conflict {
+        if release_lock(run.ctx, run.envs, env, &me, record.as_ref()).await? == Cas::Conflict {
             // Keep the finalizer: the object must not go while it still holds the lock.
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
@@ -1082,7 +1082,7 @@ impl Run<'_> {
         let attention = auto::attention(self.req, &st, now);
         self.write(st, EventType::Warning).await?;
         let left = lock::Record { release: record.as_ref(), attention: attention.as_ref(), ..Default::default() };
-        finish_lock(self.envs, env, &me, None, left).await?;
+        finish_lock(self.ctx, self.envs, env, &me, None, left).await?;
         Ok(Action::await_change())
     }
 
@@ -1106,18 +1106,27 @@ impl Run<'_> {
 
 /// Releases the lock, re-reading the Environment on a conflict (its monitor writes conditions).
 /// `Conflict` when it stayed contended: the next reconcile of this (terminal) request releases it.
-async fn release_lock(envs: &Api<Environment>, env: &Environment, me: &str, record: Option<&Release>) -> Result<Cas> {
-    finish_lock(envs, env, me, None, lock::Record { release: record, ..Default::default() }).await
+async fn release_lock(
+    ctx: &Context,
+    envs: &Api<Environment>,
+    env: &Environment,
+    me: &str,
+    record: Option<&Release>,
+) -> Result<Cas> {
+    finish_lock(ctx, envs, env, me, None, lock::Record { release: record, ..Default::default() }).await
 }
 
 /// [`lock::finish`] (release, or hand over to `next`), re-reading the Environment on a conflict.
+/// The monitor's copy of the compose model goes: the deploy may have changed what it was read from.
 async fn finish_lock(
+    ctx: &Context,
     envs: &Api<Environment>,
     env: &Environment,
     me: &str,
     next: Option<&str>,
     record: lock::Record<'_>,
 ) -> Result<Cas> {
+    ctx.configs.forget(&crate::object_key(env));
     let mut current = env.clone();
     for _ in 0..5 {
         if lock::finish(envs, &current, me, next, record).await? == Cas::Done {

@@ -279,6 +279,16 @@ impl HealthRound {
 /// one that died under the checks is the connection's failure (an error), not the release's.
 pub async fn health_round(site: &Site<'_>, urls: &UrlChecker) -> Result<HealthRound, RemoteError> {
     let config = site.compose().config().await?;
+    health_round_with(site, urls, config).await
+}
+
+/// [`health_round`] judged against `config`, the compose model read already (the monitor's
+/// copy, see [`crate::environment::config_cache`]).
+pub async fn health_round_with(
+    site: &Site<'_>,
+    urls: &UrlChecker,
+    config: crate::remote::ComposeConfig,
+) -> Result<HealthRound, RemoteError> {
     let containers = site.conn.project_containers(&site.project.name).await?;
     let redactor = crate::remote::Exec::redactor(site.conn);
     let mut failed: Vec<String> = health::container_problems(&containers, &config.long_running_services())

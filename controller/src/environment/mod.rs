@@ -1,6 +1,7 @@
 //! The Environment controller: validates the Secrets an Environment names and reports Ready;
 //! between deploys its [`monitor`] judges `Healthy`.
 
+pub mod config_cache;
 pub mod drift;
 pub mod monitor;
 pub mod revision;
@@ -51,6 +52,7 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
             // What this process keeps per Environment goes with it (an idle one is deleted
             // without a last reconcile).
             sweep_ctx.monitor.retain(|key| alive.contains(key));
+            sweep_ctx.configs.retain(|key| alive.contains(key));
             sweep_ctx.revisions.retain(|key| alive.contains(key));
             sweep_ctx
                 .metrics
@@ -241,6 +243,7 @@ async fn reconcile_inner(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Act
     if env.metadata.deletion_timestamp.is_some() {
         ctx.metrics.environment_healthy(&namespace, &env.name_any(), None);
         ctx.monitor.forget(&crate::object_key(env.as_ref()));
+        ctx.configs.forget(&crate::object_key(env.as_ref()));
         ctx.revisions.forget(&crate::object_key(env.as_ref()));
         return teardown::reconcile(&ctx, &env).await;
     }

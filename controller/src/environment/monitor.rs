@@ -19,6 +19,8 @@ use crate::deploy::site::{Site, compose_project};
 use crate::deploy::steps::{self, HealthRound};
 use crate::remote::{HostConnection, RemoteError, detect_flavor};
 
+use super::config_cache::{self, ConfigCache, Source};
+
 /// What the monitor found for one reconcile of the Environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
@@ -115,7 +117,9 @@ pub struct Mark {
 
 /// How long until the next round is due (`None`: now). A round is due at once when `Healthy`
 /// was not judged by a round (absent, Unknown or `DeployInProgress`), when the spec or the
-/// recorded release changed since the last one, or once `interval` passed.
+/// recorded release changed since the last one, or once `interval` passed. Without a round of
+/// this process (`last` is `None`: it just started) an Environment judged before waits until
+/// `first_due`, so that a restart does not send every host its round in the same second.
 pub fn wait_before_round(
     last: Option<&Mark>,
     judged: bool,
@@ -123,7 +127,11 @@ pub fn wait_before_round(
     commit: &str,
     interval: Duration,
     now: Instant,
+    first_due: Instant,
 ) -> Option<Duration> {
+    if last.is_none() && judged {
+        return first_due.checked_duration_since(now).filter(|w| !w.is_zero());
+    }
     let last = last.filter(|m| judged && m.generation == generation && m.commit == commit)?;
     interval.checked_sub(now.saturating_duration_since(last.at)).filter(|w| !w.is_zero())
 }
@@ -134,18 +142,47 @@ pub fn judged(conditions: &[Condition]) -> bool {
         .is_some_and(|c| c.reason == reasons::HEALTHY || c.reason == reasons::UNHEALTHY)
 }
 
+/// [`judged`], at the Environment's current `generation` (a spec changed while no controller
+/// ran is judged again at once).
+pub fn judged_at(conditions: &[Condition], generation: Option<i64>) -> bool {
+    judged(conditions)
+        && conditions::find(conditions, types::HEALTHY).is_some_and(|c| c.observed_generation == generation)
+}
+
+/// Where in `[0, interval)` the first round of the Environment `key` falls after a start: the
+/// same for a key in every process, spread evenly over keys.
+pub fn first_round_offset(key: &str, interval: Duration) -> Duration {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default());
+    let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(n % millis)
+}
+
 /// The monitor interval of an Environment (at least 10 s, whatever an old object says).
 pub fn interval(env: &Environment) -> Duration {
     Duration::from_secs(u64::try_from(env.spec.health.monitor_interval_seconds).unwrap_or(60).max(10))
 }
 
 /// Rounds run by this process, per Environment (`crate::object_key`).
-#[derive(Default)]
 pub struct Rounds {
     marks: Mutex<HashMap<String, Mark>>,
+    /// When this process started watching: first rounds are spread from here.
+    started: Instant,
+}
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Rounds { marks: Mutex::default(), started: Instant::now() }
+    }
 }
 
 impl Rounds {
+    /// When the first round of `key` is due in this process (see [`wait_before_round`]).
+    pub fn first_due(&self, key: &str, interval: Duration) -> Instant {
+        self.started + first_round_offset(key, interval)
+    }
+
     pub fn last(&self, key: &str) -> Option<Mark> {
         self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
@@ -189,28 +226,81 @@ pub fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// One round on the host: the deploy's health round over the Environment's master, then the
-/// checkout's HEAD and modified files (for drift).
+/// What one round ran on: the monitor's copies of compose models, and the key of its Environment.
+pub struct Copies<'a> {
+    pub cache: &'a ConfigCache,
+    pub key: &'a str,
+}
+
+/// One round on the host: the checkout's HEAD and modified files (for drift, and the key of the
+/// compose model's copy), then the deploy's health round over the Environment's master against
+/// the compose model (the copy while nothing it was read from changed).
 pub async fn round(
+    copies: Copies<'_>,
     conn: &HostConnection,
     env: &Environment,
+    release: &slipway_crds::Release,
     urls: &crate::url_check::UrlChecker,
-) -> Result<(HealthRound, super::drift::Seen, Cost), RemoteError> {
+) -> Result<(HealthRound, super::drift::Seen, Cost, Source), RemoteError> {
     let (started, cpu) = (Instant::now(), process_cpu());
     let flavor = detect_flavor(conn).await?;
     let no_values = std::collections::BTreeMap::new();
     // Reads only: no host job is started, so the request UID that keys jobs is never used.
     let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
-    let health = steps::health_round(&site, urls).await?;
     let repo = crate::remote::Repo::new(conn, site.project.dir.clone())?;
+    let head = repo.head().await?;
+    let modified = repo.dirty().await?;
+    let (config, source) = compose_model(&copies, &site, release, &head, &modified).await?;
+    let health = steps::health_round_with(&site, urls, config).await?;
     let seen = super::drift::Seen {
-        head: repo.head().await?,
-        modified: repo.dirty().await?,
+        head,
+        modified,
         containers: health.containers.clone(),
         one_shot: health.config.one_shot_services(),
     };
     let cost = Cost { wall: started.elapsed(), cpu: process_cpu().saturating_sub(cpu) };
-    Ok((health, seen, cost))
+    Ok((health, seen, cost, source))
+}
+
+/// The compose model of the checkout: the copy when the key read now (before deciding) is the
+/// one it was read under, else `compose config` on the host (kept under that key when it was read).
+async fn compose_model(
+    copies: &Copies<'_>,
+    site: &Site<'_>,
+    release: &slipway_crds::Release,
+    head: &Option<String>,
+    dirty: &[crate::remote::DirtyEntry],
+) -> Result<(crate::remote::ComposeConfig, Source), RemoteError> {
+    let key = match config_cache::fingerprinted(&site.project, dirty) {
+        Some(paths) => {
+            let out = site.conn.output(&config_cache::stat_command(&site.project.dir, &paths)).await;
+            match out.and_then(|o| config_cache::fingerprint(&o, paths.len())) {
+                Ok(files) => Some(config_cache::Key {
+                    generation: site.env.metadata.generation,
+                    release: Some(release.clone()),
+                    project: site.project.clone(),
+                    flavor: site.flavor,
+                    head: head.clone(),
+                    dirty: dirty.to_vec(),
+                    files,
+                }),
+                Err(e) => {
+                    tracing::debug!(environment = %site.env.name_any(), error = %e, "compose inputs not fingerprinted: compose config runs");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(config) = key.as_ref().and_then(|k| copies.cache.reuse(copies.key, k)) {
+        return Ok((config, Source::Cache));
+    }
+    copies.cache.forget(copies.key);
+    let config = site.compose().config().await?;
+    if let Some(key) = key {
+        copies.cache.store(copies.key, key, config.clone());
+    }
+    Ok((config, Source::Host))
 }
 
 /// The finding of a round that could not finish: a host that stopped answering is not judged;
@@ -243,12 +333,13 @@ pub(crate) async fn observe(
     let last = ctx.monitor.last(&key);
     let generation = env.metadata.generation;
     let now = Instant::now();
-    if let Some(wait) =
-        wait_before_round(last.as_ref(), judged(&status.conditions), generation, &current.commit, every, now)
-    {
+    let judged = judged_at(&status.conditions, generation);
+    let first_due = ctx.monitor.first_due(&key, every);
+    if let Some(wait) = wait_before_round(last.as_ref(), judged, generation, &current.commit, every, now, first_due) {
         return Ok((Finding::NotDue, wait));
     }
-    let outcome = round(conn, env, &ctx.urls).await;
+    let copies = Copies { cache: &ctx.configs, key: &key };
+    let outcome = round(copies, conn, env, current, &ctx.urls).await;
     // A deploy may have taken the lock while the round ran: its own verification judges, and a
     // round that saw its rebuild half-way must not be published.
     let api: kube::Api<Environment> = kube::Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
@@ -262,8 +353,9 @@ pub(crate) async fn observe(
     ctx.monitor.record(&key, Mark { at: now, generation, commit: current.commit.clone() });
     let redactor = crate::remote::Exec::redactor(conn);
     let finding = match outcome {
-        Ok((health, seen, cost)) => {
-            log_cost(env, cost, health.failed.is_empty());
+        Ok((health, seen, cost, source)) => {
+            ctx.metrics.compose_config(source.as_str());
+            log_cost(env, cost, health.failed.is_empty(), source);
             let drift = super::drift::differences(current, &seen);
             Finding::Judged { passed: health.passed_message(), failed: health.failed, drift: Some(drift) }
         }
@@ -273,10 +365,11 @@ pub(crate) async fn observe(
 }
 
 /// Logs a round's cost (the figure the closing benchmark note quotes).
-pub fn log_cost(env: &Environment, cost: Cost, healthy: bool) {
+pub fn log_cost(env: &Environment, cost: Cost, healthy: bool, config: Source) {
     tracing::info!(
         environment = %env.name_any(),
         healthy,
+        config = %config.as_str(),
         wall_ms = cost.wall.as_secs_f64() * 1e3,
         cpu_ms = cost.cpu.as_secs_f64() * 1e3,
         "monitor round"
@@ -367,7 +460,7 @@ mod tests {
         let interval = Duration::from_secs(60);
         let mark = Mark { at: t0, generation: Some(3), commit: "abc".into() };
         let wait = |judged, generation, commit: &str, after: u64| {
-            wait_before_round(Some(&mark), judged, generation, commit, interval, t0 + Duration::from_secs(after))
+            wait_before_round(Some(&mark), judged, generation, commit, interval, t0 + Duration::from_secs(after), t0)
         };
         assert_eq!(wait(true, Some(3), "abc", 20), Some(Duration::from_secs(40)));
         assert_eq!(wait(true, Some(3), "abc", 60), None);
@@ -375,7 +468,42 @@ mod tests {
         assert_eq!(wait(true, Some(4), "abc", 20), None, "the spec changed");
         assert_eq!(wait(true, Some(3), "def", 20), None, "another release");
         assert_eq!(wait(false, Some(3), "abc", 20), None, "not judged by a round (after a deploy)");
-        assert_eq!(wait_before_round(None, true, Some(3), "abc", interval, t0), None, "a restarted controller");
+        assert_eq!(wait_before_round(None, false, Some(3), "abc", interval, t0, t0), None, "never judged");
+    }
+
+    #[test]
+    fn after_a_start_first_rounds_of_judged_environments_spread_over_one_interval() {
+        let interval = Duration::from_secs(60);
+        let rounds = Rounds::default();
+        let start = rounds.started;
+        let key = "Environment/shop/production";
+        let offset = first_round_offset(key, interval);
+        assert!(offset < interval);
+        assert_eq!(first_round_offset(key, interval), offset, "stable for a key");
+        assert_eq!(rounds.first_due(key, interval), start + offset);
+        let due = start + offset;
+        let wait = |judged, at: Instant| wait_before_round(None, judged, Some(3), "abc", interval, at, due);
+        assert_eq!(wait(true, start), Some(offset).filter(|o| !o.is_zero()), "judged before: waits its turn");
+        assert_eq!(wait(true, due), None, "then runs");
+        assert_eq!(wait(true, due + interval), None);
+        assert_eq!(wait(false, start), None, "never judged (or at another generation): at once");
+
+        // 1,000 Environments: no second of the minute takes more than a few of them
+        let mut per_second = [0u32; 60];
+        for i in 0..1000 {
+            per_second[first_round_offset(&format!("Environment/fleet/env-{i}"), interval).as_secs() as usize] += 1;
+        }
+        let busiest = per_second.iter().max().copied().unwrap_or(0);
+        assert!(busiest <= 35, "busiest second holds {busiest} of 1,000 first rounds: {per_second:?}");
+        assert!(per_second.iter().all(|&n| n > 0), "{per_second:?}");
+    }
+
+    #[test]
+    fn judged_counts_at_the_current_generation_only() {
+        let up = conditions::set(&[], &[healthy(&[], &judged_finding(&[])).unwrap()], Some(3), Timestamp::now());
+        assert!(judged_at(&up, Some(3)));
+        assert!(!judged_at(&up, Some(4)), "the spec changed while no round ran");
+        assert!(!judged_at(&[], Some(3)));
     }
 
     #[test]
