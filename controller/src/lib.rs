@@ -107,10 +107,18 @@ pub fn trimmed_controller<K: Cached>(
     api: Api<K>,
     config: kube::runtime::watcher::Config,
 ) -> kube::runtime::Controller<K> {
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (reader, writer) = reflector::store();
-    let objects = reflector(writer, watcher(api, config).modify(K::trim_for_cache)).applied_objects();
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = cached_objects(writer, kube::runtime::watcher(api, config));
     kube::runtime::Controller::for_stream(objects, reader).with_config(controller_config())
+}
+
+/// The objects of a watch, each trimmed before `writer`'s cache stores it (and passed on trimmed).
+pub fn cached_objects<K: Cached>(
+    writer: kube::runtime::reflector::store::Writer<K>,
+    events: impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<K>>> + Send,
+) -> impl futures::Stream<Item = kube::runtime::watcher::Result<K>> + Send {
+    use kube::runtime::WatchStreamExt;
+    kube::runtime::reflector(writer, events.modify(K::trim_for_cache)).applied_objects()
 }
 
 /// What the controllers watch: one namespace or all of them, and of those the objects a shard's
@@ -332,6 +340,39 @@ mod tests {
         assert_eq!(names(&staging), ["c"]);
         staging.metadata.name = Some("qa".into());
         assert!(names(&staging).is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_controllers_cache_holds_what_the_watch_brought_trimmed() {
+        use futures::StreamExt;
+        use kube::runtime::watcher::Event;
+        let request = |name: &str, phase: &str| -> DeployRequest {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest",
+                "metadata": {"name": name, "namespace": "shop", "annotations": {LAST_APPLIED: "{}"},
+                             "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+                "spec": {"environment": "staging", "ref": "v2"},
+                "status": {"phase": phase, "commit": "abc"},
+            }))
+            .unwrap()
+        };
+        let (reader, writer) = kube::runtime::reflector::store::<DeployRequest>();
+        let events = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(request("done", "Succeeded"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(request("running", "Verifying"))),
+        ]);
+        let passed: Vec<DeployRequest> = cached_objects(writer, events).map(Result::unwrap).collect().await;
+        assert_eq!(passed.len(), 2);
+        let cached = |name: &str| reader.get(&ObjectRef::new(name).within("shop")).unwrap();
+        for name in ["done", "running"] {
+            assert_eq!(cached(name).metadata.managed_fields, None, "{name}");
+            assert_eq!(cached(name).metadata.annotations, None, "{name}");
+        }
+        assert_eq!(cached("done").status.clone().unwrap().commit, None, "a finished request is cached in brief");
+        assert_eq!(cached("running").status.clone().unwrap().commit.as_deref(), Some("abc"));
+        assert!(passed.iter().all(|o| o.metadata.managed_fields.is_none()), "passed on trimmed too");
     }
 
     #[test]

@@ -48,7 +48,11 @@ start_dockerd() { # start_dockerd EXTRA_ARGS...
     if [[ -s /var/run/docker.pid ]] && ! kill -0 "$(</var/run/docker.pid)" 2>/dev/null; then
         rm -f /var/run/docker.pid
     fi
-    local args=()
+    # Docker's default address pools hold 31 networks, one per compose project: benchmark P3
+    # (N=20 and 50, a project for Slipway and one for the plain script per host) ran out of them
+    # ("could not find an available, non-overlapping IPv4 address pool"). 4,096 /24s from a
+    # range no sandbox address uses (the node's pods 10.88.0.0/24, services 10.96.0.0/16).
+    local args=(--default-address-pool base=10.208.0.0/12,size=24)
     # shellcheck disable=SC2206 # word splitting of user-supplied extra args is intended
     [[ -n ${SLIPWAY_DOCKERD_ARGS:-} ]] && args+=($SLIPWAY_DOCKERD_ARGS)
     args+=("$@")

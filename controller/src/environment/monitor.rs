@@ -167,20 +167,31 @@ pub fn interval(env: &Environment) -> Duration {
 /// Rounds run by this process, per Environment (`crate::object_key`).
 pub struct Rounds {
     marks: Mutex<HashMap<String, Mark>>,
-    /// When this process started watching: first rounds are spread from here.
-    started: Instant,
+    /// When this process started watching (set again by [`Rounds::start_now`] when a standby
+    /// takes the Lease over): first rounds are spread from here.
+    started: Mutex<Instant>,
 }
 
 impl Default for Rounds {
     fn default() -> Self {
-        Rounds { marks: Mutex::default(), started: Instant::now() }
+        Rounds { marks: Mutex::default(), started: Mutex::new(Instant::now()) }
     }
 }
 
 impl Rounds {
     /// When the first round of `key` is due in this process (see [`wait_before_round`]).
     pub fn first_due(&self, key: &str, interval: Duration) -> Instant {
-        self.started + first_round_offset(key, interval)
+        self.started() + first_round_offset(key, interval)
+    }
+
+    fn started(&self) -> Instant {
+        *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The controllers start watching now: a replica that waited hours for the Lease spreads
+    /// its first rounds from the takeover, not from its own start.
+    pub fn start_now(&self) {
+        *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
     pub fn last(&self, key: &str) -> Option<Mark> {
@@ -475,7 +486,7 @@ mod tests {
     fn after_a_start_first_rounds_of_judged_environments_spread_over_one_interval() {
         let interval = Duration::from_secs(60);
         let rounds = Rounds::default();
-        let start = rounds.started;
+        let start = rounds.started();
         let key = "Environment/shop/production";
         let offset = first_round_offset(key, interval);
         assert!(offset < interval);
@@ -496,6 +507,16 @@ mod tests {
         let busiest = per_second.iter().max().copied().unwrap_or(0);
         assert!(busiest <= 35, "busiest second holds {busiest} of 1,000 first rounds: {per_second:?}");
         assert!(per_second.iter().all(|&n| n > 0), "{per_second:?}");
+    }
+
+    #[test]
+    fn a_takeover_spreads_first_rounds_from_when_the_controllers_start() {
+        let (rounds, interval) = (Rounds::default(), Duration::from_secs(60));
+        let before = rounds.first_due("Environment/shop/production", interval);
+        std::thread::sleep(Duration::from_millis(30));
+        rounds.start_now();
+        let after = rounds.first_due("Environment/shop/production", interval);
+        assert!(after >= before + Duration::from_millis(30), "{before:?} -> {after:?}");
     }
 
     #[test]
