@@ -54,6 +54,7 @@ pub struct Metrics {
     environment_seen: std::sync::Mutex<std::collections::HashSet<QueueLabels>>,
     notifications: Family<ResultLabel, Counter>,
     compose_configs: Family<SourceLabel, Counter>,
+    deploy_compose_configs: Family<SourceLabel, Counter>,
     leader: Gauge,
     ssh_masters: Gauge,
     ssh_handles: Gauge,
@@ -107,6 +108,12 @@ impl Default for Metrics {
             "Compose models the monitor's rounds judged against, per source (host: `compose config` ran on the host; cache: an earlier round's, nothing it reads having changed)",
             compose_configs.clone(),
         );
+        let deploy_compose_configs = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "deploy_compose_config",
+            "Compose models the verification and bake rounds of deploys and rollbacks judged against, per source (host: `compose config` ran on the host; cache: an earlier round's, nothing it reads having changed)",
+            deploy_compose_configs.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -133,6 +140,7 @@ impl Default for Metrics {
             environment_seen: Default::default(),
             notifications,
             compose_configs,
+            deploy_compose_configs,
             leader,
             ssh_masters,
             ssh_handles,
@@ -215,6 +223,11 @@ impl Metrics {
     /// Counts a monitor round's compose model by where it came from (`host` or `cache`).
     pub fn compose_config(&self, source: &'static str) {
         self.compose_configs.get_or_create(&SourceLabel { source }).inc();
+    }
+
+    /// Counts a deploy's verification or bake round's compose model by where it came from.
+    pub fn deploy_compose_config(&self, source: &'static str) {
+        self.deploy_compose_configs.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -19,8 +19,10 @@
 #   the tag; git status --porcelain; .env.example of the commit (every key present); worktree of
 #   the commit under .git with its .env; compose config there (every long-running service has a
 #   healthcheck); the project's containers; checkout; .env; compose build; compose up -d
-#   --remove-orphans; then each round: compose config, the project's containers (running and
-#   healthy), the declared check.
+#   --remove-orphans; compose config once; then each round: the project's containers (running
+#   and healthy), the declared check. (The controller reads `compose config` in its first round
+#   and reuses it while HEAD, `git status` and the `stat` of .env and the compose files stay as
+#   they were; it runs those three reads each round, which this script does not.)
 set -euo pipefail
 for v in ADDR PORT USER KEY KNOWN_HOSTS DIR PROJECT ORIGIN TAG COMPOSE ENV_FILE CHECK INTERVAL TIMEOUT; do
     [[ -n ${!v:-} ]] || { echo "plain-deploy: $v is not set" >&2; exit 2; }
@@ -76,8 +78,8 @@ c "$DIR" up -d --remove-orphans >/dev/null
 # Verify: rounds until every service runs healthy and the declared check passes.
 read -r -a check <<<"$CHECK"
 deadline=$((SECONDS + TIMEOUT))
+c "$DIR" config >/dev/null
 while :; do
-    c "$DIR" config >/dev/null
     ok=1
     while read -r _ _ state status; do
         [[ $state == running && $status != *starting* && $status != *unhealthy* ]] || ok=0

@@ -317,6 +317,52 @@ async fn a_second_job_of_the_project_gets_host_busy_while_the_first_holds_the_lo
 
 #[tokio::test]
 #[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+async fn a_wait_returns_as_the_job_ends_and_gives_up_after_its_time() {
+    let sandbox = slipway_e2e::require_sandbox!();
+    let host = TestHost::default_host(&sandbox).unwrap();
+    let conn = host.connect().await.unwrap();
+    let project = TestProject::new(&conn, "jobs-wait").await.unwrap();
+    project
+        .run_then_clean_up(&conn, async {
+            let cwd = work_dir(&conn, &project).await;
+            let jobs = Jobs::new(&conn);
+            // Nothing started: the wait answers at once.
+            let none = JobKey::new(project.name.clone(), uid("n"), "build").unwrap();
+            let started = Instant::now();
+            assert_eq!(jobs.wait(&none, Duration::from_secs(5)).await.unwrap(), JobState::NotFound);
+            assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+            // A job that ends while waited on is reported as it ends, with its exit status.
+            let short = JobKey::new(project.name.clone(), uid("s"), "build").unwrap();
+            let spec = JobSpec::new(cwd.clone(), sh("sleep 1.5; echo done; exit 3", &[]));
+            assert!(jobs.start(&short, &spec).await.unwrap().is_running());
+            let started = Instant::now();
+            let st = jobs.wait(&short, Duration::from_secs(10)).await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(st, JobState::Exited { code: 3, tail: "done\n".into() });
+            assert!(took >= Duration::from_millis(1000) && took < Duration::from_secs(5), "reported after {took:?}");
+            // A finished job: at once.
+            let started = Instant::now();
+            assert_eq!(jobs.wait(&short, Duration::from_secs(10)).await.unwrap(), st);
+            assert!(started.elapsed() < Duration::from_secs(2));
+
+            // A job that outlasts the wait: still running when the wait gives up.
+            let long = JobKey::new(project.name.clone(), uid("l"), "migrate").unwrap();
+            jobs.start(&long, &JobSpec::new(cwd, ["sleep", "60"])).await.unwrap();
+            let started = Instant::now();
+            let st = jobs.wait(&long, Duration::from_millis(1200)).await.unwrap();
+            let took = started.elapsed();
+            assert!(st.is_running(), "{st:?}");
+            assert!(took >= Duration::from_millis(1100) && took < Duration::from_secs(5), "gave up after {took:?}");
+            // The wait left the job alone: terminating it still finds it running.
+            jobs.terminate(&long, Duration::from_secs(1)).await.unwrap();
+            assert!(matches!(jobs.poll(&long).await.unwrap(), JobState::Terminated { .. }));
+        })
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
 async fn job_start_and_first_poll_cost_versus_a_plain_command() {
     const RUNS: usize = 10;
     let sandbox = slipway_e2e::require_sandbox!();

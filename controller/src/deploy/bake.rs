@@ -61,6 +61,19 @@ pub fn judge(st: &DeployRequestStatus, failed: &[String], interval: Duration, no
     Bake::Continue(interval.min(left).max(Duration::from_secs(1)))
 }
 
+/// How long until the next round is due, when the last passing round ran less than `interval`
+/// before `now`: writing its time to status wakes the request again at once, and a round on each
+/// wake would run the checks back to back instead of once an interval.
+pub fn next_round_in(st: &DeployRequestStatus, interval: Duration, now: Timestamp) -> Option<Duration> {
+    let last: Timestamp = st.bake_checked_at.as_deref()?.parse().ok()?;
+    let since = now.duration_since(last);
+    let every = k8s_openapi::jiff::SignedDuration::try_from(interval).ok()?;
+    if since.is_negative() || since >= every {
+        return None;
+    }
+    Duration::try_from(every - since).ok()
+}
+
 /// Where no round ran for longer than two intervals (plus 10 s) before the window's end, since
 /// the last passing round (or the bake's start), the end moved later by the time nothing was
 /// watched: a bake passes only after `bakeSeconds` of rounds, whatever stopped them.
@@ -202,5 +215,22 @@ mod tests {
         // A round that passed at or after the end leaves nothing to extend.
         st.bake_checked_at = Some(t(300).to_string());
         assert_eq!(extended_until(&st, every, t(900)), None);
+    }
+
+    #[test]
+    fn a_round_waits_for_its_interval_after_the_last_one() {
+        let every = Duration::from_secs(5);
+        let mut st = DeployRequestStatus::default();
+        // no round yet: one is due
+        assert_eq!(next_round_in(&st, every, t(0)), None);
+        st.bake_checked_at = Some(t(100).to_string());
+        // woken by its own status write: the rest of the interval
+        assert_eq!(next_round_in(&st, every, t(100)), Some(every));
+        assert_eq!(next_round_in(&st, every, t(103)), Some(Duration::from_secs(2)));
+        // due at the interval and after it
+        assert_eq!(next_round_in(&st, every, t(105)), None);
+        assert_eq!(next_round_in(&st, every, t(200)), None);
+        // a clock that went back runs the round rather than wait on it
+        assert_eq!(next_round_in(&st, every, t(90)), None);
     }
 }

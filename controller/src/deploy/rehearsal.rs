@@ -187,7 +187,7 @@ pub(super) async fn advance(
         Next::Failed(step) => return failed(run, site, env, st, step, now).await,
     };
     plan::start_step(&mut st, step, now);
-    let progress = match run_step(site, &run.ctx.urls, &st, step, &previous, &revision, now).await {
+    let progress = match run_step(site, run.ctx, &st, step, &previous, &revision, now).await {
         Ok(p) => p,
         Err(e) if e.is_transient() => return Err(e.into()),
         // Anything else ends this step: the rehearsal goes on to leave the host on a known release.
@@ -225,7 +225,7 @@ pub(super) async fn advance(
 /// Runs (starts or polls) `step`; deadlines as for the deploy's own steps.
 async fn run_step(
     site: &Site<'_>,
-    urls: &crate::url_check::UrlChecker,
+    ctx: &crate::context::Context,
     st: &DeployRequestStatus,
     step: &'static str,
     previous: &str,
@@ -279,7 +279,7 @@ async fn run_step(
         FORWARD_REBUILDING => steps::rebuild_as(site, &commit, since, false, FORWARD_JOBS).await?,
         _ => {
             let elapsed = Duration::from_secs(u64::try_from(elapsed).unwrap_or(0));
-            steps::verify_round(site, urls, elapsed).await?
+            steps::verify_round(site, ctx, elapsed).await?
         }
     })
 }

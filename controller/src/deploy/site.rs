@@ -15,6 +15,10 @@ use crate::remote::{
 
 /// How long a terminated job's processes get between TERM and KILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
+/// How long one reconcile waits on the host for a running job to end before it lets go (and
+/// polls again after `POLL`): a job's end is seen as it happens, at the cost of one SSH session
+/// held meanwhile.
+pub const JOB_WAIT: Duration = Duration::from_secs(2);
 
 /// Exit 0 when no host job holds the project's lock (`$1`), 1 when one does. Constant; the
 /// project arrives as a positional parameter.
@@ -79,10 +83,16 @@ impl<'a> Site<'a> {
     pub async fn job(&self, step: &str, cmd: &RemoteCommand) -> Result<(JobProgress, JobState), RemoteError> {
         let key = self.key(step)?;
         let jobs = Jobs::new(self.conn);
-        let state = match jobs.poll(&key).await? {
+        let mut state = match jobs.poll(&key).await? {
             JobState::NotFound => jobs.start(&key, &JobSpec::from_command(cmd)?).await?,
             state => state,
         };
+        // Wait on the host for the job to end (its end is seen at once, not at the next poll),
+        // unless that would take one of the last half of the master's sessions, which the
+        // Environments sharing it need for their own commands.
+        if state.is_running() && self.conn.spare_sessions() > self.conn.options().max_sessions / 2 {
+            state = jobs.wait(&key, JOB_WAIT).await?;
+        }
         let progress = match &state {
             JobState::Running { .. } | JobState::NotFound => JobProgress::Running,
             s if s.succeeded() => JobProgress::Succeeded,

@@ -255,7 +255,8 @@ pub fn declared_checks(env: &Environment) -> Vec<HealthCheck> {
 pub struct HealthRound {
     /// What failed (redacted): containers, one-shot services, declared checks; empty when healthy.
     pub failed: Vec<String>,
-    /// The project's containers as observed at the start of the round.
+    /// The project's containers as observed at the start of the round, or after its checks when
+    /// a container stopped while they ran.
     pub containers: Vec<crate::remote::ContainerObservation>,
     /// The compose model of the checkout.
     pub config: crate::remote::ComposeConfig,
@@ -277,9 +278,27 @@ impl HealthRound {
 /// Every long-running service running (and healthy where it has a healthcheck), one-shot
 /// services exited 0, then the declared checks. A round with failures first checks the master:
 /// one that died under the checks is the connection's failure (an error), not the release's.
-pub async fn health_round(site: &Site<'_>, urls: &UrlChecker) -> Result<HealthRound, RemoteError> {
-    let config = site.compose().config().await?;
-    health_round_with(site, urls, config).await
+pub async fn health_round(site: &Site<'_>, ctx: &crate::context::Context) -> Result<HealthRound, RemoteError> {
+    let config = compose_model(site, ctx).await?;
+    health_round_with(site, &ctx.urls, config).await
+}
+
+/// The compose model a deploy's verification or bake round judges against: the copy an earlier
+/// round read, while nothing `compose config` reads changed on the host (the monitor's key and
+/// cache, see [`crate::environment::config_cache`]; the Environment's lock keeps the monitor off
+/// it meanwhile, and releasing the lock forgets the copy).
+async fn compose_model(
+    site: &Site<'_>,
+    ctx: &crate::context::Context,
+) -> Result<crate::remote::ComposeConfig, RemoteError> {
+    let repo = Repo::new(site.conn, site.project.dir.clone())?;
+    let head = repo.head().await?;
+    let dirty = repo.dirty().await?;
+    let key = crate::object_key(site.env);
+    let copies = crate::environment::monitor::Copies { cache: &ctx.configs, key: &key };
+    let (config, source) = crate::environment::monitor::compose_model(&copies, site, None, &head, &dirty).await?;
+    ctx.metrics.deploy_compose_config(source.as_str());
+    Ok(config)
 }
 
 /// [`health_round`] judged against `config`, the compose model read already (the monitor's
@@ -299,6 +318,7 @@ pub async fn health_round_with(
     let (one_shots_running, one_shot_problems) = health::one_shot_problems(&containers, &config.one_shot_services());
     failed.extend(one_shot_problems.iter().map(|p| redactor.redact(p)));
     failed.extend(one_shots_running);
+    let container_failed_before_checks = failed.len();
     let checks = declared_checks(site.env);
     for check in &checks {
         let outcome = health::run_check(site.conn, check, &containers, check_timeout).await;
@@ -323,12 +343,31 @@ pub async fn health_round_with(
     if !failed.is_empty() {
         site.conn.check().await?;
     }
+    // A container that stopped while the checks ran (its exec refused, its port closed): look
+    // again, and name the container's state first, since that, not the check, is the cause.
+    let mut containers = containers;
+    if failed.len() > container_failed_before_checks {
+        let now = site.conn.project_containers(&site.project.name).await?;
+        let stopped: Vec<String> = health::container_problems(&now, &config.long_running_services())
+            .iter()
+            .map(|p| redactor.redact(p))
+            .filter(|p| !failed.contains(p))
+            .collect();
+        if !stopped.is_empty() {
+            failed.splice(0..0, stopped);
+            containers = now;
+        }
+    }
     Ok(HealthRound { failed, containers, config, checks })
 }
 
 /// Verifying, one round: [`health_round`]. `Failed` only once `elapsed` passed the deadline.
-pub async fn verify_round(site: &Site<'_>, urls: &UrlChecker, elapsed: Duration) -> Result<Progress, RemoteError> {
-    let round = health_round(site, urls).await?;
+pub async fn verify_round(
+    site: &Site<'_>,
+    ctx: &crate::context::Context,
+    elapsed: Duration,
+) -> Result<Progress, RemoteError> {
+    let round = health_round(site, ctx).await?;
     if round.failed.is_empty() {
         return Ok(Progress::Done { message: round.passed_message() });
     }

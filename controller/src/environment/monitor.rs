@@ -261,7 +261,7 @@ pub async fn round(
     let repo = crate::remote::Repo::new(conn, site.project.dir.clone())?;
     let head = repo.head().await?;
     let modified = repo.dirty().await?;
-    let (config, source) = compose_model(&copies, &site, release, &head, &modified).await?;
+    let (config, source) = compose_model(&copies, &site, Some(release), &head, &modified).await?;
     let health = steps::health_round_with(&site, urls, config).await?;
     let seen = super::drift::Seen {
         head,
@@ -275,10 +275,10 @@ pub async fn round(
 
 /// The compose model of the checkout: the copy when the key read now (before deciding) is the
 /// one it was read under, else `compose config` on the host (kept under that key when it was read).
-async fn compose_model(
+pub(crate) async fn compose_model(
     copies: &Copies<'_>,
     site: &Site<'_>,
-    release: &slipway_crds::Release,
+    release: Option<&slipway_crds::Release>,
     head: &Option<String>,
     dirty: &[crate::remote::DirtyEntry],
 ) -> Result<(crate::remote::ComposeConfig, Source), RemoteError> {
@@ -288,7 +288,7 @@ async fn compose_model(
             match out.and_then(|o| config_cache::fingerprint(&o, paths.len())) {
                 Ok(files) => Some(config_cache::Key {
                     generation: site.env.metadata.generation,
-                    release: Some(release.clone()),
+                    release: release.cloned(),
                     project: site.project.clone(),
                     flavor: site.flavor,
                     head: head.clone(),

@@ -42,6 +42,8 @@ pub const STATUS_TAIL_BYTES: usize = 4 * 1024;
 pub const STATUS_TAIL_LINES: usize = 40;
 /// Extra time a `terminate` command gets beyond the grace period (KILL, container removal).
 const TERMINATE_SLACK: Duration = Duration::from_secs(90);
+/// Time a `wait` command gets beyond its wait (to report, as a poll does).
+const WAIT_SLACK: Duration = Duration::from_secs(30);
 
 /// The one script behind every job operation. `$1` is the operation, `$2` the project; the rest
 /// depends on the operation (see [`Jobs`]). It prints `key=value` lines, then for a finished job
@@ -137,6 +139,19 @@ start)
   ;;
 poll)
   report "$base/runs/$3/$4"
+  ;;
+wait)
+  # poll, but first wait (up to the given tenths of a second) for a running job to end: the
+  # job holds its alive lock until its last process exits, so the wait takes no CPU
+  r=$base/runs/$3/$4 tenths=$5
+  case $tenths in '' | *[!0-9]*) echo "slipway: bad wait time" >&2; exit 2 ;; esac
+  if [ -d "$r" ]; then
+    settle "$r"
+    if [ ! -e "$r/exit" ] && alive "$r"; then
+      flock -s -w "$((tenths / 10)).$((tenths % 10))" "$r/alive" true 2>/dev/null
+    fi
+  fi
+  report "$r"
   ;;
 terminate)
   r=$base/runs/$3/$4 grace=$5 label=$6 signalled=0
@@ -486,6 +501,20 @@ impl<'a, E: Exec> Jobs<'a, E> {
     /// The state of the job `key` (found by its key alone, e.g. after a controller restart).
     pub async fn poll(&self, key: &JobKey) -> Result<JobState, RemoteError> {
         let cmd = Self::script("poll", &key.project).arg(key.uid.clone()).arg(key.step.clone()).label("poll host job");
+        let report = self.call(&cmd).await?;
+        self.interpret(key, &cmd, report)
+    }
+
+    /// [`Jobs::poll`], after waiting up to `max` for a running job to end (on the host, without
+    /// polling: the wait holds one of the master's sessions, and none of the host's CPU).
+    pub async fn wait(&self, key: &JobKey, max: Duration) -> Result<JobState, RemoteError> {
+        let tenths = (max.as_millis() / 100).min(600);
+        let cmd = Self::script("wait", &key.project)
+            .arg(key.uid.clone())
+            .arg(key.step.clone())
+            .arg(tenths.to_string())
+            .timeout(max + WAIT_SLACK)
+            .label("wait for host job");
         let report = self.call(&cmd).await?;
         self.interpret(key, &cmd, report)
     }

@@ -423,6 +423,11 @@ impl HostConnection {
         self.master.session.as_ref().expect("session is only taken by close(self)")
     }
 
+    /// Sessions of the master no command holds now (of [`ConnectOptions::max_sessions`]).
+    pub fn spare_sessions(&self) -> usize {
+        self.master.sessions.available_permits()
+    }
+
     /// Is the master still alive?
     pub async fn check(&self) -> Result<(), RemoteError> {
         self.session().check().await.map_err(|e| map_session_error(&self.master.host, e))
