@@ -6,6 +6,7 @@
 # Sizes (defaults below) come from SLIPWAY_BENCH_*; e2e/run-tests.sh runs the same tests with tiny
 # sizes as a smoke test. The sandbox is shared by everything on this machine: this script takes the
 # lock /tmp/slipway-e2e.lock itself (do not wrap it in another flock) and tears the sandbox down on exit.
+# SLIPWAY_BENCH_PERF_OUT=FILE records a `perf` profile of the controller over P6's window.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z ${SLIPWAY_BENCH_LOCKED:-} ]]; then

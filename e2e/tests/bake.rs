@@ -42,7 +42,10 @@ fn a_production_deploy_bakes_until_its_recorded_end_and_a_failure_while_baking_r
     // Verification and the bake's rounds (about one a second) judge against the compose model
     // the first of them read: nothing it was read from changed on the host meanwhile.
     let (host, cache) = deploy_compose_configs(&t);
-    assert!(cache >= 4 && host <= 2, "compose config ran {host} times, its copy served {cache} rounds");
+    assert!(
+        cache >= 4 && host <= 1 + (host + cache) / 10,
+        "compose config ran {host} times, its copy served {cache} rounds"
+    );
     // ... once an interval, not back to back each time a round's status write wakes the request
     let verifying = status.require_step("Verifying").unwrap();
     let verify_s = (verifying.finished().unwrap() - verifying.started().unwrap()) / SECOND;

@@ -354,6 +354,11 @@ fn p4_p5_p6_scale() {
     let p5_hosts = bench::size("SLIPWAY_BENCH_P5_HOSTS", 2) as u32;
     let p6_window = Duration::from_secs(bench::size("SLIPWAY_BENCH_P6_WINDOW_S", 3) as u64);
     let monitor_interval = bench::size("SLIPWAY_BENCH_P6_MONITOR_INTERVAL_S", 10);
+    let perf_out = std::env::var_os("SLIPWAY_BENCH_PERF_OUT");
+    if perf_out.is_some() {
+        let perf = std::process::Command::new("perf").arg("--version").output();
+        assert!(perf.is_ok_and(|o| o.status.success()), "SLIPWAY_BENCH_PERF_OUT is set but `perf` does not run");
+    }
 
     let mut test = DeployTest::without_controller(&sandbox, "bench-scale").unwrap();
     let site = test.site(1, "p4").unwrap();
@@ -662,7 +667,20 @@ fn p4_p5_p6_scale() {
     let users: std::collections::BTreeSet<&str> = hosts.iter().map(|h| h.user.as_str()).collect();
     let host_cpu = || users.iter().map(|u| bench::host_sessions_cpu(u)).sum::<Duration>();
     let (cpu0, ssh0, host0) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&ssh), host_cpu());
-    std::thread::sleep(p6_window);
+    // SLIPWAY_BENCH_PERF_OUT: `perf record` of the controller over the window (for a profile,
+    // not for the figure: sampling costs a little CPU of its own).
+    match &perf_out {
+        Some(out) => {
+            let status = std::process::Command::new("perf")
+                .args(["record", "-q", "-F", "99", "--call-graph", "dwarf", "-p", &pid.to_string(), "-o"])
+                .arg(out)
+                .args(["--", "sleep", &p6_window.as_secs().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "perf record failed: {status}");
+        }
+        None => std::thread::sleep(p6_window),
+    }
     let (cpu1, ssh1, host1) = (bench::cpu_time(pid).unwrap(), ssh_cpu(&bench::ssh_processes_under(&tmp)), host_cpu());
     let host_share = host1.saturating_sub(host0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
     let share = (cpu1 - cpu0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
@@ -690,11 +708,14 @@ fn p4_p5_p6_scale() {
         }
     }
     let ssh_share = ssh1.saturating_sub(ssh0).as_secs_f64() / p6_window.as_secs_f64() * 100.0;
-    let how = if monitor_interval > 0 {
+    let mut how = if monitor_interval > 0 {
         format!("health.monitorIntervalSeconds {monitor_interval}")
     } else {
         "no monitor: reachability rechecks only".to_owned()
     };
+    if perf_out.is_some() {
+        how.push_str("; under perf record (sampling adds CPU)");
+    }
     bench::record(
         &sandbox,
         &Figure {

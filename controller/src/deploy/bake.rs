@@ -63,15 +63,17 @@ pub fn judge(st: &DeployRequestStatus, failed: &[String], interval: Duration, no
 
 /// How long until the next round is due, when the last passing round ran less than `interval`
 /// before `now`: writing its time to status wakes the request again at once, and a round on each
-/// wake would run the checks back to back instead of once an interval.
+/// wake would run the checks back to back instead of once an interval. The round at the window's
+/// end is due at the end, whatever the interval.
 pub fn next_round_in(st: &DeployRequestStatus, interval: Duration, now: Timestamp) -> Option<Duration> {
     let last: Timestamp = st.bake_checked_at.as_deref()?.parse().ok()?;
     let since = now.duration_since(last);
     let every = k8s_openapi::jiff::SignedDuration::try_from(interval).ok()?;
-    if since.is_negative() || since >= every {
+    let left = recorded_until(st, now).duration_since(now);
+    if since.is_negative() || since >= every || !left.is_positive() {
         return None;
     }
-    Duration::try_from(every - since).ok()
+    Duration::try_from((every - since).min(left)).ok()
 }
 
 /// Where no round ran for longer than two intervals (plus 10 s) before the window's end, since
@@ -220,7 +222,7 @@ mod tests {
     #[test]
     fn a_round_waits_for_its_interval_after_the_last_one() {
         let every = Duration::from_secs(5);
-        let mut st = DeployRequestStatus::default();
+        let mut st = DeployRequestStatus { bake_until: Some(t(300).to_string()), ..Default::default() };
         // no round yet: one is due
         assert_eq!(next_round_in(&st, every, t(0)), None);
         st.bake_checked_at = Some(t(100).to_string());
@@ -232,5 +234,10 @@ mod tests {
         assert_eq!(next_round_in(&st, every, t(200)), None);
         // a clock that went back runs the round rather than wait on it
         assert_eq!(next_round_in(&st, every, t(90)), None);
+        // the last round comes at the window's end, not an interval after the one before
+        st.bake_until = Some(t(102).to_string());
+        assert_eq!(next_round_in(&st, every, t(100)), Some(Duration::from_secs(2)));
+        assert_eq!(next_round_in(&st, every, t(102)), None);
+        assert_eq!(next_round_in(&st, every, t(103)), None);
     }
 }

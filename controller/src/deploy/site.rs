@@ -17,8 +17,11 @@ use crate::remote::{
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 /// How long one reconcile waits on the host for a running job to end before it lets go (and
 /// polls again after `POLL`): a job's end is seen as it happens, at the cost of one SSH session
-/// held meanwhile.
+/// and one reconcile slot held meanwhile.
 pub const JOB_WAIT: Duration = Duration::from_secs(2);
+/// Reconciles of this process that may wait on a host job at once (of the 64 each controller
+/// runs): many deploys building at once, after a restart say, still leave most slots to the rest.
+static JOB_WAITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// Exit 0 when no host job holds the project's lock (`$1`), 1 when one does. Constant; the
 /// project arrives as a positional parameter.
@@ -83,16 +86,23 @@ impl<'a> Site<'a> {
     pub async fn job(&self, step: &str, cmd: &RemoteCommand) -> Result<(JobProgress, JobState), RemoteError> {
         let key = self.key(step)?;
         let jobs = Jobs::new(self.conn);
-        let mut state = match jobs.poll(&key).await? {
-            JobState::NotFound => jobs.start(&key, &JobSpec::from_command(cmd)?).await?,
+        // Where there is leave to, a poll waits on the host for the job to end, so its end is
+        // seen at once rather than at the next poll.
+        let leave = || self.conn.try_wait_slot().zip(JOB_WAITS.try_acquire().ok());
+        let state = match leave() {
+            Some(_held) => jobs.wait(&key, JOB_WAIT).await?,
+            None => jobs.poll(&key).await?,
+        };
+        let state = match state {
+            JobState::NotFound => match jobs.start(&key, &JobSpec::from_command(cmd)?).await? {
+                started if started.is_running() => match leave() {
+                    Some(_held) => jobs.wait(&key, JOB_WAIT).await?,
+                    None => started,
+                },
+                other => other,
+            },
             state => state,
         };
-        // Wait on the host for the job to end (its end is seen at once, not at the next poll),
-        // unless that would take one of the last half of the master's sessions, which the
-        // Environments sharing it need for their own commands.
-        if state.is_running() && self.conn.spare_sessions() > self.conn.options().max_sessions / 2 {
-            state = jobs.wait(&key, JOB_WAIT).await?;
-        }
         let progress = match &state {
             JobState::Running { .. } | JobState::NotFound => JobProgress::Running,
             s if s.succeeded() => JobProgress::Succeeded,

@@ -344,14 +344,15 @@ pub async fn health_round_with(
         site.conn.check().await?;
     }
     // A container that stopped while the checks ran (its exec refused, its port closed): look
-    // again, and name the container's state first, since that, not the check, is the cause.
+    // again, and name the service's state first, since that, not the check, is the cause. A
+    // second look that fails keeps what the round found.
     let mut containers = containers;
-    if failed.len() > container_failed_before_checks {
-        let now = site.conn.project_containers(&site.project.name).await?;
-        let stopped: Vec<String> = health::container_problems(&now, &config.long_running_services())
+    if failed.len() > container_failed_before_checks
+        && let Ok(now) = site.conn.project_containers(&site.project.name).await
+    {
+        let stopped: Vec<String> = health::stopped_since(&containers, &now, &config.long_running_services())
             .iter()
             .map(|p| redactor.redact(p))
-            .filter(|p| !failed.contains(p))
             .collect();
         if !stopped.is_empty() {
             failed.splice(0..0, stopped);

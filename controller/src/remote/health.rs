@@ -188,6 +188,23 @@ pub fn container_problems(containers: &[ContainerObservation], expected_services
     problems
 }
 
+/// The problems of the services that had a running container in `before` and have none in
+/// `now` (stopped while a round's checks ran), as [`container_problems`] words them.
+pub fn stopped_since(
+    before: &[ContainerObservation],
+    now: &[ContainerObservation],
+    services: &[String],
+) -> Vec<String> {
+    let stopped: Vec<String> = services
+        .iter()
+        .filter(|s| service_container(before, s).is_some() && service_container(now, s).is_none())
+        .cloned()
+        .collect();
+    let theirs: Vec<ContainerObservation> =
+        now.iter().filter(|c| c.service.as_ref().is_some_and(|s| stopped.contains(s))).cloned().collect();
+    container_problems(&theirs, &stopped)
+}
+
 /// One-shot services (labelled `slipway.dev/one-shot: "true"`): (still running, problems). A
 /// one-shot service passes once its container exited 0; exited otherwise, or no container, is a problem.
 pub fn one_shot_problems(containers: &[ContainerObservation], services: &[String]) -> (Vec<String>, Vec<String>) {
@@ -415,6 +432,18 @@ mod tests {
             started_at: None,
             ip_addresses: vec![("shop_default".into(), "172.18.0.2".into())],
         }
+    }
+
+    #[test]
+    fn a_service_stopped_between_two_looks_is_named_with_its_state() {
+        let services = vec!["ticker".to_owned(), "backend".to_owned(), "db".to_owned()];
+        let before = [container("ticker", "running", None), container("backend", "running", Some("healthy"))];
+        let mut stopped = container("ticker", "exited", None);
+        stopped.exit_code = Some(137);
+        // backend turned unhealthy (not stopped), db had no container either time
+        let now = [stopped, container("backend", "running", Some("unhealthy"))];
+        assert_eq!(stopped_since(&before, &now, &services), ["service ticker is exited (exit code 137)"]);
+        assert!(stopped_since(&before, &before, &services).is_empty());
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub(super) struct Master {
     forward_seq: AtomicU64,
     /// Commands running at once (see [`ConnectOptions::max_sessions`]).
     sessions: tokio::sync::Semaphore,
+    /// Commands that may wait on the host at once (half the sessions; none below 4): the rest
+    /// stay free for the commands of the Environments sharing the master.
+    waits: tokio::sync::Semaphore,
     /// Numbers the handles sharing this master (their TCP forwards are their own).
     handle_seq: AtomicU64,
 }
@@ -379,6 +382,7 @@ impl HostConnection {
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             forward_seq: AtomicU64::new(0),
             sessions: tokio::sync::Semaphore::new(max_sessions),
+            waits: tokio::sync::Semaphore::new(if max_sessions >= 4 { max_sessions / 2 } else { 0 }),
             handle_seq: AtomicU64::new(0),
         };
         Ok(HostConnection { master: Arc::new(master), redactor: Redactor::new(), handle: 0 })
@@ -423,9 +427,11 @@ impl HostConnection {
         self.master.session.as_ref().expect("session is only taken by close(self)")
     }
 
-    /// Sessions of the master no command holds now (of [`ConnectOptions::max_sessions`]).
-    pub fn spare_sessions(&self) -> usize {
-        self.master.sessions.available_permits()
+    /// Leave to run one command that waits on the host (for a host job to end), held while it
+    /// runs; `None` when half the master's sessions already wait, so waiting never takes the
+    /// sessions the Environments sharing the master need for their own commands.
+    pub fn try_wait_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.master.waits.try_acquire().ok()
     }
 
     /// Is the master still alive?
