@@ -990,6 +990,19 @@ impl DeployTest {
         Observed::from_object(&object[0])
     }
 
+    /// The Environment once it released its lock: a request writes its own Succeeded first and
+    /// records its release in the Environment with the lock's release, one write later.
+    pub fn environment_released(&self, name: &str) -> anyhow::Result<Observed<EnvironmentStatus>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let env = self.environment(name)?;
+            if env.status.active_deploy.is_none() || Instant::now() > deadline {
+                return Ok(env);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Creates the Rollback, as requested by the admin kubeconfig's user unless it names someone.
     pub fn rollback(&self, rollback: &RollbackManifest) -> anyhow::Result<()> {
         let mut rollback = rollback.clone();

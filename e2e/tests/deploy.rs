@@ -207,7 +207,7 @@ fn gates_refuse_without_taking_the_lock_and_an_allowed_direct_deploy_is_untracke
         .kubectl_ok(&["annotate", "deployrequest", "unapproved", &format!("slipway.dev/approved-by={admin}")])
         .unwrap();
     t.cluster.wait_ready_reason("deployrequest/unapproved", "Succeeded", DEPLOY_TIMEOUT).unwrap();
-    let current = t.environment("gated").unwrap().status.current.unwrap();
+    let current = t.environment_released("gated").unwrap().status.current.unwrap();
     assert_eq!(current.ref_, "ticker-v3");
     assert_eq!(t.cluster.jsonpath("environment/gated", "{.status.current.approvedBy}").unwrap(), admin);
     assert_eq!(t.cluster.jsonpath("environment/gated", "{.status.current.requestedBy}").unwrap(), admin);

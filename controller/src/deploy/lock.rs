@@ -20,14 +20,6 @@ pub enum Cas {
 }
 
 async fn swap(api: &Api<Environment>, env: &Environment, status: Value) -> Result<Cas> {
-    Ok(match swapped(api, env, status).await? {
-        Some(_) => Cas::Done,
-        None => Cas::Conflict,
-    })
-}
-
-/// [`swap`], returning the Environment as written (`None` on a conflict).
-async fn swapped(api: &Api<Environment>, env: &Environment, status: Value) -> Result<Option<Environment>> {
     let name = env.name_any();
     let body = json!({
         "metadata": {"resourceVersion": env.resource_version()},
@@ -35,8 +27,8 @@ async fn swapped(api: &Api<Environment>, env: &Environment, status: Value) -> Re
     });
     let params = PatchParams { field_manager: Some(DEPLOY_MANAGER.to_owned()), ..Default::default() };
     match tokio::time::timeout(STATUS_WRITE_TIMEOUT, api.patch_status(&name, &params, &Patch::Merge(&body))).await {
-        Ok(Ok(written)) => Ok(Some(written)),
-        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(None),
+        Ok(Ok(_)) => Ok(Cas::Done),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(Cas::Conflict),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(Error::StatusTimeout { kind: "Environment".into(), name }),
     }
@@ -82,28 +74,6 @@ pub async fn release(
     release: Option<&Release>,
 ) -> Result<Cas> {
     finish(api, env, holder, None, Record { release, ..Record::default() }).await
-}
-
-/// Records the release `holder` made (history, `current`, its `.env` keys) while it keeps the
-/// lock: written before the request says it succeeded, so whoever sees that sees the Environment
-/// on the new release. Recording the same release again (a retry, a restart in between) replaces
-/// its history entry. A lock held by someone else is left alone. Returns the Environment as it
-/// stands after the write (`None` on a conflict: re-read and try again).
-pub async fn record_held(
-    api: &Api<Environment>,
-    env: &Environment,
-    holder: &str,
-    record: Record<'_>,
-) -> Result<Option<Environment>> {
-    let status = env.status.clone().unwrap_or_default();
-    if status.active_deploy.as_deref() != Some(holder) {
-        return Ok(Some(env.clone()));
-    }
-    let mut patch = recording(env, record.release)?;
-    if let Some(k) = record.env_keys {
-        patch["envKeys"] = to_json(k)?;
-    }
-    swapped(api, env, patch).await
 }
 
 /// Lets go of the lock held by `holder`, in one write with what it leaves (`record`): released,

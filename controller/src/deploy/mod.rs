@@ -802,34 +802,10 @@ async fn succeed(
         req.generation(),
         now,
     );
-    let left = lock::Record { release: Some(&release), env_keys: env_keys.as_ref(), ..Default::default() };
-    // The Environment names the new release before the request says Succeeded (`kubectl wait`
-    // then `kubectl get env` must not show the old one); the lock goes after.
-    let env = record_held(run.envs, env, &req.id(), left).await?;
     run.write(st, EventType::Normal).await?;
-    finish_lock(run.ctx, run.envs, &env, &req.id(), None, left).await?;
+    let left = lock::Record { release: Some(&release), env_keys: env_keys.as_ref(), ..Default::default() };
+    finish_lock(run.ctx, run.envs, env, &req.id(), None, left).await?;
     Ok(Action::await_change())
-}
-
-/// [`lock::record_held`], re-reading the Environment on a conflict; returns the Environment as
-/// it now stands (to release the lock from without a conflict).
-async fn record_held(
-    envs: &Api<Environment>,
-    env: &Environment,
-    me: &str,
-    record: lock::Record<'_>,
-) -> Result<Environment> {
-    let mut current = env.clone();
-    for _ in 0..5 {
-        if let Some(written) = lock::record_held(envs, &current, me, record).await? {
-            return Ok(written);
-        }
-        match envs.get_opt(&current.name_any()).await? {
-            Some(e) => current = e,
-            None => return Ok(current),
-        }
-    }
-    Ok(current)
 }
 
 /// The finalizer a request carries while it may hold its Environment's lock.
