@@ -347,9 +347,18 @@ pub async fn health_round_with(
     // again, and name the service's state first, since that, not the check, is the cause. A
     // second look that fails keeps what the round found.
     let mut containers = containers;
-    if failed.len() > container_failed_before_checks
-        && let Ok(now) = site.conn.project_containers(&site.project.name).await
-    {
+    let again = if failed.len() > container_failed_before_checks {
+        site.conn
+            .project_containers(&site.project.name)
+            .await
+            .inspect_err(
+                |e| tracing::debug!(error = %e, "second look at the containers failed; the round's findings stand"),
+            )
+            .ok()
+    } else {
+        None
+    };
+    if let Some(now) = again {
         let stopped: Vec<String> = health::stopped_since(&containers, &now, &config.long_running_services())
             .iter()
             .map(|p| redactor.redact(p))
