@@ -990,6 +990,21 @@ impl DeployTest {
         Observed::from_object(&object[0])
     }
 
+    /// A counter with a `source` label (`host`, `cache`) as the controller's `/metrics` shows it,
+    /// e.g. `slipway_monitor_compose_config_total`: (from the host, from the cache).
+    pub fn by_source(&self, metric: &str) -> (u64, u64) {
+        let (_, metrics) = self.cluster.controller_get("/metrics").unwrap();
+        let count = |source: &str| -> u64 {
+            let prefix = format!("{metric}{{source=\"{source}\"}} ");
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0) as u64
+        };
+        (count("host"), count("cache"))
+    }
+
     /// The Environment once it released its lock: a request writes its own Succeeded first and
     /// records its release in the Environment with the lock's release, one write later.
     pub fn environment_released(&self, name: &str) -> anyhow::Result<Observed<EnvironmentStatus>> {

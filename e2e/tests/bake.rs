@@ -41,7 +41,7 @@ fn a_production_deploy_bakes_until_its_recorded_end_and_a_failure_while_baking_r
     let v1 = site.commit_of("ticker-v1").unwrap();
     // Verification and the bake's rounds (about one a second) judge against the compose model
     // the first of them read: nothing it was read from changed on the host meanwhile.
-    let (host, cache) = deploy_compose_configs(&t);
+    let (host, cache) = t.by_source("slipway_deploy_compose_config_total");
     assert!(
         cache >= 4 && host <= 1 + (host + cache) / 10,
         "compose config ran {host} times, its copy served {cache} rounds"
@@ -99,15 +99,4 @@ fn a_production_deploy_bakes_until_its_recorded_end_and_a_failure_while_baking_r
     assert_eq!(history.history_refs()[..2], ["ticker-v1", "ticker-v2"], "{:?}", history.history_refs());
     let events = t.cluster.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=second"]).unwrap();
     assert!(events.contains("BakeFailed"), "an Event says why it rolled back: {events}");
-}
-
-/// `slipway_deploy_compose_config_total` as the controller exposes it: (from the host, from the cache).
-fn deploy_compose_configs(t: &DeployTest) -> (u64, u64) {
-    let (_, metrics) = t.cluster.controller_get("/metrics").unwrap();
-    let count = |source: &str| -> u64 {
-        let prefix = format!("slipway_deploy_compose_config_total{{source=\"{source}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-            as u64
-    };
-    (count("host"), count("cache"))
 }

@@ -334,13 +334,7 @@ fn strip_ansi(log: &str) -> String {
 
 /// `slipway_monitor_compose_config_total` as the controller exposes it: (from the host, from the cache).
 fn compose_configs(t: &DeployTest) -> (u64, u64) {
-    let (_, metrics) = t.cluster.controller_get("/metrics").unwrap();
-    let count = |source: &str| -> u64 {
-        let prefix = format!("slipway_monitor_compose_config_total{{source=\"{source}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-            as u64
-    };
-    (count("host"), count("cache"))
+    t.by_source("slipway_monitor_compose_config_total")
 }
 
 /// Waits until the monitor judged `more` further rounds against its copy of the compose model.
