@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let shard = slipway_controller::shard::Shard::parse(args.watch_label_selector.as_deref().unwrap_or(""))
         .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
-    let client = kube::Client::try_default().await?;
+    let client = slipway_controller::api_client(kube::Config::infer().await?)?;
     let urls = slipway_controller::url_check::UrlChecker::new(&args.http_url_allow).map_err(|e| anyhow::anyhow!(e))?;
     let ctx = Arc::new(Context::new(client).with_shard(shard.clone()).with_urls(urls));
     ctx.learn_identity().await;
