@@ -14,17 +14,20 @@ use super::ssh::{ConnectOptions, HostConnection, HostTarget};
 
 /// What makes two Environments' masters interchangeable: everything the connection is made of.
 /// Compared in full (not by a digest), so two targets share a master only when they are equal.
+/// The handles on one master share its key (one copy of the key and known_hosts per master, not
+/// per Environment: benchmark P5 kept 4 MiB of known_hosts copies for 1,000 Environments).
 #[derive(Clone)]
-struct MasterKey(HostTarget);
+struct MasterKey(Arc<HostTarget>);
 
 impl PartialEq for MasterKey {
     fn eq(&self, other: &Self) -> bool {
         let (a, b) = (&self.0, &other.0);
-        a.address == b.address
-            && a.port == b.port
-            && a.user == b.user
-            && a.known_hosts == b.known_hosts
-            && a.private_key.expose() == b.private_key.expose()
+        Arc::ptr_eq(a, b)
+            || a.address == b.address
+                && a.port == b.port
+                && a.user == b.user
+                && a.known_hosts == b.known_hosts
+                && a.private_key.expose() == b.private_key.expose()
     }
 }
 
@@ -108,18 +111,20 @@ impl ConnectionPool {
     /// The live connection for Environment `env`, connecting (again) when there is no master for
     /// its target, the target changed, or the master no longer answers.
     pub async fn get(&self, env: &str, target: &HostTarget) -> Result<Arc<HostConnection>, RemoteError> {
-        let key = MasterKey(target.clone());
+        let key = MasterKey(Arc::new(target.clone()));
         let master = self.master(&key).await?;
         let previous = {
             let mut state = self.state();
+            // The master's own key, so this handle shares it rather than keeping a copy.
+            let shared = state.masters.get_key_value(&key).map_or_else(|| key.clone(), |(k, _)| k.clone());
             if let Some(h) = state.handles.get(env)
-                && h.key == key
+                && h.key == shared
                 && h.conn.same_master(&master)
             {
                 return Ok(h.conn.clone());
             }
             let conn = Arc::new(master.share());
-            let old = state.handles.insert(env.to_owned(), Handle { key: key.clone(), conn: conn.clone() });
+            let old = state.handles.insert(env.to_owned(), Handle { key: shared, conn: conn.clone() });
             (old, conn)
         };
         // The Environment moved to another target: the old master closes if nothing else uses it.
@@ -231,7 +236,7 @@ mod tests {
             private_key: SecretBytes::from("key"),
             known_hosts: "kh".into(),
         };
-        let key = MasterKey(base.clone());
+        let key = MasterKey(Arc::new(base.clone()));
         let variants = [
             HostTarget { address: "10.0.0.6".into(), ..base.clone() },
             HostTarget { port: 2222, ..base.clone() },
@@ -240,11 +245,11 @@ mod tests {
             HostTarget { known_hosts: "kh2".into(), ..base.clone() },
         ];
         for v in variants {
-            assert!(MasterKey(v) != key);
+            assert!(MasterKey(Arc::new(v)) != key);
         }
-        assert!(MasterKey(base.clone()) == key);
+        assert!(MasterKey(Arc::new(base.clone())) == key);
         let mut map = HashMap::new();
         map.insert(key, 1);
-        assert_eq!(map.get(&MasterKey(base)), Some(&1));
+        assert_eq!(map.get(&MasterKey(Arc::new(base))), Some(&1));
     }
 }
