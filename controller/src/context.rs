@@ -3,9 +3,9 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use crate::events::{Event, EventType, Recorder, Reporter};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
@@ -153,7 +153,7 @@ impl Context {
         self.event_for(regarding, type_, reason, "Reconcile", note).await;
     }
 
-    /// [`Context::event`] with its own `action`. The recorder folds Events of one object with the
+    /// [`Context::event`] with its own `action`. The recorder ([`crate::events`]) folds Events of one object with the
     /// same type, reason and action into one series and keeps only the first note: Events that
     /// must each be read (a failed delivery per receiver) need an action of their own.
     pub async fn event_for(
