@@ -158,6 +158,31 @@ pub fn rss_parts_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("RssAnon:")?, field("RssFile:")?))
 }
 
+/// Established TCP connections `pid` holds (its sockets found in `/proc/net/tcp` and `tcp6` in
+/// state 01). The controller's own are to the API server and notification receivers; its SSH
+/// traffic goes through the ssh processes.
+pub fn tcp_connections(pid: u32) -> anyhow::Result<usize> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut established = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[3] == "01" && inodes.contains(fields[9]) {
+                established += 1;
+            }
+        }
+    }
+    Ok(established)
+}
+
 /// CPU time `pid` used so far (user + system, `/proc/<pid>/stat` fields 14 and 15).
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -621,6 +621,7 @@ fn p4_p5_p6_scale() {
     let ssh = bench::ssh_processes_under(&tmp);
     let masters = bench::masters(&ssh);
     let ssh_rss: u64 = ssh.iter().filter_map(|p| bench::rss_kib(*p).ok()).sum();
+    let api_connections = bench::tcp_connections(pid).unwrap();
     let stored_now = stored + requests + more;
     let mib = |kib: u64| kib as f64 / 1024.0;
     bench::record(
@@ -629,10 +630,11 @@ fn p4_p5_p6_scale() {
             id: "P5".into(),
             figure: format!("controller RSS, {stored_now} DeployRequests + {} Environments synced", all_envs),
             measured: format!(
-                "{:.1} MiB ({:.1} heap, {:.1} binary); {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
+                "{:.1} MiB ({:.1} heap, {:.1} binary; {} TCP connections); {} ssh masters ({} ssh processes, {:.1} MiB) for {} Environments on {} hosts",
                 mib(rss),
                 mib(rss_anon),
                 mib(rss_file),
+                api_connections,
                 masters.len(),
                 ssh.len(),
                 mib(ssh_rss),
@@ -654,6 +656,7 @@ fn p4_p5_p6_scale() {
                 "controller_rss_mib": mib(rss),
                 "controller_rss_anon_mib": mib(rss_anon),
                 "controller_rss_file_mib": mib(rss_file),
+                "controller_tcp_connections": api_connections,
                 "seeded_in_s": seeded_in.as_secs_f64(),
             }),
         },
