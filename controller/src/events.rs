@@ -95,16 +95,26 @@ impl Series {
         }
     }
 
-    /// The next count of `key`'s series when it has one within the window, counted now.
+    /// The next count of `key`'s series when it has one within the window; counted by
+    /// [`Series::confirm`] once the API server took it.
     fn next(&mut self, key: &Key, now: Instant) -> Option<Seen> {
         self.sweep(now);
-        let seen = self.seen.get_mut(key)?;
+        let seen = self.seen.get(key)?;
         if now.saturating_duration_since(seen.last) >= SERIES_WINDOW {
             return None;
         }
-        seen.count += 1;
-        seen.last = now;
-        Some(seen.clone())
+        Some(Seen { count: seen.count + 1, last: now, ..seen.clone() })
+    }
+
+    /// Records `seen` as `key`'s series, unless a later count is already recorded.
+    fn confirm(&mut self, key: Key, seen: Seen) {
+        match self.seen.get_mut(&key) {
+            Some(old) if old.name == seen.name && old.count >= seen.count => {}
+            Some(old) => *old = seen,
+            None => {
+                self.seen.insert(key, seen);
+            }
+        }
     }
 }
 
@@ -148,7 +158,10 @@ impl Recorder {
                 "series": EventSeries { count: seen.count, last_observed_time: MicroTime(Timestamp::now()) }
             });
             match api.patch(&seen.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.series().confirm(key, seen);
+                    return Ok(());
+                }
                 // The Event expired on the server (its TTL is an hour by default): start anew.
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e),
@@ -159,7 +172,7 @@ impl Recorder {
         let name = event.metadata.name.clone().unwrap_or_default();
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
         api.create(&PostParams::default(), &event).await?;
-        self.series().seen.insert(key, Seen { namespace, name, count: 1, last: now });
+        self.series().confirm(key, Seen { namespace, name, count: 1, last: now });
         Ok(())
     }
 
@@ -216,14 +229,19 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Series::new(t0);
         assert!(s.next(&key("a", "Healthy"), t0).is_none(), "nothing recorded yet");
-        s.seen.insert(key("a", "Healthy"), seen("a.1", t0));
+        s.confirm(key("a", "Healthy"), seen("a.1", t0));
         let second = s.next(&key("a", "Healthy"), t0 + Duration::from_secs(60)).unwrap();
         assert_eq!((second.name.as_str(), second.count), ("a.1", 2));
-        let third = s.next(&key("a", "Healthy"), t0 + Duration::from_secs(60) + SERIES_WINDOW / 2).unwrap();
-        assert_eq!(third.count, 3, "the window runs from the last count");
+        let again = s.next(&key("a", "Healthy"), t0 + Duration::from_secs(61)).unwrap();
+        assert_eq!(again.count, 2, "a count the API server did not take is not used up");
+        s.confirm(key("a", "Healthy"), again);
+        s.confirm(key("a", "Healthy"), second);
+        let third = s.next(&key("a", "Healthy"), t0 + Duration::from_secs(61) + SERIES_WINDOW / 2).unwrap();
+        assert_eq!(third.count, 3, "the window runs from the last count; an older answer does not go back");
         assert!(s.next(&key("a", "Unhealthy"), t0).is_none(), "another reason is another series");
         assert!(s.next(&key("b", "Healthy"), t0).is_none(), "another object is another series");
-        let late = t0 + Duration::from_secs(60) + SERIES_WINDOW / 2 + SERIES_WINDOW;
+        s.confirm(key("a", "Healthy"), third);
+        let late = t0 + Duration::from_secs(61) + SERIES_WINDOW / 2 + SERIES_WINDOW;
         assert!(s.next(&key("a", "Healthy"), late).is_none(), "a window after the last count");
     }
 

@@ -46,14 +46,22 @@ pub fn controller_config() -> kube::runtime::controller::Config {
 /// Environments' first reconciles the controller held 137 connections to the API server, each
 /// with its TLS state and buffers (benchmark P5). A request waits for a slot once this many are
 /// in flight; a watch holds a slot only until its response starts, so watches never starve the
-/// rest.
+/// rest. (The leader election's Lease has a client of its own.)
 pub const API_CONCURRENCY: usize = 32;
 
+/// How long a request may hold a slot waiting for its response to start (kube's retries of a
+/// 429 or 503 included). kube sets no read timeout, so without it a request on a connection
+/// that died half-open would hold its slot until the kernel gave up on the connection.
+pub const API_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The controller's API client: kube's default stack for `config`, with at most
-/// [`API_CONCURRENCY`] requests in flight.
+/// [`API_CONCURRENCY`] requests in flight, each answered within [`API_RESPONSE_TIMEOUT`].
 pub fn api_client(config: kube::Config) -> Result<Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(API_CONCURRENCY)).build())
+    Ok(builder
+        .with_layer(&tower::timeout::TimeoutLayer::new(API_RESPONSE_TIMEOUT))
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(API_CONCURRENCY))
+        .build())
 }
 
 /// The annotation in which `kubectl apply` keeps a whole copy of the object as applied.

@@ -93,7 +93,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let shard = slipway_controller::shard::Shard::parse(args.watch_label_selector.as_deref().unwrap_or(""))
         .map_err(|e| anyhow::anyhow!("--watch-label-selector: {e}"))?;
-    let client = slipway_controller::api_client(kube::Config::infer().await?)?;
+    let config = kube::Config::infer().await?;
+    // The Lease is renewed over a client of its own: behind the controllers' bounded client, a
+    // renewal could wait out its grace behind their requests while the API server is slow.
+    let lease_client = kube::Client::try_from(config.clone())?;
+    let client = slipway_controller::api_client(config)?;
     let urls = slipway_controller::url_check::UrlChecker::new(&args.http_url_allow).map_err(|e| anyhow::anyhow!(e))?;
     let ctx = Arc::new(Context::new(client).with_shard(shard.clone()).with_urls(urls));
     ctx.learn_identity().await;
@@ -131,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         let mut leadership = match &election {
             None => None,
             Some(election) => tokio::select! {
-                held = election.acquire(ctx.client.clone()) => match held {
+                held = election.acquire(lease_client.clone()) => match held {
                     Ok(held) => Some(held),
                     Err(e) => {
                         let _ = stop_on_error.send(true);
