@@ -158,9 +158,10 @@ pub fn rss_parts_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("RssAnon:")?, field("RssFile:")?))
 }
 
-/// Established TCP connections `pid` holds (its sockets found in `/proc/net/tcp` and `tcp6` in
-/// state 01). The controller's own are to the API server and notification receivers; its SSH
-/// traffic goes through the ssh processes.
+/// Established TCP connections `pid` holds (its sockets found in its network namespace's
+/// `tcp` and `tcp6` tables in state 01). The controller's own are to the API server (and to
+/// notification receivers and `http.url` checks, none in the benchmarks); its SSH traffic goes
+/// through the ssh processes.
 pub fn tcp_connections(pid: u32) -> anyhow::Result<usize> {
     let mut inodes = std::collections::HashSet::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
@@ -171,8 +172,8 @@ pub fn tcp_connections(pid: u32) -> anyhow::Result<usize> {
         }
     }
     let mut established = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() > 9 && fields[3] == "01" && inodes.contains(fields[9]) {
