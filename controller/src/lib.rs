@@ -222,11 +222,15 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 /// Objects whose spec names an Environment in their own namespace.
 pub trait NamesEnvironment: Resource<DynamicType = ()> + Clone {
     fn environment(&self) -> &str;
+    fn request_status(&self) -> Option<&slipway_crds::DeployRequestStatus>;
 }
 
 impl NamesEnvironment for DeployRequest {
     fn environment(&self) -> &str {
         &self.spec.environment
+    }
+    fn request_status(&self) -> Option<&slipway_crds::DeployRequestStatus> {
+        self.status.as_ref()
     }
 }
 
@@ -234,9 +238,31 @@ impl NamesEnvironment for Rollback {
     fn environment(&self) -> &str {
         &self.spec.environment
     }
+    fn request_status(&self) -> Option<&slipway_crds::DeployRequestStatus> {
+        self.status.as_ref()
+    }
 }
 
-/// The objects in `store` naming `env`: an Environment appearing or changing wakes exactly these.
+/// Whether a change of `env` concerns `obj`, which names it: everything but a finished request
+/// that neither holds `env`'s lock nor has a notification left to deliver. Such a request never
+/// changes again, and a reconcile of it reads the Environment from the API server to decide so:
+/// with ten finished requests per Environment, each Environment status write made ten such reads.
+pub fn woken_by<K: NamesEnvironment>(obj: &K, env: &Environment) -> bool {
+    let Some(st) = obj.request_status() else { return true };
+    if !st.phase.is_some_and(slipway_crds::Phase::is_terminal) {
+        return true;
+    }
+    let holder = env.status.as_ref().and_then(|s| s.active_deploy.as_deref());
+    let holds = holder.is_some_and(|h| {
+        deploy::plan::parse_holder(h).is_some_and(|(kind, name, uid)| {
+            kind == K::kind(&()) && Some(name) == obj.meta().name.as_deref() && Some(uid) == obj.meta().uid.as_deref()
+        })
+    });
+    holds || st.notifications.iter().any(|n| n.state == slipway_crds::DeliveryState::Pending)
+}
+
+/// The objects in `store` naming `env` that a change of it concerns ([`woken_by`]): an
+/// Environment appearing or changing wakes exactly these.
 pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<ObjectRef<K>> {
     // Compared in place: this runs over every cached request on each Environment event.
     let (namespace, name) = (env.meta().namespace.as_deref(), env.meta().name.as_deref());
@@ -244,6 +270,7 @@ pub fn naming<K: NamesEnvironment>(store: &Store<K>, env: &Environment) -> Vec<O
         .state()
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == namespace && Some(o.environment()) == name)
+        .filter(|o| woken_by(o.as_ref(), env))
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }
@@ -364,6 +391,79 @@ mod tests {
         assert_eq!(names(&staging), ["c"]);
         staging.metadata.name = Some("qa".into());
         assert!(names(&staging).is_empty());
+    }
+
+    #[test]
+    fn a_finished_request_is_woken_only_while_it_holds_the_lock_or_has_a_notification_to_deliver() {
+        use slipway_crds::{DeployRequestStatus, NotificationEvent, NotificationRecord, Phase};
+        let request = |name: &str, status: Option<DeployRequestStatus>| -> DeployRequest {
+            let mut dr: DeployRequest = serde_json::from_value(serde_json::json!({
+                "apiVersion": "slipway.dev/v1alpha1", "kind": "DeployRequest",
+                "metadata": {"name": name, "namespace": "shop", "uid": format!("uid-{name}")},
+                "spec": {"environment": "staging", "ref": "v2"},
+            }))
+            .unwrap();
+            dr.status = status;
+            dr
+        };
+        let phase = |p: Phase| Some(DeployRequestStatus { phase: Some(p), ..Default::default() });
+        let pending = NotificationRecord::pending(
+            "chat",
+            NotificationEvent::Succeeded,
+            "e1".into(),
+            "2026-11-30T08:00:00Z".into(),
+        );
+        let mut delivered = pending.clone();
+        delivered.state = slipway_crds::DeliveryState::Delivered;
+        let (store, mut writer) = kube::runtime::reflector::store::<DeployRequest>();
+        for dr in [
+            request("new", None),
+            request("queued", phase(Phase::Queued)),
+            request("done", phase(Phase::Succeeded)),
+            request("failed", phase(Phase::Failed)),
+            request(
+                "told",
+                Some(DeployRequestStatus {
+                    phase: Some(Phase::Succeeded),
+                    notifications: vec![delivered],
+                    ..Default::default()
+                }),
+            ),
+            request(
+                "telling",
+                Some(DeployRequestStatus {
+                    phase: Some(Phase::Succeeded),
+                    notifications: vec![pending],
+                    ..Default::default()
+                }),
+            ),
+        ] {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(dr));
+        }
+        let mut staging: Environment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "shop"},
+            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
+                     "sshKeySecretRef": {"name": "k", "key": "id"},
+                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
+        }))
+        .unwrap();
+        let names = |env: &Environment| {
+            let mut n = naming(&store, env).into_iter().map(|r| r.name).collect::<Vec<_>>();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&staging), ["new", "queued", "telling"]);
+        // Finished, but the controller stopped before it released the lock: woken to release it.
+        staging.status = Some(slipway_crds::EnvironmentStatus {
+            active_deploy: Some(deploy::plan::holder_id("DeployRequest", "failed", "uid-failed")),
+            ..Default::default()
+        });
+        assert_eq!(names(&staging), ["failed", "new", "queued", "telling"]);
+        // A lock held by another object of that name (another uid) is not this request's.
+        staging.status.as_mut().unwrap().active_deploy =
+            Some(deploy::plan::holder_id("DeployRequest", "failed", "uid-old"));
+        assert_eq!(names(&staging), ["new", "queued", "telling"]);
     }
 
     #[tokio::test]

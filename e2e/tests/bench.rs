@@ -200,6 +200,9 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32) {
         // after 60 s by default, and at N=50 the scripts' did. The limit, read from `.env` by
         // both sides alike, only decides whether a slow call fails, not how long it takes.
         env.env_values.push(("COMPOSE_HTTP_TIMEOUT".into(), "600".into()));
+        // Likewise the health deadline of both sides: at N=50 the scripts' containers were not
+        // all healthy within 120 s of their `up` (the controller's were).
+        env.health_timeout_seconds = 600;
         test.create_environment(&env).unwrap();
         pairs.push((env, plain));
     }
