@@ -64,6 +64,15 @@ pub fn api_client(config: kube::Config) -> Result<Client, kube::Error> {
         .build())
 }
 
+/// The client the leader election renews its Lease over: kube's stack for `config` without its
+/// retries, each request answered within `within` (the renewal's grace) or failed, so a renewal
+/// can neither wait behind the controllers' requests nor hang on a dead connection.
+pub fn lease_client(mut config: kube::Config, within: std::time::Duration) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&tower::timeout::TimeoutLayer::new(within)).build())
+}
+
 /// The annotation in which `kubectl apply` keeps a whole copy of the object as applied.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

@@ -96,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
     let config = kube::Config::infer().await?;
     // The Lease is renewed over a client of its own: behind the controllers' bounded client, a
     // renewal could wait out its grace behind their requests while the API server is slow.
-    let lease_client = kube::Client::try_from(config.clone())?;
+    let lease_client = slipway_controller::lease_client(
+        config.clone(),
+        Duration::from_secs(args.leader_election_renew_grace.clamp(1, args.leader_election_lease_duration.max(2) - 1)),
+    )?;
     let client = slipway_controller::api_client(config)?;
     let urls = slipway_controller::url_check::UrlChecker::new(&args.http_url_allow).map_err(|e| anyhow::anyhow!(e))?;
     let ctx = Arc::new(Context::new(client).with_shard(shard.clone()).with_urls(urls));
