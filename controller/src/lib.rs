@@ -372,6 +372,18 @@ mod tests {
         assert_eq!(only_applied.metadata.annotations, None);
     }
 
+    /// The Environment `shop/staging` the wake tests name.
+    fn staging_in_shop() -> Environment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
+            "metadata": {"name": "staging", "namespace": "shop"},
+            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
+                     "sshKeySecretRef": {"name": "k", "key": "id"},
+                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn an_environment_wakes_the_requests_naming_it_in_its_own_namespace_only() {
         let request = |ns: &str, name: &str, env: &str| -> DeployRequest {
@@ -386,14 +398,7 @@ mod tests {
         {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(dr));
         }
-        let mut staging: Environment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
-            "metadata": {"name": "staging", "namespace": "shop"},
-            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
-                     "sshKeySecretRef": {"name": "k", "key": "id"},
-                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
-        }))
-        .unwrap();
+        let mut staging = staging_in_shop();
         let names = |env: &Environment| naming(&store, env).into_iter().map(|r| r.name).collect::<Vec<_>>();
         assert_eq!(names(&staging), ["a"]);
         staging.metadata.namespace = Some("blog".into());
@@ -449,14 +454,7 @@ mod tests {
         ] {
             writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(dr));
         }
-        let mut staging: Environment = serde_json::from_value(serde_json::json!({
-            "apiVersion": "slipway.dev/v1alpha1", "kind": "Environment",
-            "metadata": {"name": "staging", "namespace": "shop"},
-            "spec": {"host": {"address": "h", "user": "deploy", "path": "/srv/shop"},
-                     "sshKeySecretRef": {"name": "k", "key": "id"},
-                     "knownHostsSecretRef": {"name": "k", "key": "known_hosts"}, "compose": {"files": ["docker-compose.yml"]}},
-        }))
-        .unwrap();
+        let mut staging = staging_in_shop();
         let names = |env: &Environment| {
             let mut n = naming(&store, env).into_iter().map(|r| r.name).collect::<Vec<_>>();
             n.sort();
