@@ -48,6 +48,9 @@ pub struct Context {
     pub shard: crate::shard::Shard,
     /// `http.url` checks: the allow-list (`--http-url-allow`) and the client that fetches them.
     pub urls: crate::url_check::UrlChecker,
+    /// Environment reconciles doing their work (Secrets, host check, monitor round) at once
+    /// (`--environment-concurrency`); the rest wait in the order they fell due.
+    pub environment_slots: tokio::sync::Semaphore,
 }
 
 /// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
@@ -102,6 +105,11 @@ impl Context {
         Context { urls, ..self }
     }
 
+    /// At most `slots` Environment reconciles do their work at once.
+    pub fn with_environment_concurrency(self, slots: usize) -> Self {
+        Context { environment_slots: tokio::sync::Semaphore::new(slots.max(1)), ..self }
+    }
+
     pub fn new(client: Client) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
@@ -119,6 +127,7 @@ impl Context {
             notifier: crate::notify::Sender::new(),
             shard: crate::shard::Shard::default(),
             urls: crate::url_check::UrlChecker::default(),
+            environment_slots: tokio::sync::Semaphore::new(usize::from(crate::RECONCILE_CONCURRENCY)),
         }
     }
 

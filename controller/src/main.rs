@@ -67,6 +67,12 @@ struct Args {
     /// URL no prefix matches is refused (UrlNotAllowed). Default: none.
     #[arg(long = "http-url-allow", env = "SLIPWAY_HTTP_URL_ALLOW", value_delimiter = ',')]
     http_url_allow: Vec<String>,
+    /// Environment reconciles (Secret reads, host check, monitor round) that run at once; the
+    /// rest wait in the order they fell due. When the hosts cannot keep up with the monitor
+    /// intervals, every Environment is checked later rather than some never
+    /// (`slipway_environment_reconciles_waiting` stays above 0).
+    #[arg(long, env = "SLIPWAY_ENVIRONMENT_CONCURRENCY", default_value_t = slipway_controller::RECONCILE_CONCURRENCY.into(), value_parser = clap::value_parser!(u64).range(1..=4096))]
+    environment_concurrency: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -102,7 +108,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let client = slipway_controller::api_client(config)?;
     let urls = slipway_controller::url_check::UrlChecker::new(&args.http_url_allow).map_err(|e| anyhow::anyhow!(e))?;
-    let ctx = Arc::new(Context::new(client).with_shard(shard.clone()).with_urls(urls));
+    let ctx = Arc::new(
+        Context::new(client)
+            .with_shard(shard.clone())
+            .with_urls(urls)
+            .with_environment_concurrency(usize::try_from(args.environment_concurrency).unwrap_or(usize::MAX)),
+    );
     ctx.learn_identity().await;
     let scope = Scope { namespace: args.namespace.clone(), shard };
     let election = args.leader_elect.then(|| Election {

@@ -58,6 +58,7 @@ pub struct Metrics {
     leader: Gauge,
     ssh_masters: Gauge,
     ssh_handles: Gauge,
+    environments_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -128,6 +129,12 @@ impl Default for Metrics {
         );
         let ssh_handles = Gauge::default();
         registry.register("ssh_environments", "Environments holding a handle on an SSH master", ssh_handles.clone());
+        let environments_waiting = Gauge::default();
+        registry.register(
+            "environment_reconciles_waiting",
+            "Environment reconciles (host checks and monitor rounds) due but waiting for one of the --environment-concurrency slots; above 0 for long, the hosts cannot keep up with the monitor intervals and every Environment's rounds come later, in the order they fell due",
+            environments_waiting.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -144,6 +151,7 @@ impl Default for Metrics {
             leader,
             ssh_masters,
             ssh_handles,
+            environments_waiting,
         }
     }
 }
@@ -171,6 +179,11 @@ impl Metrics {
     pub fn set_ssh(&self, masters: usize, environments: usize) {
         self.ssh_masters.set(i64::try_from(masters).unwrap_or(i64::MAX));
         self.ssh_handles.set(i64::try_from(environments).unwrap_or(i64::MAX));
+    }
+
+    /// An Environment reconcile starts (`1`) or stops (`-1`) waiting for a slot.
+    pub fn environments_waiting(&self, change: i64) {
+        self.environments_waiting.inc_by(change);
     }
 
     /// A deploy ended with `result`.
