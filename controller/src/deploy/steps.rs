@@ -291,12 +291,9 @@ async fn compose_model(
     site: &Site<'_>,
     ctx: &crate::context::Context,
 ) -> Result<crate::remote::ComposeConfig, RemoteError> {
-    let repo = Repo::new(site.conn, site.project.dir.clone())?;
-    let head = repo.head().await?;
-    let dirty = repo.dirty().await?;
     let key = crate::object_key(site.env);
     let copies = crate::environment::monitor::Copies { cache: &ctx.configs, key: &key };
-    let (config, source) = crate::environment::monitor::compose_model(&copies, site, None, &head, &dirty).await?;
+    let (_, _, config, source) = crate::environment::monitor::look_and_model(&copies, site, None).await?;
     ctx.metrics.deploy_compose_config(source.as_str());
     Ok(config)
 }

@@ -32,7 +32,7 @@ pub const MAX_REUSES: u32 = 9;
 pub const MAX_FILES: usize = 256;
 /// Inode, size, mtime (s), mtime and ctime (ns, as text), name: an atomic replacement (new inode)
 /// or an edit within the same second both change it. The name comes last (it may hold tabs).
-const STAT_FORMAT: &str = "%i\t%s\t%Y\t%y\t%z\t%n";
+pub const STAT_FORMAT: &str = "%i\t%s\t%Y\t%y\t%z\t%n";
 
 /// The deploy-owned file compose reads for interpolation, relative to the checkout.
 const ENV_FILE: &str = ".env";

@@ -226,10 +226,8 @@ async fn check_host(
     credentials: &Credentials,
 ) -> (Observation, Option<Arc<crate::remote::HostConnection>>) {
     let pool_key = crate::object_key(env);
-    let checked = match connection(ctx, env, port, credentials).await {
-        Ok(conn) => conn.check().await.map(|()| conn),
-        Err(e) => Err(e),
-    };
+    // The pool checked the master it hands out (or connected it just now).
+    let checked = connection(ctx, env, port, credentials).await;
     let observation = match checked {
         Ok(conn) => return (Observation::Reachable, Some(conn)),
         Err(e) => {

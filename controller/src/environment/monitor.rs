@@ -258,10 +258,7 @@ pub async fn round(
     let no_values = std::collections::BTreeMap::new();
     // Reads only: no host job is started, so the request UID that keys jobs is never used.
     let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
-    let repo = crate::remote::Repo::new(conn, site.project.dir.clone())?;
-    let head = repo.head().await?;
-    let modified = repo.dirty().await?;
-    let (config, source) = compose_model(&copies, &site, Some(release), &head, &modified).await?;
+    let (head, modified, config, source) = look_and_model(&copies, &site, Some(release)).await?;
     let health = steps::health_round_with(&site, urls, config).await?;
     let seen = super::drift::Seen {
         head,
@@ -273,18 +270,39 @@ pub async fn round(
     Ok((health, seen, cost, source))
 }
 
+/// The checkout's HEAD and modified files, and its compose model ([`compose_model`]), from one
+/// session on the host while the checkout has no modified files (two otherwise).
+pub(crate) async fn look_and_model(
+    copies: &Copies<'_>,
+    site: &Site<'_>,
+    release: Option<&slipway_crds::Release>,
+) -> Result<(Option<String>, Vec<crate::remote::DirtyEntry>, crate::remote::ComposeConfig, Source), RemoteError> {
+    let repo = crate::remote::Repo::new(site.conn, site.project.dir.clone())?;
+    // The files a clean checkout's key covers, looked at along with HEAD and `git status`.
+    let clean = config_cache::fingerprinted(&site.project, &[]).unwrap_or_default();
+    let look = repo.observe(config_cache::STAT_FORMAT, &clean).await?;
+    let read = look.stat.map(|out| (clean.as_slice(), out));
+    let (config, source) = compose_model(copies, site, release, &look.head, &look.dirty, read).await?;
+    Ok((look.head, look.dirty, config, source))
+}
+
 /// The compose model of the checkout: the copy when the key read now (before deciding) is the
 /// one it was read under, else `compose config` on the host (kept under that key when it was read).
+/// `read`: files whose `stat` was read already, and its answer (used when they are the key's).
 pub(crate) async fn compose_model(
     copies: &Copies<'_>,
     site: &Site<'_>,
     release: Option<&slipway_crds::Release>,
     head: &Option<String>,
     dirty: &[crate::remote::DirtyEntry],
+    read: Option<(&[String], crate::remote::CommandOutput)>,
 ) -> Result<(crate::remote::ComposeConfig, Source), RemoteError> {
     let key = match config_cache::fingerprinted(&site.project, dirty) {
         Some(paths) => {
-            let out = site.conn.output(&config_cache::stat_command(&site.project.dir, &paths)).await;
+            let out = match read {
+                Some((files, out)) if files == paths.as_slice() => Ok(out),
+                _ => site.conn.output(&config_cache::stat_command(&site.project.dir, &paths)).await,
+            };
             match out.and_then(|o| config_cache::fingerprint(&o, paths.len())) {
                 Ok(files) => Some(config_cache::Key {
                     generation: site.env.metadata.generation,
@@ -351,28 +369,57 @@ pub(crate) async fn observe(
     }
     let copies = Copies { cache: &ctx.configs, key: &key };
     let outcome = round(copies, conn, env, current, &ctx.urls).await;
+    let redactor = crate::remote::Exec::redactor(conn);
+    let (finding, judged) = match outcome {
+        Ok((health, seen, cost, source)) => {
+            let healthy = health.failed.is_empty();
+            let drift = super::drift::differences(current, &seen);
+            let finding =
+                Finding::Judged { passed: health.passed_message(), failed: health.failed, drift: Some(drift) };
+            (finding, Some((cost, healthy, source)))
+        }
+        Err(e) => (failed_round(&e, |t| redactor.redact(t)), None),
+    };
     // A deploy may have taken the lock while the round ran: its own verification judges, and a
-    // round that saw its rebuild half-way must not be published.
-    let api: kube::Api<Environment> = kube::Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
-    let fresh = api.get_opt(&env.name_any()).await?.and_then(|e| e.status).unwrap_or_default();
-    if let Some(holder) = fresh.active_deploy {
-        return Ok((Finding::DeployRunning { holder }, every));
-    }
-    if fresh.current.as_ref().map(|r| r.commit.as_str()) != Some(current.commit.as_str()) {
-        return Ok((Finding::NotDue, Duration::from_secs(1)));
+    // round that saw its rebuild half-way must not be published. A round that finds what the
+    // status already says publishes nothing (no write, Event or heal), so it needs no fresh look:
+    // a deploy that took the lock meanwhile wakes the next reconcile with its own write.
+    if !confirms(&status.conditions, generation, &finding) {
+        let api: kube::Api<Environment> =
+            kube::Api::namespaced(ctx.client.clone(), &env.namespace().unwrap_or_default());
+        let fresh = api.get_opt(&env.name_any()).await?.and_then(|e| e.status).unwrap_or_default();
+        if let Some(holder) = fresh.active_deploy {
+            return Ok((Finding::DeployRunning { holder }, every));
+        }
+        if fresh.current.as_ref().map(|r| r.commit.as_str()) != Some(current.commit.as_str()) {
+            return Ok((Finding::NotDue, Duration::from_secs(1)));
+        }
     }
     ctx.monitor.record(&key, Mark { at: now, generation, commit: current.commit.clone() });
-    let redactor = crate::remote::Exec::redactor(conn);
-    let finding = match outcome {
-        Ok((health, seen, cost, source)) => {
-            ctx.metrics.compose_config(source.as_str());
-            log_cost(env, cost, health.failed.is_empty(), source);
-            let drift = super::drift::differences(current, &seen);
-            Finding::Judged { passed: health.passed_message(), failed: health.failed, drift: Some(drift) }
-        }
-        Err(e) => failed_round(&e, |t| redactor.redact(t)),
-    };
+    if let Some((cost, healthy, source)) = judged {
+        ctx.metrics.compose_config(source.as_str());
+        log_cost(env, cost, healthy, source);
+    }
     Ok((finding, every))
+}
+
+/// Whether publishing `finding` would change nothing: a judged round without drift (nothing to
+/// heal) whose `Healthy` and `Drifted` are what `old` says (status, reason, message, generation).
+pub fn confirms(old: &[Condition], generation: Option<i64>, finding: &Finding) -> bool {
+    if !matches!(finding, Finding::Judged { drift: Some(d), .. } if d.is_empty()) {
+        return false;
+    }
+    let same = |decided: Option<Decided>| {
+        decided.is_some_and(|d| {
+            conditions::find(old, d.type_).is_some_and(|c| {
+                c.status == d.status.as_str()
+                    && c.reason == d.reason
+                    && c.message == d.message
+                    && c.observed_generation == generation
+            })
+        })
+    };
+    same(healthy(old, finding)) && same(super::drift::drifted(old, finding, None))
 }
 
 /// Logs a round's cost (the figure the closing benchmark note quotes).
@@ -403,6 +450,34 @@ mod tests {
             passed: "2 containers".into(),
             drift: Some(vec![]),
         }
+    }
+
+    #[test]
+    fn only_a_round_that_repeats_the_status_word_for_word_is_taken_without_a_fresh_look() {
+        let healthy_round = judged_finding(&[]);
+        let published = |finding: &Finding| {
+            let decided: Vec<Decided> =
+                healthy(&[], finding).into_iter().chain(super::super::drift::drifted(&[], finding, None)).collect();
+            conditions::set(&[], &decided, Some(1), Timestamp::now())
+        };
+        let stored = published(&healthy_round);
+        assert!(confirms(&stored, Some(1), &healthy_round), "the same round again");
+        let unhealthy = judged_finding(&["service ticker is exited (exit code 0)"]);
+        assert!(!confirms(&stored, Some(1), &unhealthy), "health changed");
+        let judged =
+            |passed: &str, drift: Option<Vec<String>>| Finding::Judged { failed: vec![], passed: passed.into(), drift };
+        let other_message = judged("3 containers", Some(vec![]));
+        assert!(!confirms(&stored, Some(1), &other_message), "message changed");
+        assert!(!confirms(&stored, Some(2), &healthy_round), "spec changed since");
+        let drifted = judged("2 containers", Some(vec!["HEAD is abc".into()]));
+        assert!(!confirms(&published(&drifted), Some(1), &drifted), "drift is healed, never taken as is");
+        let unlooked = judged("2 containers", None);
+        assert!(!confirms(&stored, Some(1), &unlooked), "drift not looked at");
+        let failed = Finding::NotChecked { message: "host down".into() };
+        assert!(!confirms(&published(&failed), Some(1), &failed), "only judged rounds");
+        assert!(!confirms(&[], Some(1), &healthy_round), "nothing stored yet");
+        let only_healthy = conditions::set(&[], &[healthy(&[], &healthy_round).unwrap()], Some(1), Timestamp::now());
+        assert!(!confirms(&only_healthy, Some(1), &healthy_round), "Drifted not stored yet");
     }
 
     #[test]

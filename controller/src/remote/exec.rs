@@ -59,6 +59,10 @@ impl CommandOutput {
         &self.stdout
     }
 
+    pub fn stderr_bytes(&self) -> &[u8] {
+        &self.stderr
+    }
+
     /// Raw stderr, for parsing. Do not log it: use [`CommandOutput::stderr_tail`].
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
@@ -77,6 +81,11 @@ impl CommandOutput {
         }
         all.push_str(&self.stderr());
         self.redactor.redact(&error::tail(&all, lines, max_bytes)).to_owned()
+    }
+
+    /// The output of one program of a script that ran several, masked like this one.
+    pub fn part(&self, exit_code: Option<i32>, stdout: Vec<u8>, stderr: Vec<u8>) -> CommandOutput {
+        CommandOutput::new(exit_code, stdout, stderr, self.redactor.clone(), self.elapsed)
     }
 
     /// `Err(CommandFailed)` unless the program exited 0.

@@ -139,6 +139,68 @@ fn pick_ls_remote(stdout: &str, wanted: &[String]) -> Option<String> {
 }
 
 /// A git work tree at an absolute path on a host.
+/// What [`Repo::observe`] found.
+#[derive(Debug)]
+pub struct Observed {
+    pub head: Option<String>,
+    pub dirty: Vec<DirtyEntry>,
+    /// `stat`'s answer for the files asked about, whatever its exit code.
+    pub stat: Option<super::exec::CommandOutput>,
+}
+
+/// HEAD, `git status` and `stat` of the files (`$3...`) in the work tree `$1`, with `stat`'s
+/// format `$2`: after each git command a NUL, its exit code and a NUL on stdout, and a NUL on
+/// stderr. Nothing here is built from input: the path, format and files are arguments.
+const OBSERVE_SCRIPT: &str = r#"d=$1 f=$2
+shift 2
+git -c advice.detachedHead=false -C "$d" rev-parse --verify --quiet 'HEAD^{commit}'
+r=$?; printf '\000%s\000' "$r"; printf '\000' >&2
+git -c advice.detachedHead=false -C "$d" status --porcelain=v1 -z --untracked-files=all
+r=$?; printf '\000%s\000' "$r"; printf '\000' >&2
+[ "$#" -gt 0 ] || exit 0
+cd -- "$d" && exec stat -L -c "$f" -- "$@""#;
+
+/// [`OBSERVE_SCRIPT`]'s output as the three programs' own; `None` when it does not split so.
+fn split_observed(out: &super::exec::CommandOutput) -> Option<[super::exec::CommandOutput; 3]> {
+    let code = |b: &[u8]| std::str::from_utf8(b).ok().filter(|t| !t.is_empty() && t.len() <= 3)?.parse::<i32>().ok();
+    let stdout = out.stdout_bytes();
+    // HEAD's answer holds no NUL: its marker is the first.
+    let open1 = stdout.iter().position(|b| *b == 0)?;
+    let close1 = open1 + 1 + stdout[open1 + 1..].iter().position(|b| *b == 0)?;
+    let rest = &stdout[close1 + 1..];
+    // `stat`'s answer holds no NUL either: the status marker is the last two.
+    let close2 = rest.iter().rposition(|b| *b == 0)?;
+    let open2 = rest[..close2].iter().rposition(|b| *b == 0)?;
+    let (rc1, rc2) = (code(&stdout[open1 + 1..close1])?, code(&rest[open2 + 1..close2])?);
+    let stderr = out.stderr_bytes();
+    let mut errs = stderr.split(|b| *b == 0);
+    let (e1, e2, e3) = (errs.next()?, errs.next()?, errs.next()?);
+    if errs.next().is_some() {
+        return None;
+    }
+    Some([
+        out.part(Some(rc1), stdout[..open1].to_vec(), e1.to_vec()),
+        out.part(Some(rc2), rest[..open2].to_vec(), e2.to_vec()),
+        out.part(out.exit_code(), rest[close2 + 1..].to_vec(), e3.to_vec()),
+    ])
+}
+
+/// The commit `rev-parse --verify --quiet HEAD^{commit}` answered (`None`: no commits yet).
+fn head_of(out: super::exec::CommandOutput) -> Result<Option<String>, RemoteError> {
+    if out.exit_code() == Some(1) {
+        return Ok(None);
+    }
+    let out = out.into_checked("git rev-parse HEAD")?;
+    let id = out.stdout().trim().to_owned();
+    if !is_full_commit_id(&id) {
+        return Err(RemoteError::UnexpectedOutput {
+            program: "git rev-parse HEAD".into(),
+            detail: format!("expected a commit id, got {:?}", crate::remote::error::truncate(&id, 80)),
+        });
+    }
+    Ok(Some(id))
+}
+
 pub struct Repo<'a, E: Exec> {
     conn: &'a E,
     path: String,
@@ -230,19 +292,7 @@ impl<'a, E: Exec> Repo<'a, E> {
     /// repository, a broken one) is an error.
     pub async fn head(&self) -> Result<Option<String>, RemoteError> {
         let cmd = self.git("rev-parse").args(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]);
-        let out = self.conn.output(&cmd).await?;
-        if out.exit_code() == Some(1) {
-            return Ok(None);
-        }
-        let out = out.into_checked("git rev-parse HEAD")?;
-        let id = out.stdout().trim().to_owned();
-        if !is_full_commit_id(&id) {
-            return Err(RemoteError::UnexpectedOutput {
-                program: "git rev-parse HEAD".into(),
-                detail: format!("expected a commit id, got {:?}", crate::remote::error::truncate(&id, 80)),
-            });
-        }
-        Ok(Some(id))
+        head_of(self.conn.output(&cmd).await?)
     }
 
     /// Local modifications and untracked files, ignoring the rendered `.env`.
@@ -250,6 +300,37 @@ impl<'a, E: Exec> Repo<'a, E> {
         let cmd = self.git("status").args(["status", "--porcelain=v1", "-z", "--untracked-files=all"]);
         let out = self.conn.run(&cmd).await?;
         Ok(parse_porcelain_z(out.stdout_bytes()))
+    }
+
+    /// [`Self::head`], [`Self::dirty`] and `stat -L -c stat_format -- files` in the work tree,
+    /// in one session (a monitor round's look at the checkout); each answers and fails as on
+    /// its own. `stat`'s output is `None` when `files` is empty. Output that does not split
+    /// into the three (cut at the output cap) is read again, one command at a time.
+    pub async fn observe(&self, stat_format: &str, files: &[String]) -> Result<Observed, RemoteError> {
+        let cmd = RemoteCommand::new("sh")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .args(["-c", OBSERVE_SCRIPT, "slipway-observe"])
+            .arg(self.path.clone())
+            .arg(stat_format)
+            .args(files.iter().cloned())
+            .label("git rev-parse HEAD, git status, stat");
+        let out = self.conn.output(&cmd).await?;
+        let Some([head, status, stat]) = split_observed(&out) else {
+            tracing::debug!(path = %self.path, "the checkout's look did not split in three; one command at a time");
+            let stat = if files.is_empty() {
+                None
+            } else {
+                let stat = RemoteCommand::new("stat")
+                    .args(["-L", "-c", stat_format, "--"])
+                    .args(files.iter().cloned())
+                    .current_dir(self.path.clone())
+                    .label("stat");
+                Some(self.conn.output(&stat).await?)
+            };
+            return Ok(Observed { head: self.head().await?, dirty: self.dirty().await?, stat });
+        };
+        let dirty = parse_porcelain_z(status.into_checked("git status")?.stdout_bytes());
+        Ok(Observed { head: head_of(head)?, dirty, stat: (!files.is_empty()).then_some(stat) })
     }
 
     /// Detached checkout of a full commit id (refuses to overwrite local changes).
@@ -372,5 +453,102 @@ mod tests {
         assert!(is_full_commit_id(&"a".repeat(40)));
         assert!(!is_full_commit_id("abc"));
         assert!(!is_full_commit_id(&"z".repeat(40)));
+    }
+}
+
+/// The one-session look at a checkout, run by the local `sh` on real work trees, as the hosts run it.
+#[cfg(test)]
+mod observe_tests {
+    use super::*;
+    use crate::remote::{CommandOutput, Redactor};
+
+    const FORMAT: &str = crate::environment::config_cache::STAT_FORMAT;
+
+    fn look(dir: &std::path::Path, files: &[&str]) -> CommandOutput {
+        let out = std::process::Command::new("sh")
+            .args(["-c", OBSERVE_SCRIPT, "slipway-observe", dir.to_str().unwrap(), FORMAT])
+            .args(files)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap();
+        CommandOutput::new(out.status.code(), out.stdout, out.stderr, Redactor::default(), Default::default())
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-C", dir.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+    }
+
+    /// Each part as the program run on its own answers it (the parts' parsers are the same).
+    fn parts(out: &CommandOutput) -> (Result<Option<String>, RemoteError>, Vec<DirtyEntry>, CommandOutput) {
+        let [head, status, stat] = split_observed(out).expect("splits in three");
+        let dirty = status.into_checked("git status").map(|s| parse_porcelain_z(s.stdout_bytes())).unwrap_or_default();
+        (head_of(head), dirty, stat)
+    }
+
+    #[test]
+    fn one_look_splits_into_what_head_status_and_stat_answer_on_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        git(dir, &["init", "-q"]);
+        std::fs::write(dir.join("docker-compose.yml"), "services: {}\n").unwrap();
+
+        // no commit yet: HEAD is none, the compose file untracked, `.env` missing (stat exit 1)
+        let (head, dirty, stat) = parts(&look(dir, &[".env", "docker-compose.yml"]));
+        assert_eq!(head.unwrap(), None);
+        assert_eq!(dirty.iter().map(|e| e.to_string()).collect::<Vec<_>>(), ["?? docker-compose.yml"]);
+        assert_eq!(stat.exit_code(), Some(1));
+        assert_eq!((stat.stdout().lines().count(), stat.stderr().lines().count()), (1, 1), "{stat:?}");
+        assert!(stat.stdout().ends_with("\tdocker-compose.yml\n"), "{}", stat.stdout());
+
+        // committed and clean, `.env` present: the commit, nothing dirty, one line per file
+        std::fs::write(dir.join(".env"), "A=1\n").unwrap();
+        std::fs::write(dir.join(".gitignore"), ".env\n").unwrap();
+        git(dir, &["add", "docker-compose.yml", ".gitignore"]);
+        git(dir, &["commit", "-q", "-m", "one"]);
+        let (head, dirty, stat) = parts(&look(dir, &[".env", "docker-compose.yml"]));
+        let id = head.unwrap().unwrap();
+        assert!(is_full_commit_id(&id), "{id}");
+        assert!(dirty.is_empty(), "{dirty:?}");
+        assert_eq!((stat.exit_code(), stat.stdout().lines().count()), (Some(0), 2));
+
+        // names with a newline, a tab and NUL-like text survive; no files asked: no stat
+        std::fs::write(dir.join("odd\nname\t\\000"), "x").unwrap();
+        std::fs::write(dir.join("docker-compose.yml"), "services: {a: {image: x}}\n").unwrap();
+        let out = look(dir, &[]);
+        let (head, dirty, stat) = parts(&out);
+        assert_eq!(head.unwrap(), Some(id));
+        let mut listed: Vec<String> = dirty.iter().map(|e| e.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, [" M docker-compose.yml", "?? odd\nname\t\\000"]);
+        assert_eq!((stat.exit_code(), stat.stdout_bytes(), stat.stderr_bytes()), (Some(0), &b""[..], &b""[..]));
+
+        // no work tree there: HEAD fails with git's own message, as `git -C` alone does
+        let gone = dir.join("gone");
+        let (head, _, _) = parts(&look(&gone, &[".env"]));
+        let message = head.unwrap_err().to_string();
+        assert!(message.contains("git rev-parse HEAD") && message.contains("gone"), "{message}");
+    }
+
+    #[test]
+    fn output_that_does_not_split_in_three_is_refused() {
+        let out = |stdout: &[u8], stderr: &[u8]| {
+            CommandOutput::new(Some(0), stdout.to_vec(), stderr.to_vec(), Redactor::default(), Default::default())
+        };
+        let good = out(b"abc\n\x000\x00\x000\x00stat line\n", b"\x00\x00");
+        assert!(split_observed(&good).is_some());
+        for (stdout, stderr, why) in [
+            (&b"abc\n"[..], &b"\x00\x00"[..], "no markers (cut at the cap)"),
+            (b"abc\n\x000\x00 M a\x00", b"\x00\x00", "the second marker missing"),
+            (b"abc\n\x00x\x00\x000\x00", b"\x00\x00", "not an exit code"),
+            (b"abc\n\x000\x00\x000\x00", b"\x00", "stderr's second marker missing"),
+            (b"abc\n\x000\x00\x000\x00", b"\x00\x00\x00", "one marker too many on stderr"),
+        ] {
+            assert!(split_observed(&out(stdout, stderr)).is_none(), "{why}");
+        }
     }
 }
