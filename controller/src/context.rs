@@ -18,6 +18,9 @@ pub const ENVIRONMENT_MANAGER: &str = "slipway-environment";
 /// Field manager of what the deploy path owns in an Environment's status: the lock holder, the
 /// queue, `current` and `history` (compare-and-swap updates, never a blind apply).
 pub const DEPLOY_MANAGER: &str = "slipway-deploy";
+/// Reconciles of Environments being deleted that run at once (each may wait for a running
+/// step to end, reconnecting to the host meanwhile).
+pub const DELETION_CONCURRENCY: usize = 16;
 /// Bound on one status write, so a slow API server cannot wedge a reconcile.
 pub const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -51,6 +54,8 @@ pub struct Context {
     /// Environment reconciles doing their work (Secrets, host check, monitor round) at once
     /// (`--environment-concurrency`); the rest wait in the order they fell due.
     pub environment_slots: tokio::sync::Semaphore,
+    /// Reconciles of Environments being deleted doing their work at once.
+    pub deletion_slots: tokio::sync::Semaphore,
 }
 
 /// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
@@ -128,6 +133,7 @@ impl Context {
             shard: crate::shard::Shard::default(),
             urls: crate::url_check::UrlChecker::default(),
             environment_slots: tokio::sync::Semaphore::new(usize::from(crate::RECONCILE_CONCURRENCY)),
+            deletion_slots: tokio::sync::Semaphore::new(DELETION_CONCURRENCY),
         }
     }
 

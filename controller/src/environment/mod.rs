@@ -68,6 +68,13 @@ pub async fn run(ctx: Arc<Context>, scope: Scope, shutdown: impl Future<Output =
     // items it cannot start yet in a hash set and starts them in its iteration order, so the same
     // ones always came first (benchmark P6: 160 of 1,011 never checked in 10 minutes).
     let fresh = controller.store();
+    // On shutdown the reconciles still waiting for a slot end at once (the runner waits for
+    // every reconcile it started, and a saturated one has started them all).
+    let closing = ctx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.environment_slots.close();
+    };
     let controller = controller
         .with_config(crate::controller_config().concurrency(0))
         .graceful_shutdown_on(shutdown)
@@ -246,20 +253,25 @@ async fn reconcile(
     store: kube::runtime::reflector::Store<Environment>,
 ) -> Result<Action> {
     let name = env.name_any();
-    // A deletion is handled at once; everything else waits for a slot, then works on the
-    // Environment as it is now (the wait can be long on a saturated controller).
-    let (env, _slot) = if env.metadata.deletion_timestamp.is_some() {
-        (env, None)
-    } else {
-        let slot = {
-            let _waiting = Waiting::start(&ctx.metrics);
-            ctx.environment_slots.acquire().await.expect("the slots are never closed")
-        };
-        match store.get(&kube::runtime::reflector::ObjectRef::from_obj(env.as_ref())) {
-            Some(now) => (now, Some(slot)),
-            None => return Ok(Action::await_change()),
+    // A reconcile waits for a slot, then works on the Environment as it is now (the wait can be
+    // long on a saturated controller). Deletions have slots of their own, so they neither wait
+    // behind monitor rounds nor, many at once, each hold an SSH connection going.
+    let deleting = env.metadata.deletion_timestamp.is_some();
+    let slots = if deleting { &ctx.deletion_slots } else { &ctx.environment_slots };
+    let slot = {
+        let _waiting = (!deleting).then(|| Waiting::start(&ctx.metrics));
+        match slots.acquire().await {
+            Ok(slot) => slot,
+            // Closed: the controller is stopping.
+            Err(_) => return Ok(Action::await_change()),
         }
     };
+    let env = match store.get(&kube::runtime::reflector::ObjectRef::from_obj(env.as_ref())) {
+        Some(now) => now,
+        None if deleting => env,
+        None => return Ok(Action::await_change()),
+    };
+    let _slot = slot;
     // Boxed: a thousand reconciles may wait at once, each future only as big as this one.
     crate::guarded("Environment", &name, Box::pin(reconcile_inner(env, ctx.clone()))).await
 }

@@ -138,7 +138,6 @@ fn pick_ls_remote(stdout: &str, wanted: &[String]) -> Option<String> {
         .filter(|id| is_full_commit_id(id))
 }
 
-/// A git work tree at an absolute path on a host.
 /// What [`Repo::observe`] found.
 #[derive(Debug)]
 pub struct Observed {
@@ -148,30 +147,29 @@ pub struct Observed {
     pub stat: Option<super::exec::CommandOutput>,
 }
 
-/// HEAD, `git status` and `stat` of the files (`$3...`) in the work tree `$1`, with `stat`'s
-/// format `$2`: after each git command a NUL, its exit code and a NUL on stdout, and a NUL on
-/// stderr. Nothing here is built from input: the path, format and files are arguments.
+/// HEAD, `stat` of the files (`$3...`, in the work tree `$1`, with `stat`'s format `$2`), then
+/// `git status`: after each of the first two a NUL, its exit code and a NUL on stdout, and a NUL
+/// on stderr. `git status` comes last, so a list cut at the output cap still splits (and is read
+/// as the command on its own would be). Nothing here is built from input: the path, format and
+/// files are arguments.
 const OBSERVE_SCRIPT: &str = r#"d=$1 f=$2
 shift 2
 git -c advice.detachedHead=false -C "$d" rev-parse --verify --quiet 'HEAD^{commit}'
 r=$?; printf '\000%s\000' "$r"; printf '\000' >&2
-git -c advice.detachedHead=false -C "$d" status --porcelain=v1 -z --untracked-files=all
-r=$?; printf '\000%s\000' "$r"; printf '\000' >&2
-[ "$#" -gt 0 ] || exit 0
-cd -- "$d" && exec stat -L -c "$f" -- "$@""#;
+r=0
+[ "$#" -eq 0 ] || (cd -- "$d" && exec stat -L -c "$f" -- "$@") || r=$?
+printf '\000%s\000' "$r"; printf '\000' >&2
+exec git -c advice.detachedHead=false -C "$d" status --porcelain=v1 -z --untracked-files=all"#;
 
-/// [`OBSERVE_SCRIPT`]'s output as the three programs' own; `None` when it does not split so.
+/// [`OBSERVE_SCRIPT`]'s output as the three programs' own (HEAD, stat, status); `None` when it
+/// does not split so.
 fn split_observed(out: &super::exec::CommandOutput) -> Option<[super::exec::CommandOutput; 3]> {
     let code = |b: &[u8]| std::str::from_utf8(b).ok().filter(|t| !t.is_empty() && t.len() <= 3)?.parse::<i32>().ok();
+    // Neither HEAD's nor stat's answer holds a NUL: the first four are the markers.
     let stdout = out.stdout_bytes();
-    // HEAD's answer holds no NUL: its marker is the first.
-    let open1 = stdout.iter().position(|b| *b == 0)?;
-    let close1 = open1 + 1 + stdout[open1 + 1..].iter().position(|b| *b == 0)?;
-    let rest = &stdout[close1 + 1..];
-    // `stat`'s answer holds no NUL either: the status marker is the last two.
-    let close2 = rest.iter().rposition(|b| *b == 0)?;
-    let open2 = rest[..close2].iter().rposition(|b| *b == 0)?;
-    let (rc1, rc2) = (code(&stdout[open1 + 1..close1])?, code(&rest[open2 + 1..close2])?);
+    let mut nuls = stdout.iter().enumerate().filter(|(_, b)| **b == 0).map(|(i, _)| i);
+    let (open1, close1, open2, close2) = (nuls.next()?, nuls.next()?, nuls.next()?, nuls.next()?);
+    let (rc1, rc2) = (code(&stdout[open1 + 1..close1])?, code(&stdout[open2 + 1..close2])?);
     let stderr = out.stderr_bytes();
     let mut errs = stderr.split(|b| *b == 0);
     let (e1, e2, e3) = (errs.next()?, errs.next()?, errs.next()?);
@@ -180,8 +178,8 @@ fn split_observed(out: &super::exec::CommandOutput) -> Option<[super::exec::Comm
     }
     Some([
         out.part(Some(rc1), stdout[..open1].to_vec(), e1.to_vec()),
-        out.part(Some(rc2), rest[..open2].to_vec(), e2.to_vec()),
-        out.part(out.exit_code(), rest[close2 + 1..].to_vec(), e3.to_vec()),
+        out.part(Some(rc2), stdout[close1 + 1..open2].to_vec(), e2.to_vec()),
+        out.part(out.exit_code(), stdout[close2 + 1..].to_vec(), e3.to_vec()),
     ])
 }
 
@@ -201,6 +199,7 @@ fn head_of(out: super::exec::CommandOutput) -> Result<Option<String>, RemoteErro
     Ok(Some(id))
 }
 
+/// A git work tree at an absolute path on a host.
 pub struct Repo<'a, E: Exec> {
     conn: &'a E,
     path: String,
@@ -315,22 +314,23 @@ impl<'a, E: Exec> Repo<'a, E> {
             .args(files.iter().cloned())
             .label("git rev-parse HEAD, git status, stat");
         let out = self.conn.output(&cmd).await?;
-        let Some([head, status, stat]) = split_observed(&out) else {
+        let Some([head, stat, status]) = split_observed(&out) else {
             tracing::debug!(path = %self.path, "the checkout's look did not split in three; one command at a time");
-            let stat = if files.is_empty() {
-                None
-            } else {
-                let stat = RemoteCommand::new("stat")
-                    .args(["-L", "-c", stat_format, "--"])
-                    .args(files.iter().cloned())
-                    .current_dir(self.path.clone())
-                    .label("stat");
-                Some(self.conn.output(&stat).await?)
-            };
-            return Ok(Observed { head: self.head().await?, dirty: self.dirty().await?, stat });
+            let head = self.head().await?;
+            let dirty = self.dirty().await?;
+            // As when it came with the rest: a `stat` that could not be read is looked at again.
+            let stat = RemoteCommand::new("stat")
+                .args(["-L", "-c", stat_format, "--"])
+                .args(files.iter().cloned())
+                .current_dir(self.path.clone())
+                .label("stat");
+            let stat = if files.is_empty() { None } else { self.conn.output(&stat).await.ok() };
+            return Ok(Observed { head, dirty, stat });
         };
+        // In the order the commands ran alone: HEAD's failure is the one reported.
+        let head = head_of(head)?;
         let dirty = parse_porcelain_z(status.into_checked("git status")?.stdout_bytes());
-        Ok(Observed { head: head_of(head)?, dirty, stat: (!files.is_empty()).then_some(stat) })
+        Ok(Observed { head, dirty, stat: (!files.is_empty()).then_some(stat) })
     }
 
     /// Detached checkout of a full commit id (refuses to overwrite local changes).
@@ -485,7 +485,7 @@ mod observe_tests {
 
     /// Each part as the program run on its own answers it (the parts' parsers are the same).
     fn parts(out: &CommandOutput) -> (Result<Option<String>, RemoteError>, Vec<DirtyEntry>, CommandOutput) {
-        let [head, status, stat] = split_observed(out).expect("splits in three");
+        let [head, stat, status] = split_observed(out).expect("splits in three");
         let dirty = status.into_checked("git status").map(|s| parse_porcelain_z(s.stdout_bytes())).unwrap_or_default();
         (head_of(head), dirty, stat)
     }
@@ -539,11 +539,17 @@ mod observe_tests {
         let out = |stdout: &[u8], stderr: &[u8]| {
             CommandOutput::new(Some(0), stdout.to_vec(), stderr.to_vec(), Redactor::default(), Default::default())
         };
-        let good = out(b"abc\n\x000\x00\x000\x00stat line\n", b"\x00\x00");
-        assert!(split_observed(&good).is_some());
+        let good = out(b"abc\n\x000\x00stat line\n\x000\x00 M a\x00?? b\x00", b"\x00\x00");
+        let [head, stat, status] = split_observed(&good).unwrap();
+        assert_eq!(
+            (head.stdout(), stat.stdout(), status.stdout()),
+            ("abc\n".into(), "stat line\n".into(), " M a\0?? b\0".into())
+        );
+        // a status list cut at the cap still splits: it is read as it would be alone
+        assert!(split_observed(&out(b"abc\n\x000\x00\x000\x00 M a\x00?? b", b"\x00\x00")).is_some());
         for (stdout, stderr, why) in [
-            (&b"abc\n"[..], &b"\x00\x00"[..], "no markers (cut at the cap)"),
-            (b"abc\n\x000\x00 M a\x00", b"\x00\x00", "the second marker missing"),
+            (&b"abc\n"[..], &b"\x00\x00"[..], "no markers"),
+            (b"abc\n\x000\x00stat line\n", b"\x00\x00", "the second marker missing"),
             (b"abc\n\x00x\x00\x000\x00", b"\x00\x00", "not an exit code"),
             (b"abc\n\x000\x00\x000\x00", b"\x00", "stderr's second marker missing"),
             (b"abc\n\x000\x00\x000\x00", b"\x00\x00\x00", "one marker too many on stderr"),
