@@ -22,6 +22,48 @@ pub const LABEL_ONEOFF: &str = "com.docker.compose.oneoff";
 /// Seconds bollard waits for one API answer.
 const DOCKER_API_TIMEOUT_SECS: u64 = 60;
 
+/// How long an idle connection to the forwarded Docker socket is kept for the next request.
+const DOCKER_IDLE: Duration = Duration::from_secs(5);
+
+/// A Docker API client whose idle connections to the forwarded socket `path` are kept a while
+/// ([`DOCKER_IDLE`]) and used again: bollard's own Unix client opens one per request, and each
+/// is a new channel of the SSH master and a new connection to the host's Docker socket (five
+/// per monitor round). An upgraded connection (`docker exec`'s output) is never reused.
+fn kept_alive(path: &str) -> Result<Docker, bollard::errors::Error> {
+    let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.pool_max_idle_per_host(2).pool_idle_timeout(DOCKER_IDLE);
+    let client = std::sync::Arc::new(builder.build(ForwardedSocket(std::sync::Arc::new(path.into()))));
+    Docker::connect_with_custom_transport(
+        move |request: bollard::BollardRequest| {
+            let client = client.clone();
+            async move { client.request(request).await.map_err(bollard::errors::Error::from) }
+        },
+        // Every connection goes to the socket, whatever the URI names.
+        Some("http://docker"),
+        DOCKER_API_TIMEOUT_SECS,
+        bollard::API_DEFAULT_VERSION,
+    )
+}
+
+/// Connects to the forwarded Docker socket, whatever the request's URI names.
+#[derive(Clone)]
+struct ForwardedSocket(std::sync::Arc<std::path::PathBuf>);
+
+impl tower::Service<hyper::Uri> for ForwardedSocket {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move { tokio::net::UnixStream::connect(path.as_path()).await.map(hyper_util::rt::TokioIo::new) })
+    }
+}
+
 /// One container of a compose project, as Docker reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerObservation {
@@ -201,8 +243,7 @@ impl HostConnection {
                 let path = local
                     .to_str()
                     .ok_or_else(|| RemoteError::Local { detail: "forwarded socket path is not UTF-8".into() })?;
-                let docker = Docker::connect_with_unix(path, DOCKER_API_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| docker_err("connect", e))?;
+                let docker = kept_alive(path).map_err(|e| docker_err("connect", e))?;
                 docker.negotiate_version().await.map_err(|e| {
                     let mut err = docker_err("version", e);
                     if let RemoteError::Docker { detail, .. } = &mut err {
