@@ -25,13 +25,14 @@ const DOCKER_API_TIMEOUT_SECS: u64 = 60;
 /// How long an idle connection to the forwarded Docker socket is kept for the next request.
 const DOCKER_IDLE: Duration = Duration::from_secs(5);
 
-/// A Docker API client whose idle connections to the forwarded socket `path` are kept a while
-/// ([`DOCKER_IDLE`]) and used again: bollard's own Unix client opens one per request, and each
-/// is a new channel of the SSH master and a new connection to the host's Docker socket (five
-/// per monitor round). An upgraded connection (`docker exec`'s output) is never reused.
-fn kept_alive(path: &str) -> Result<Docker, bollard::errors::Error> {
+/// A Docker API client whose idle connections to the forwarded socket `path` are kept for
+/// `idle` and used again: bollard's own Unix client opens one per request, and each is a new
+/// channel of the SSH master and a new connection to the host's Docker socket (five per monitor
+/// round). An upgraded connection (`docker exec`'s output) is never reused. The pool's timer
+/// closes a connection once idle that long (without one, hyper only looks at the next request).
+fn kept_alive(path: &str, idle: Duration) -> Result<Docker, bollard::errors::Error> {
     let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-    builder.pool_max_idle_per_host(2).pool_idle_timeout(DOCKER_IDLE);
+    builder.pool_max_idle_per_host(2).pool_idle_timeout(idle).pool_timer(hyper_util::rt::TokioTimer::new());
     let client = std::sync::Arc::new(builder.build(ForwardedSocket(std::sync::Arc::new(path.into()))));
     Docker::connect_with_custom_transport(
         move |request: bollard::BollardRequest| {
@@ -243,7 +244,7 @@ impl HostConnection {
                 let path = local
                     .to_str()
                     .ok_or_else(|| RemoteError::Local { detail: "forwarded socket path is not UTF-8".into() })?;
-                let docker = kept_alive(path).map_err(|e| docker_err("connect", e))?;
+                let docker = kept_alive(path, DOCKER_IDLE).map_err(|e| docker_err("connect", e))?;
                 docker.negotiate_version().await.map_err(|e| {
                     let mut err = docker_err("version", e);
                     if let RemoteError::Docker { detail, .. } = &mut err {
@@ -426,6 +427,68 @@ pub fn lines_since(text: &str, since: k8s_openapi::jiff::Timestamp) -> Vec<Strin
 mod tests {
     use super::*;
     use bollard::models::{ContainerConfig, ContainerState, EndpointSettings, Health, HealthConfig, NetworkSettings};
+
+    /// A Docker API stand-in on a Unix socket answering `[]` to every request: how many
+    /// connections were opened, and how many the client has closed since.
+    async fn fake_dockerd(
+        path: &std::path::Path,
+    ) -> (std::sync::Arc<std::sync::atomic::AtomicUsize>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (o, c) = (opened.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                o.fetch_add(1, SeqCst);
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        // Requests without a body: each ends with an empty line.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let reply =
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
+                            if stream.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    c.fetch_add(1, SeqCst);
+                });
+            }
+        });
+        (opened, closed)
+    }
+
+    #[tokio::test]
+    async fn requests_reuse_one_connection_to_the_socket_and_it_closes_once_idle() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let (opened, closed) = fake_dockerd(&socket).await;
+        let docker = kept_alive(socket.to_str().unwrap(), Duration::from_millis(300)).unwrap();
+        for _ in 0..5 {
+            assert!(docker.list_containers(None).await.unwrap().is_empty());
+        }
+        assert_eq!(opened.load(SeqCst), 1, "five requests one after another share one connection");
+        assert_eq!(closed.load(SeqCst), 0, "kept while in use");
+        // idle past its time: closed by the client, with no further request
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while closed.load(SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "an idle connection was never closed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(docker.list_containers(None).await.unwrap().is_empty(), "a new connection after the idle one closed");
+        assert_eq!(opened.load(SeqCst), 2);
+    }
 
     #[test]
     fn observation_from_inspect() {
