@@ -56,6 +56,8 @@ pub struct Context {
     pub environment_slots: tokio::sync::Semaphore,
     /// Reconciles of Environments being deleted doing their work at once.
     pub deletion_slots: tokio::sync::Semaphore,
+    /// Running host jobs of deploy steps, each watched until it ends (then its request is woken).
+    pub job_watches: crate::deploy::watch::JobWatches,
 }
 
 /// The controller's own user name, once learned (see [`Context::learn_identity`]): pure
@@ -110,6 +112,12 @@ impl Context {
         Context { urls, ..self }
     }
 
+    /// A reconcile that left its running host job to a watch looks itself after `fallback`.
+    pub fn with_job_watch_fallback(mut self, fallback: Duration) -> Self {
+        self.job_watches.fallback = fallback.max(Duration::from_secs(1));
+        self
+    }
+
     /// At most `slots` Environment reconciles do their work at once.
     pub fn with_environment_concurrency(self, slots: usize) -> Self {
         Context { environment_slots: tokio::sync::Semaphore::new(slots.max(1)), ..self }
@@ -134,6 +142,7 @@ impl Context {
             urls: crate::url_check::UrlChecker::default(),
             environment_slots: tokio::sync::Semaphore::new(usize::from(crate::RECONCILE_CONCURRENCY)),
             deletion_slots: tokio::sync::Semaphore::new(DELETION_CONCURRENCY),
+            job_watches: Default::default(),
         }
     }
 

@@ -299,13 +299,25 @@ pub async fn run_naming_environment<K, F>(
         std::sync::Arc<context::Context>,
     ) -> kube::runtime::controller::Action,
 ) where
-    K: NamesEnvironment<Scope = NamespaceResourceScope> + Cached,
+    K: NamesEnvironment<Scope = NamespaceResourceScope> + Cached + deploy::watch::Woken,
     F: Future<Output = error::Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
     let controller = trimmed_controller(scope.api::<K>(&ctx.client), scope.watcher_config());
     let store = controller.store();
-    configure(controller)
+    let controller = configure(controller);
+    // Requests whose running host job ended, woken by its watch (`deploy::watch`).
+    let controller = match K::wakes(&ctx.job_watches) {
+        Some(wakes) => controller.reconcile_on(wakes),
+        None => controller,
+    };
+    // On shutdown the watches end too: the next leader looks at the jobs again.
+    let closing = ctx.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.job_watches.stop();
+    };
+    controller
         .watches(scope.api::<Environment>(&ctx.client), scope.watcher_config(), move |env| naming(&store, &env))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -73,6 +73,11 @@ struct Args {
     /// (`slipway_environment_reconciles_waiting` stays above 0).
     #[arg(long, env = "SLIPWAY_ENVIRONMENT_CONCURRENCY", default_value_t = slipway_controller::RECONCILE_CONCURRENCY.into(), value_parser = clap::value_parser!(u64).range(1..=4096))]
     environment_concurrency: u64,
+    /// While a deploy step's host job runs, a watch waits on the host for its end and wakes the
+    /// request; the request also looks by itself this often (or at the step's deadline, if
+    /// sooner), should a wake never come.
+    #[arg(long, env = "SLIPWAY_JOB_WATCH_FALLBACK_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    job_watch_fallback_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -112,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
         Context::new(client)
             .with_shard(shard.clone())
             .with_urls(urls)
-            .with_environment_concurrency(usize::try_from(args.environment_concurrency).unwrap_or(usize::MAX)),
+            .with_environment_concurrency(usize::try_from(args.environment_concurrency).unwrap_or(usize::MAX))
+            .with_job_watch_fallback(Duration::from_secs(args.job_watch_fallback_seconds)),
     );
     ctx.learn_identity().await;
     let scope = Scope { namespace: args.namespace.clone(), shard };
@@ -176,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 () = held.lost() => {
                     // Another replica leads now: stop acting at once; the Pod restarts as a standby.
                     tracing::error!("lost the leader lease; exiting");
+                    ctx.job_watches.stop();
                     let _ = tokio::time::timeout(Duration::from_secs(3), ctx.hosts.close_all()).await;
                     std::process::exit(1);
                 }

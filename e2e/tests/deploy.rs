@@ -520,6 +520,63 @@ fn controller_killed_while_rebuilding_resumes_without_repeating_the_migration() 
     assert!(environment.active_deploy.is_none(), "the resumed deploy released the lock");
 }
 
+/// `slipway_reconciles_total` of the DeployRequest controller.
+fn deploy_reconciles(t: &DeployTest) -> f64 {
+    let (_, metrics) = t.cluster.controller_get("/metrics").unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slipway_reconciles_total{controller=\"deployrequest\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no slipway_reconciles_total of the DeployRequest controller in:\n{metrics}"))
+}
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn a_running_host_job_is_left_to_a_watch_that_wakes_the_request_as_it_ends() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::without_controller(&sandbox, "deploy-watch").unwrap();
+    // The reconcile's own fallback look comes only after 300 s: a job's end seen sooner was
+    // seen by its watch.
+    t.cluster.start_controller_with(&["--job-watch-fallback-seconds", "300"]).unwrap();
+    let site = t.site(1, "watch").unwrap();
+    t.create_environment(&EnvironmentManifest::new("watched", App::Shop, &site)).unwrap();
+    t.deploy(&DeployRequestManifest::tag("slow", "watched", "v1.4.0")).unwrap();
+
+    // Migration 0004 sleeps 8 s inside the `migrate` host job once it has counted itself.
+    t.wait_phase("slow", "Migrating", DEPLOY_TIMEOUT).unwrap();
+    let uid = t.deploy_request("slow").unwrap().uid;
+    let exit_file = format!("$HOME/.slipway/{}/runs/{uid}/migrate/exit", site.project.name);
+    let job_exit =
+        || site.output(&["sh", "-c", &format!("cat \"{exit_file}\" 2>/dev/null")]).unwrap().stdout().trim().to_owned();
+    let deadline = Instant::now() + DEPLOY_TIMEOUT;
+    while migration_runs(&site).as_deref() != Some("1") {
+        assert!(Instant::now() < deadline, "migration 0004 never started\n{}", t.describe("slow"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // While the job sleeps nobody reconciles the request: its watch waits on the host. (Polled,
+    // a reconcile ran every 250 ms, or every 2.25 s where it could wait on the host itself.)
+    let before = deploy_reconciles(&t);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = deploy_reconciles(&t) - before;
+    assert_eq!(job_exit(), "", "the migration ended within the 3 s looked at; the test cannot judge");
+    assert!(during < 1.0, "{during} reconciles of the request while its host job slept 3 s");
+
+    // ... and its end is seen at once.
+    let done = t.expect_outcome("slow", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    assert_all_steps_succeeded("slow", &done, App::Shop);
+    let exit = job_exit();
+    let (code, ended) = exit.split_once(' ').expect("the host job recorded its exit");
+    assert_eq!(code, "0", "migrate exited {exit}");
+    let ended_ns = i128::from(ended.parse::<i64>().unwrap()) * 1_000_000_000;
+    let finished_ns = done.require_step("Migrating").unwrap().finished().unwrap();
+    let seen_after = Duration::from_nanos(u64::try_from(finished_ns - ended_ns).unwrap_or(0));
+    println!("the migration's end was recorded {seen_after:?} after the host job exited");
+    // The step's end includes asking alembic for the revision reached (a one-off container).
+    assert!(seen_after < Duration::from_secs(60), "Migrating finished {seen_after:?} after its host job ended");
+    assert_eq!(migration_runs(&site).as_deref(), Some("1"), "migration 0004 ran more than once");
+}
+
 // 9. the same request again -------------------------------------------------------------------
 
 #[test]

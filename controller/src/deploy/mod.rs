@@ -20,6 +20,7 @@ pub mod request;
 pub mod site;
 pub mod steps;
 pub mod teardown;
+pub mod watch;
 pub mod windows;
 
 use std::sync::Arc;
@@ -46,10 +47,8 @@ pub use request::Req;
 use site::Site;
 use steps::Progress;
 
-/// How often a running host job is polled. A poll costs about 10 ms over the master and well under
-/// 1 ms of CPU. Each poll first waits on the host for the job to end (up to [`site::JOB_WAIT`],
-/// when the master has sessions to spare), so an end is usually seen at once; otherwise within
-/// this long (P1: at 500 ms a deploy took 1.06x a plain ssh script, most of it this wait).
+/// How often a running host job is polled where no watch ([`watch`]) waits for its end (P1: at
+/// 500 ms a deploy took 1.06x a plain ssh script, most of it this wait).
 const POLL: Duration = Duration::from_millis(250);
 /// Host job run directories kept per project (a request leaves up to four).
 const RUNS_KEPT: usize = 40;
@@ -379,6 +378,10 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
         Ok(c) => c,
         Err(e) => return run.remote_error(env, st, e, &redactor, now).await,
     };
+    let waker = match req {
+        Req::Deploy(dr) => watch::Waker::Deploy(kube::runtime::reflector::ObjectRef::from_obj(dr)),
+        Req::Rollback(rb) => watch::Waker::Rollback(kube::runtime::reflector::ObjectRef::from_obj(rb)),
+    };
     let site = Site {
         conn: conn.as_ref(),
         env,
@@ -386,6 +389,8 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
         project: site::compose_project(env),
         uid: req.uid(),
         env_values: &credentials.env_values,
+        watch: Some(site::SiteWatch { conn: conn.clone(), waker, watches: &ctx.job_watches }),
+        watched: Default::default(),
     };
     let phase = st.phase.unwrap_or(Phase::Preflight);
     let heal =
@@ -470,7 +475,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     return Ok(None);
                 }
                 match steps::migrate(&site, &commit).await? {
-                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Running => Ok(Some(running(&site, &st, Phase::Migrating, deadlines.migration_seconds))),
                     Progress::Done { message } => {
                         st.migration_after = site.migration_revision(true).await?;
                         Ok(Some(run.step(st.clone(), MIGRATING, message, Phase::Rebuilding).await?))
@@ -512,7 +517,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     return Ok(None);
                 }
                 match steps::downgrade(&site, &target).await? {
-                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Running => Ok(Some(running(&site, &st, Phase::Downgrading, deadlines.downgrade_seconds))),
                     Progress::Done { message } => {
                         st.migration_after = site.migration_revision(false).await?;
                         if st.migration_after.as_deref() != Some(target.as_str()) {
@@ -549,7 +554,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                     .and_then(|t| t.parse::<Timestamp>().ok())
                     .unwrap_or(now);
                 match steps::rebuild(&site, &commit, since, heal).await? {
-                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Running => Ok(Some(running(&site, &st, Phase::Rebuilding, deadlines.rebuild_seconds))),
                     Progress::Done { message } => {
                         Ok(Some(run.step(st.clone(), REBUILDING, message, Phase::Verifying).await?))
                     }
@@ -572,7 +577,7 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                 }
                 let services = req.as_deploy().map(|d| d.spec.restart.clone()).unwrap_or_default();
                 match steps::restart(&site, &services).await? {
-                    Progress::Running => Ok(Some(Action::requeue(POLL))),
+                    Progress::Running => Ok(Some(running(&site, &st, Phase::Restarting, deadlines.rebuild_seconds))),
                     Progress::Done { message } => {
                         Ok(Some(run.step(st.clone(), RESTARTING, message, Phase::Verifying).await?))
                     }
@@ -877,6 +882,8 @@ async fn abandon(run: &Run<'_>, env: Option<&Environment>, now: Timestamp) -> Re
                     project: site::compose_project(env),
                     uid: req.uid(),
                     env_values: &credentials.env_values,
+                    watch: None,
+                    watched: Default::default(),
                 };
                 // A short grace: the step is being abandoned, and a one-off container's process
                 // (PID 1 of its container) ignores TERM anyway; what it did not commit rolls back.
@@ -926,6 +933,13 @@ async fn past_deadline(
         site.stop(job).await?;
     }
     Ok(true)
+}
+
+/// When to look again at `phase`, whose host job runs ([`Site::running_requeue`]).
+/// (Measured from now: the reconcile's own work, a checkout say, has taken some of the time.)
+fn running(site: &Site<'_>, st: &DeployRequestStatus, phase: Phase, deadline_seconds: i32) -> Action {
+    let elapsed = plan::step_elapsed(st, plan_step_name(phase), Timestamp::now());
+    Action::requeue(site.running_requeue(i64::from(deadline_seconds.max(1)) - elapsed))
 }
 
 fn plan_step_name(phase: Phase) -> &'static str {

@@ -24,7 +24,7 @@ use super::plan::{self, short};
 use super::request::Req;
 use super::site::Site;
 use super::steps::{self, Progress};
-use super::{POLL, Run, StepError};
+use super::{Run, StepError};
 
 /// The rehearsal's steps as `status.steps` names them, in order.
 pub const DOWNGRADING: &str = "RehearsalDowngrading";
@@ -200,7 +200,9 @@ pub(super) async fn advance(
         Progress::Running => {
             let verifying = matches!(step, VERIFYING | FORWARD_VERIFYING);
             let interval = u64::try_from(env.spec.health.interval_seconds).unwrap_or(3).max(1);
-            return Ok(if verifying { Action::requeue(Duration::from_secs(interval)) } else { Action::requeue(POLL) });
+            let left = step_deadline(site, step).map_or(i64::MAX, |d| d - plan::step_elapsed(&st, step, now));
+            let wait = if verifying { Duration::from_secs(interval) } else { site.running_requeue(left) };
+            return Ok(Action::requeue(wait));
         }
         Progress::Done { message } => plan::finish_step(&mut st, step, StepResult::Succeeded, message, None, now),
         Progress::Failed { message, tail } => {
@@ -222,6 +224,18 @@ pub(super) async fn advance(
     Ok(run.progressing(st, Phase::Rehearsing, "Rehearsing the rollback: judging the outcome".into(), now).await?)
 }
 
+/// The deadline (seconds) of a rehearsal step that runs host jobs, as for the deploy's own steps.
+fn step_deadline(site: &Site<'_>, step: &str) -> Option<i64> {
+    let d = &site.env.spec.deadlines;
+    let secs = match step {
+        DOWNGRADING => d.downgrade_seconds,
+        REBUILDING | FORWARD_REBUILDING => d.rebuild_seconds,
+        FORWARD_MIGRATING => d.migration_seconds,
+        _ => return None,
+    };
+    Some(i64::from(secs.max(1)))
+}
+
 /// Runs (starts or polls) `step`; deadlines as for the deploy's own steps.
 async fn run_step(
     site: &Site<'_>,
@@ -232,19 +246,18 @@ async fn run_step(
     revision: &str,
     now: Timestamp,
 ) -> Result<Progress, RemoteError> {
-    let d = &site.env.spec.deadlines;
     let commit = st.commit.clone().unwrap_or_default();
     let started = plan::step(st, step).and_then(|s| s.started_at.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
     let since = started.unwrap_or(now);
     let elapsed = plan::step_elapsed(st, step, now);
-    let (deadline, jobs): (i32, &[&str]) = match step {
-        DOWNGRADING => (d.downgrade_seconds, &[DOWNGRADE_JOB]),
-        REBUILDING => (d.rebuild_seconds, &BACK_JOBS),
-        FORWARD_MIGRATING => (d.migration_seconds, &FORWARD_MIGRATION_JOBS),
-        FORWARD_REBUILDING => (d.rebuild_seconds, &FORWARD_JOBS),
-        _ => (i32::MAX, &[]),
+    let jobs: &[&str] = match step {
+        DOWNGRADING => &[DOWNGRADE_JOB],
+        REBUILDING => &BACK_JOBS,
+        FORWARD_MIGRATING => &FORWARD_MIGRATION_JOBS,
+        FORWARD_REBUILDING => &FORWARD_JOBS,
+        _ => &[],
     };
-    if elapsed > i64::from(deadline.max(1)) {
+    if step_deadline(site, step).is_some_and(|deadline| elapsed > deadline) {
         for job in jobs {
             site.stop(job).await?;
         }

@@ -3,6 +3,8 @@
 //! without moving the running checkout), and host jobs keyed by the request's UID.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -13,16 +15,10 @@ use crate::remote::{
     RemoteError, SecretBytes,
 };
 
+use super::watch::{JobWatches, Waker};
+
 /// How long a terminated job's processes get between TERM and KILL.
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
-/// How long one reconcile waits on the host for a running job to end before it lets go (and
-/// polls again after `POLL`): a job's end is seen as it happens, at the cost of one SSH session
-/// and one reconcile slot held meanwhile.
-pub const JOB_WAIT: Duration = Duration::from_secs(2);
-/// Reconciles of this process that may wait on a host job at once (of the 64 each controller
-/// runs): many deploys building at once, after a restart say, still leave most slots to the rest.
-static JOB_WAITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
-
 /// Exit 0 when no host job holds the project's lock (`$1`), 1 when one does. Constant; the
 /// project arrives as a positional parameter.
 const IDLE_PROBE: &str = r#"d=$HOME/.slipway/$1; [ -e "$d/lock" ] || exit 0; exec flock -n "$d/lock" true"#;
@@ -36,6 +32,18 @@ pub struct Site<'a> {
     /// The request's UID, the key of its host jobs.
     pub uid: String,
     pub env_values: &'a BTreeMap<String, SecretBytes>,
+    /// Where running jobs are left to a watch ([`super::watch`]) that wakes the request when they
+    /// end; without one (the monitor's view), a running job is only polled.
+    pub watch: Option<SiteWatch<'a>>,
+    /// Set once a job of this reconcile was left to its watch.
+    pub watched: AtomicBool,
+}
+
+/// What a [`Site`] needs to leave a running job to a watch.
+pub struct SiteWatch<'a> {
+    pub conn: Arc<HostConnection>,
+    pub waker: Waker,
+    pub watches: &'a JobWatches,
 }
 
 /// Where a job of a step stands.
@@ -82,27 +90,21 @@ impl<'a> Site<'a> {
     }
 
     /// Runs `cmd` as the host job `step` across reconciles: started when absent (never twice),
-    /// polled while it runs, judged once it ended.
+    /// looked at while it runs (and left to its watch, which wakes the request when it ends),
+    /// judged once it ended.
     pub async fn job(&self, step: &str, cmd: &RemoteCommand) -> Result<(JobProgress, JobState), RemoteError> {
         let key = self.key(step)?;
         let jobs = Jobs::new(self.conn);
-        // Where there is leave to, a poll waits on the host for the job to end, so its end is
-        // seen at once rather than at the next poll.
-        let leave = || self.conn.try_wait_slot().zip(JOB_WAITS.try_acquire().ok());
-        let state = match leave() {
-            Some(_held) => jobs.wait(&key, JOB_WAIT).await?,
-            None => jobs.poll(&key).await?,
-        };
-        let state = match state {
-            JobState::NotFound => match jobs.start(&key, &JobSpec::from_command(cmd)?).await? {
-                started if started.is_running() => match leave() {
-                    Some(_held) => jobs.wait(&key, JOB_WAIT).await?,
-                    None => started,
-                },
-                other => other,
-            },
+        let state = match jobs.poll(&key).await? {
+            JobState::NotFound => jobs.start(&key, &JobSpec::from_command(cmd)?).await?,
             state => state,
         };
+        if state.is_running()
+            && let Some(w) = &self.watch
+        {
+            let watched = w.watches.watch(w.conn.clone(), key, w.waker.clone());
+            self.watched.store(watched, Ordering::Relaxed);
+        }
         let progress = match &state {
             JobState::Running { .. } | JobState::NotFound => JobProgress::Running,
             s if s.succeeded() => JobProgress::Succeeded,
@@ -112,6 +114,17 @@ impl<'a> Site<'a> {
             },
         };
         Ok((progress, state))
+    }
+
+    /// When to look again at a step whose host job runs, `left` seconds before its deadline:
+    /// once its watch wakes the request, or after the watches' fallback (or at the deadline,
+    /// if sooner) should no wake come; every [`super::POLL`] where no watch runs.
+    pub fn running_requeue(&self, left: i64) -> Duration {
+        let Some(w) = self.watch.as_ref().filter(|_| self.watched.load(Ordering::Relaxed)) else {
+            return super::POLL;
+        };
+        let left = Duration::from_secs(u64::try_from(left.saturating_add(1)).unwrap_or(0).max(1));
+        w.watches.fallback.min(left)
     }
 
     /// `HostBusy` while any host job of the project holds its lock: files a running job uses

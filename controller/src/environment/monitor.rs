@@ -257,7 +257,16 @@ pub async fn round(
     let flavor = detect_flavor(conn).await?;
     let no_values = std::collections::BTreeMap::new();
     // Reads only: no host job is started, so the request UID that keys jobs is never used.
-    let site = Site { conn, env, flavor, project: compose_project(env), uid: String::new(), env_values: &no_values };
+    let site = Site {
+        conn,
+        env,
+        flavor,
+        project: compose_project(env),
+        uid: String::new(),
+        env_values: &no_values,
+        watch: None,
+        watched: Default::default(),
+    };
     let (head, modified, config, source) = look_and_model(&copies, &site, Some(release)).await?;
     let health = steps::health_round_with(&site, urls, config).await?;
     let seen = super::drift::Seen {
