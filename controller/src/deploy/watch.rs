@@ -139,11 +139,6 @@ impl JobWatches {
         true
     }
 
-    /// Is a watch of `key` running?
-    pub fn watching(&self, key: &JobKey) -> bool {
-        self.watching.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
-    }
-
     /// Ends every watch (the controllers stop); no new one starts.
     pub fn stop(&self) {
         self.stop.send_replace(true);
