@@ -124,6 +124,8 @@ pub struct EnvironmentManifest {
     pub downgrade: bool,
     /// `spec.notifications`; their URLs are kept in the Secret [`EnvironmentManifest::hooks_secret`].
     pub notifications: Vec<NotificationManifest>,
+    /// `health.checks` in place of the app's own.
+    pub checks: Option<Value>,
 }
 
 impl EnvironmentManifest {
@@ -144,6 +146,7 @@ impl EnvironmentManifest {
             gates: Gates { require_issue: true, ..Gates::default() },
             downgrade: true,
             notifications: Vec::new(),
+            checks: None,
         }
     }
 
@@ -196,7 +199,7 @@ impl EnvironmentManifest {
             "knownHostsSecretRef": {"name": self.ssh_secret, "key": "known_hosts"},
             "compose": {"files": ["docker-compose.yml"], "projectName": self.project},
             "envSecretRef": {"name": self.env_secret},
-            "health": {"timeoutSeconds": self.health_timeout_seconds, "checks": checks},
+            "health": {"timeoutSeconds": self.health_timeout_seconds, "checks": self.checks.clone().unwrap_or(checks)},
             "policy": policy,
         });
         if let Some(interval) = self.health_interval_seconds {

@@ -612,6 +612,39 @@ fn the_same_request_again_is_up_to_date_and_force_redeploys() {
     assert_eq!(environment.current.map(|c| c.ref_).as_deref(), Some("ticker-v1"));
 }
 
+// Verification waits for the healthchecks before it runs a declared check ---------------------
+
+#[test]
+#[ignore = "needs the sandbox: run e2e/run-tests.sh"]
+fn verification_runs_the_declared_checks_only_once_the_containers_are_healthy() {
+    let sandbox = require_sandbox!();
+    let mut t = DeployTest::start(&sandbox, "deploy-checks").unwrap();
+    let site = t.site(1, "checks").unwrap();
+    // A round every second; the ticker's first healthcheck runs 3 s after it starts. The check
+    // records, inside the container, when each run of it began.
+    let log = "/tmp/slipway-check-runs";
+    let env = EnvironmentManifest {
+        health_interval_seconds: Some(1),
+        checks: Some(json!([{"name": "recorded", "exec": {"service": "ticker",
+            "command": ["sh", "-c", format!("date +%s%N >> {log}")]}}])),
+        ..EnvironmentManifest::new("checks", App::Ticker, &site)
+    };
+    t.create_environment(&env).unwrap();
+    t.deploy(&DeployRequestManifest::tag("ticker", "checks", "ticker-v1")).unwrap();
+    let done = t.expect_outcome("ticker", "Succeeded", DEPLOY_TIMEOUT).unwrap();
+    let verifying = done.require_step("Verifying").unwrap();
+    let (from, to) = (verifying.started().unwrap(), verifying.finished().unwrap());
+    let runs: Vec<i128> = site.exec("ticker", &["cat", log]).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    let during: Vec<i128> = runs.iter().copied().filter(|r| (from..=to).contains(r)).collect();
+    let span = Duration::from_nanos(u64::try_from(to - from).unwrap_or(0));
+    println!("Verifying took {span:?}; the check ran {} time(s) in it ({} in all)", during.len(), runs.len());
+    // Rounds every second over more than a second: a round that ran the check into the
+    // container while its healthcheck was still `starting` would leave two runs or more.
+    assert!(span >= Duration::from_secs(1), "Verifying took {span:?}: too short to tell rounds apart");
+    assert_eq!(during.len(), 1, "the check ran at {during:?}, within Verifying ({from}..{to})");
+    assert!(verifying.message.as_deref().unwrap_or_default().contains("1 checks passed"), "{verifying:#?}");
+}
+
 // Deleting the request that holds the lock ------------------------------------------------------
 
 #[test]

@@ -283,6 +283,16 @@ pub async fn health_round(site: &Site<'_>, ctx: &crate::context::Context) -> Res
     health_round_with(site, &ctx.urls, config).await
 }
 
+/// [`health_round`] of the project's `containers`, as listed just before.
+async fn health_round_of(
+    site: &Site<'_>,
+    ctx: &crate::context::Context,
+    containers: Vec<crate::remote::ContainerObservation>,
+) -> Result<HealthRound, RemoteError> {
+    let config = compose_model(site, ctx).await?;
+    judge_round(site, &ctx.urls, config, containers).await
+}
+
 /// The compose model a deploy's verification or bake round judges against: the copy an earlier
 /// round read, while nothing `compose config` reads changed on the host (the monitor's key and
 /// cache, see [`crate::environment::config_cache`]; the Environment's lock keeps the monitor off
@@ -306,6 +316,16 @@ pub async fn health_round_with(
     config: crate::remote::ComposeConfig,
 ) -> Result<HealthRound, RemoteError> {
     let containers = site.conn.project_containers(&site.project.name).await?;
+    judge_round(site, urls, config, containers).await
+}
+
+/// The round of [`health_round_with`] once the project's `containers` are listed.
+async fn judge_round(
+    site: &Site<'_>,
+    urls: &UrlChecker,
+    config: crate::remote::ComposeConfig,
+    containers: Vec<crate::remote::ContainerObservation>,
+) -> Result<HealthRound, RemoteError> {
     let redactor = crate::remote::Exec::redactor(site.conn);
     let mut failed: Vec<String> = health::container_problems(&containers, &config.long_running_services())
         .iter()
@@ -368,17 +388,29 @@ pub async fn health_round_with(
     Ok(HealthRound { failed, containers, config, checks })
 }
 
-/// Verifying, one round: [`health_round`]. `Failed` only once `elapsed` passed the deadline.
+/// Verifying, one round: a look at the containers, then [`health_round`] once none is still
+/// starting (or unhealthy). `Failed` only once `elapsed` passed the deadline.
 pub async fn verify_round(
     site: &Site<'_>,
     ctx: &crate::context::Context,
     elapsed: Duration,
 ) -> Result<Progress, RemoteError> {
-    let round = health_round(site, ctx).await?;
+    let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
+    // One look at the containers first. One still `starting` (or `unhealthy`) fails the round
+    // whatever the compose model and the checks would say, so until the deadline that look is
+    // the round: the checkout is not read, and no check is run into a container that is not
+    // ready yet (each `exec` costs the host what a healthcheck does; a plain script waits too).
+    // The round at the deadline runs in full, so its failure names every check's outcome.
+    let containers = site.conn.project_containers(&site.project.name).await?;
+    if elapsed < health::deadline_after_start(timeout, Duration::from_secs(3), &containers)
+        && health::not_healthy(&containers).next().is_some()
+    {
+        return Ok(Progress::Running);
+    }
+    let round = health_round_of(site, ctx, containers).await?;
     if round.failed.is_empty() {
         return Ok(Progress::Done { message: round.passed_message() });
     }
-    let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
     let deadline = health::deadline_after_start(timeout, Duration::from_secs(3), &round.containers);
     if elapsed >= deadline {
         return Ok(Progress::Failed {

@@ -173,19 +173,24 @@ pub fn container_problems(containers: &[ContainerObservation], expected_services
             problems.push(format!("service {s} {state}"));
         }
     }
-    for c in containers.iter().filter(|c| !c.one_off && c.is_running()) {
-        match c.health.as_deref() {
-            Some("healthy") | None => {}
-            Some(h) => {
-                let mut p = format!("container {} ({}) is {h}", c.name, c.service.as_deref().unwrap_or("?"));
-                if let Some(out) = c.last_health_output.as_deref().filter(|o| !o.is_empty()) {
-                    p.push_str(&format!(": last healthcheck said {out:?}"));
-                }
-                problems.push(p);
-            }
+    for (c, h) in not_healthy(containers) {
+        let mut p = format!("container {} ({}) is {h}", c.name, c.service.as_deref().unwrap_or("?"));
+        if let Some(out) = c.last_health_output.as_deref().filter(|o| !o.is_empty()) {
+            p.push_str(&format!(": last healthcheck said {out:?}"));
         }
+        problems.push(p);
     }
     problems
+}
+
+/// The running service containers (not one-offs) whose healthcheck is not `healthy` (yet), each
+/// with its health. Each is a problem of [`container_problems`] whatever the compose model
+/// expects, so a round that sees one has failed before it reads the model or runs a check.
+pub fn not_healthy(containers: &[ContainerObservation]) -> impl Iterator<Item = (&ContainerObservation, &str)> {
+    containers.iter().filter(|c| !c.one_off && c.is_running()).filter_map(|c| match c.health.as_deref() {
+        Some("healthy") | None => None,
+        Some(h) => Some((c, h)),
+    })
 }
 
 /// The problems of the services that had a running container in `before` and have none in
@@ -431,6 +436,34 @@ mod tests {
             image: None,
             started_at: None,
             ip_addresses: vec![("shop_default".into(), "172.18.0.2".into())],
+        }
+    }
+
+    #[test]
+    fn a_running_container_short_of_healthy_is_not_healthy_whatever_the_model() {
+        let mut one_off = container("migrate", "running", Some("starting"));
+        one_off.one_off = true;
+        let ready = [
+            container("db", "running", Some("healthy")),
+            container("worker", "running", None),
+            // Not running: judged by the model (a one-shot exits), never "not healthy".
+            container("init", "exited", Some("unhealthy")),
+            one_off,
+        ];
+        assert_eq!(not_healthy(&ready).count(), 0);
+        for health in ["starting", "unhealthy"] {
+            let mut containers = ready.to_vec();
+            containers.push(container("backend", "running", Some(health)));
+            let found: Vec<_> = not_healthy(&containers).map(|(c, h)| (c.service.clone().unwrap(), h)).collect();
+            assert_eq!(found, vec![("backend".to_owned(), health)]);
+            // ... and each is a problem of the round for any model, even one that expects nothing.
+            for services in [vec![], vec!["backend".to_owned(), "db".to_owned()]] {
+                let problems = container_problems(&containers, &services);
+                assert!(
+                    problems.iter().any(|p| p.contains(&format!("(backend) is {health}"))),
+                    "{services:?}: {problems:?}"
+                );
+            }
         }
     }
 
