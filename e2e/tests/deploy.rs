@@ -32,6 +32,14 @@ fn assert_all_steps_succeeded(name: &str, status: &DeployStatus, app: App) {
             assert!(step.started().unwrap() <= step.finished().unwrap(), "{name}: {step:#?}");
         }
     }
+    // Without migrations, Preflight's end goes straight on to Rebuilding, in one status write:
+    // no reconcile is spent on a step with nothing to do.
+    if app == App::Ticker
+        && let Some(migrating) = status.steps.iter().find(|s| s.name == "Migrating")
+    {
+        let rebuilding = status.require_step("Rebuilding").unwrap();
+        assert_eq!(migrating.finished_at, rebuilding.started_at, "{name}: steps {:#?}", status.steps);
+    }
 }
 
 /// A terminal refusal or failure as kstatus shows it: Ready False + Stalled True with `reason`.

@@ -20,6 +20,11 @@ pub enum Cas {
 }
 
 async fn swap(api: &Api<Environment>, env: &Environment, status: Value) -> Result<Cas> {
+    Ok(if swapped(api, env, status).await?.is_some() { Cas::Done } else { Cas::Conflict })
+}
+
+/// [`swap`], returning the Environment as written, or `None` on a conflict.
+async fn swapped(api: &Api<Environment>, env: &Environment, status: Value) -> Result<Option<Environment>> {
     let name = env.name_any();
     let body = json!({
         "metadata": {"resourceVersion": env.resource_version()},
@@ -27,8 +32,8 @@ async fn swap(api: &Api<Environment>, env: &Environment, status: Value) -> Resul
     });
     let params = PatchParams { field_manager: Some(DEPLOY_MANAGER.to_owned()), ..Default::default() };
     match tokio::time::timeout(STATUS_WRITE_TIMEOUT, api.patch_status(&name, &params, &Patch::Merge(&body))).await {
-        Ok(Ok(_)) => Ok(Cas::Done),
-        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(Cas::Conflict),
+        Ok(Ok(written)) => Ok(Some(written)),
+        Ok(Err(kube::Error::Api(s))) if s.code == 409 => Ok(None),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(Error::StatusTimeout { kind: "Environment".into(), name }),
     }
@@ -36,11 +41,17 @@ async fn swap(api: &Api<Environment>, env: &Environment, status: Value) -> Resul
 
 /// Takes the free lock for `holder`, publishing the requests still waiting behind it. A request
 /// that takes the lock clears `needsAttention`: it was made after the failure, by a person.
-pub async fn take(api: &Api<Environment>, env: &Environment, holder: &str, waiting: &[String]) -> Result<Cas> {
+/// The Environment as written, or `None` when it changed since `env` was read (decide again).
+pub async fn take(
+    api: &Api<Environment>,
+    env: &Environment,
+    holder: &str,
+    waiting: &[String],
+) -> Result<Option<Environment>> {
     if env.status.as_ref().and_then(|s| s.active_deploy.as_deref()).is_some() {
-        return Ok(Cas::Conflict);
+        return Ok(None);
     }
-    swap(api, env, json!({"activeDeploy": holder, "queue": waiting, "needsAttention": Value::Null})).await
+    swapped(api, env, json!({"activeDeploy": holder, "queue": waiting, "needsAttention": Value::Null})).await
 }
 
 /// Publishes the waiting requests (for `kubectl get env -o yaml`), when they changed.

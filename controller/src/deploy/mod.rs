@@ -283,16 +283,17 @@ async fn wait_or_take(
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
             ctx.metrics.queue_depth(&ns, &env.name_any(), ids.len() - 1);
-            // The Environment's deletion waits for the deploy it runs (its reconcile removes the
-            // finalizer again once no request holds the lock).
-            let Some(env) = teardown::add_finalizer(envs, env).await? else {
+            let Some(taken) = lock::take(envs, env, &me, &ids[1..]).await? else {
+                tracing::debug!(request = %req.name(), environment = %env.name_any(), "the Environment changed as the lock was taken; again in 1 s");
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            let env = &env;
-            if lock::take(envs, env, &me, &ids[1..]).await? == Cas::Conflict {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
             tracing::info!(kind = req.kind(), name = %req.name(), environment = %env.name_any(), "took the deploy lock");
+            // The Environment's deletion waits for the deploy it runs: its finalizer goes on now
+            // the lock is held, and no step starts without it (`advance`). Added before the lock,
+            // the Environment's own reconcile, seeing no holder yet, took it off again, and the
+            // lock's write then failed on the changed object: under load, requests went round
+            // that loop for seconds before their first step.
+            let _ = teardown::add_finalizer(envs, &taken).await?;
             st.queue_position = None;
             st.phase = Some(Phase::Preflight);
             plan::start_step(&mut st, PREFLIGHT, now);
@@ -357,6 +358,10 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     }
     let me = req.id();
     let key = req.key();
+    // Taking the lock added it, unless the Environment changed just then (see `wait_or_take`).
+    if !teardown::has_finalizer(env) && teardown::add_finalizer(run.envs, env).await?.is_none() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let mut secrets = SecretReader::new(ctx.client.clone(), &req.namespace());
     let credentials = match environment::credentials(env, &mut secrets).await? {
         Ok(c) => c,
@@ -444,6 +449,13 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
                             Req::Deploy(dr) if dr.is_restart() => {
                                 (Phase::Restarting, format!("Restarting {}", dr.spec.restart.join(", ")))
                             }
+                            // Nothing to migrate: the step is recorded skipped in this same
+                            // write, and the release is built at once (a reconcile and a status
+                            // write fewer).
+                            Req::Deploy(_) if site.env.spec.migrations.is_none() => {
+                                plan::finish_step(&mut st, MIGRATING, StepResult::Skipped, NO_MIGRATIONS, None, now);
+                                (Phase::Rebuilding, BUILDING.to_owned())
+                            }
                             Req::Deploy(_) => (Phase::Migrating, format!("Migrating the database with commit {short}")),
                             Req::Rollback(_) => (Phase::Downgrading, "Downgrading the database".to_owned()),
                         };
@@ -458,18 +470,12 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
             }
             Phase::Migrating => {
                 let commit = st.commit.clone().unwrap_or_default();
+                // Entered before the Environment's migrations were removed (or by an earlier
+                // version, which entered Migrating whether or not any were declared).
                 if site.env.spec.migrations.is_none() {
-                    plan::finish_step(&mut st, MIGRATING, StepResult::Skipped, "no migrations declared", None, now);
+                    plan::finish_step(&mut st, MIGRATING, StepResult::Skipped, NO_MIGRATIONS, None, now);
                     enter(&mut st, Phase::Rebuilding, REBUILDING, now);
-                    return Ok(Some(
-                        run.progressing(
-                            st.clone(),
-                            Phase::Rebuilding,
-                            "Building and starting the new release".into(),
-                            now,
-                        )
-                        .await?,
-                    ));
+                    return Ok(Some(run.progressing(st.clone(), Phase::Rebuilding, BUILDING.into(), now).await?));
                 }
                 if past_deadline(&site, &st, Phase::Migrating, deadline(deadlines.migration_seconds), now).await? {
                     return Ok(None);
@@ -712,6 +718,12 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     };
     Ok(action)
 }
+
+/// The Migrating step's message where the Environment declares no migrations.
+const NO_MIGRATIONS: &str = "no migrations declared";
+
+/// What the request says while the new release is built and started.
+const BUILDING: &str = "Building and starting the new release";
 
 /// What the log scan's warning adds to the Verifying step's message (and to the Ready message).
 const WARNING: &str = "; warning: ";

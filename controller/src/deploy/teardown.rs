@@ -126,10 +126,15 @@ pub async fn set_finalizer(api: &Api<Environment>, env: &Environment, on: bool) 
     }
 }
 
-/// Adds the finalizer before a request takes the lock: the Environment as it is now, or `None`
-/// when it changed since it was read (decide again).
+/// Does `env` carry the finalizer that makes its deletion wait for the deploy it runs?
+pub fn has_finalizer(env: &Environment) -> bool {
+    env.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds the finalizer once a request holds the lock, before its first step: the Environment as
+/// it is now, or `None` when it changed since it was read, or its deletion began (decide again).
 pub async fn add_finalizer(api: &Api<Environment>, env: &Environment) -> Result<Option<Environment>> {
-    if env.finalizers().iter().any(|f| f == FINALIZER) {
+    if has_finalizer(env) {
         return Ok(Some(env.clone()));
     }
     let mut list: Vec<String> = env.finalizers().to_vec();
@@ -137,7 +142,8 @@ pub async fn add_finalizer(api: &Api<Environment>, env: &Environment) -> Result<
     let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": env.resource_version()}});
     match api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(updated) => Ok(Some(updated)),
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(None),
+        // 422: no finalizer may be added once the deletion began (the next reconcile sees it).
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 || s.code == 422 => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
