@@ -293,7 +293,10 @@ async fn wait_or_take(
             // the Environment's own reconcile, seeing no holder yet, took it off again, and the
             // lock's write then failed on the changed object: under load, requests went round
             // that loop for seconds before their first step.
-            let _ = teardown::add_finalizer(envs, &taken).await?;
+            // Should this write fail, `advance` adds it before the first step all the same.
+            if let Err(e) = teardown::add_finalizer(envs, &taken).await {
+                tracing::warn!(request = %req.name(), environment = %env.name_any(), error = %e, "could not add the Environment's finalizer; again before the first step");
+            }
             st.queue_position = None;
             st.phase = Some(Phase::Preflight);
             plan::start_step(&mut st, PREFLIGHT, now);
@@ -350,6 +353,20 @@ fn holder_gone(id: &str, all: &[Req]) -> bool {
 /// The request holds the lock: take its next step.
 async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, now: Timestamp) -> Result<Action> {
     let (ctx, req) = (run.ctx, run.req);
+    // Taking the lock added it, unless that write failed (see `wait_or_take`): the steps work
+    // on the Environment as written.
+    let added;
+    let env = if teardown::has_finalizer(env) {
+        env
+    } else {
+        match teardown::add_finalizer(run.envs, env).await? {
+            Some(written) => {
+                added = written;
+                &added
+            }
+            None => return Ok(Action::requeue(Duration::from_secs(1))),
+        }
+    };
     // No step starts once the Environment's deletion looked for running host jobs.
     let gate = ctx.gates.get(&crate::object_key(env));
     let _steps = gate.steps.read().await;
@@ -358,10 +375,6 @@ async fn advance(run: &Run<'_>, env: &Environment, mut st: DeployRequestStatus, 
     }
     let me = req.id();
     let key = req.key();
-    // Taking the lock added it, unless the Environment changed just then (see `wait_or_take`).
-    if !teardown::has_finalizer(env) && teardown::add_finalizer(run.envs, env).await?.is_none() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     let mut secrets = SecretReader::new(ctx.client.clone(), &req.namespace());
     let credentials = match environment::credentials(env, &mut secrets).await? {
         Ok(c) => c,

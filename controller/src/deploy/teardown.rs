@@ -142,8 +142,9 @@ pub async fn add_finalizer(api: &Api<Environment>, env: &Environment) -> Result<
     let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": env.resource_version()}});
     match api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(updated) => Ok(Some(updated)),
-        // 422: no finalizer may be added once the deletion began (the next reconcile sees it).
-        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 || s.code == 422 => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(None),
+        // No finalizer may be added once the deletion began: the next reconcile sees it.
+        Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains("finalizers") => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
