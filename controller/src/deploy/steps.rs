@@ -398,13 +398,20 @@ pub async fn verify_round(
     let timeout = Duration::from_secs(u64::try_from(site.env.spec.health.timeout_seconds).unwrap_or(180));
     // One look at the containers first. One still `starting` (or `unhealthy`) fails the round
     // whatever the compose model and the checks would say, so until the deadline that look is
-    // the round: the checkout is not read, and no check is run into a container that is not
-    // ready yet (each `exec` costs the host what a healthcheck does; a plain script waits too).
-    // The round at the deadline runs in full, so its failure names every check's outcome.
+    // the round: no check is run into a container that is not ready yet (each `exec` costs the
+    // host what a healthcheck does; a plain script waits too), and the checkout is read only
+    // once. The round at the deadline runs in full, so its failure names every check's outcome.
     let containers = site.conn.project_containers(&site.project.name).await?;
     if elapsed < health::deadline_after_start(timeout, Duration::from_secs(3), &containers)
         && health::not_healthy(&containers).next().is_some()
     {
+        // The compose model is read once while they start (`compose config` takes a second or
+        // so), so the round that finds them healthy reuses it instead of reading it then. The
+        // step began no later than `elapsed` (whole seconds) and a second ago.
+        let began = std::time::SystemTime::now().checked_sub(elapsed + Duration::from_secs(1));
+        if began.is_none_or(|t| !ctx.configs.seen_since(&crate::object_key(site.env), t)) {
+            compose_model(site, ctx).await?;
+        }
         return Ok(Progress::Running);
     }
     let round = health_round_of(site, ctx, containers).await?;

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use slipway_crds::Release;
@@ -127,6 +128,8 @@ struct Entry {
     key: Key,
     config: ComposeConfig,
     reuses: u32,
+    /// When it was last read or reused.
+    seen: SystemTime,
 }
 
 /// Per Environment (`crate::object_key`): the last compose model the monitor read and its key.
@@ -152,6 +155,7 @@ impl ConfigCache {
         match entries.get_mut(env) {
             Some(e) if reusable(&e.key, e.reuses, key) => {
                 e.reuses += 1;
+                e.seen = SystemTime::now();
                 Some(e.config.clone())
             }
             Some(_) => {
@@ -164,7 +168,12 @@ impl ConfigCache {
 
     /// Keeps `config`, just read from the host, under `key` (read before it).
     pub fn store(&self, env: &str, key: Key, config: ComposeConfig) {
-        self.entries().insert(env.to_owned(), Entry { key, config, reuses: 0 });
+        self.entries().insert(env.to_owned(), Entry { key, config, reuses: 0, seen: SystemTime::now() });
+    }
+
+    /// Whether the copy of `env` was read or reused at `since` or later.
+    pub fn seen_since(&self, env: &str, since: SystemTime) -> bool {
+        self.entries().get(env).is_some_and(|e| e.seen >= since)
     }
 
     /// Forgets the copy of `env`: a deploy or rollback finished, or the Environment went.
@@ -201,6 +210,25 @@ mod tests {
     fn config(service: &str) -> ComposeConfig {
         let doc = serde_json::json!({"services": {service: {"image": "x"}}});
         crate::remote::compose::parse_compose_config(&doc).unwrap()
+    }
+
+    #[test]
+    fn a_copy_is_seen_when_it_is_read_or_reused() {
+        let cache = ConfigCache::default();
+        let before = SystemTime::now();
+        assert!(!cache.seen_since("Environment/ns/a", before), "nothing stored");
+        cache.store("Environment/ns/a", key(), config("web"));
+        assert!(cache.seen_since("Environment/ns/a", before));
+        let later = SystemTime::now() + std::time::Duration::from_millis(1);
+        assert!(!cache.seen_since("Environment/ns/a", later), "stored before");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(cache.reuse("Environment/ns/a", &key()).is_some());
+        assert!(cache.seen_since("Environment/ns/a", later), "reused since");
+        let mut other = key();
+        other.head = Some("b".repeat(40));
+        let after = SystemTime::now();
+        assert_eq!(cache.reuse("Environment/ns/a", &other), None);
+        assert!(!cache.seen_since("Environment/ns/a", after), "a missed key drops the copy");
     }
 
     #[test]
