@@ -22,7 +22,9 @@
 #   --remove-orphans; compose config once; then each round: the project's containers (running
 #   and healthy), the declared check. (The controller reads `compose config` in its first round
 #   and reuses it while HEAD, `git status` and the `stat` of .env and the compose files stay as
-#   they were; it runs those three reads each round, which this script does not.)
+#   they were; it runs those three reads in its first round and in each round that finds the
+#   containers ready, which this script does not. A round of either that finds a container still
+#   starting runs no check.)
 set -euo pipefail
 for v in ADDR PORT USER KEY KNOWN_HOSTS DIR PROJECT ORIGIN TAG COMPOSE ENV_FILE CHECK INTERVAL TIMEOUT; do
     [[ -n ${!v:-} ]] || { echo "plain-deploy: $v is not set" >&2; exit 2; }
