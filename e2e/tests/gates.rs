@@ -150,7 +150,20 @@ fn error_lines_of_the_new_containers_fail_verification_and_older_lines_do_not() 
             "    command: [\"sh\", \"-c\", \"echo \\\"{text} for $$TICKER_NAME\\\"; trap 'exit 0' TERM INT; while :; do sleep 1; done\"]\n"
         ))
     };
-    site.release("noisy", "ticker-v1", &[("docker-compose.yml", &noisy("ERROR: payments unreachable"))]).unwrap();
+    // An image of this project's own: the engine is shared, and its classic builder takes the
+    // newest image that matches a step, so another test's build of the same ticker-v1 Dockerfile,
+    // made in between, would become this project's next image and recreate the container.
+    let dockerfile = format!(
+        "FROM slipway-base:bookworm\nLABEL dev.slipway.e2e.project={}\nCOPY VERSION /ticker/VERSION\n\
+         CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM INT; while :; do sleep 1; done\"]\n",
+        site.project.name
+    );
+    site.release(
+        "noisy",
+        "ticker-v1",
+        &[("docker-compose.yml", &noisy("ERROR: payments unreachable")), ("ticker/Dockerfile", &dockerfile)],
+    )
+    .unwrap();
     // the same compose file and image: its container is not recreated
     site.release("noisy-readme", "noisy", &[("README.md", "Ticker, with a note\n")]).unwrap();
     site.release("noisy-again", "noisy", &[("docker-compose.yml", &noisy("FATAL: ledger gone"))]).unwrap();
