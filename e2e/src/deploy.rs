@@ -662,7 +662,7 @@ impl Site {
         let host = TestHost::load(sandbox, index)?;
         let origin = shop_origin(&host)?;
         let shell = Arc::new(HostShell::connect(&host)?);
-        let project = shell.block_on(TestProject::new(shell.conn(), prefix))?;
+        let project = shell.block_on(TestProject::new(&shell.conn()?, prefix))?;
         Ok(Site { host, project, origin, shell })
     }
 
@@ -822,7 +822,10 @@ git rev-parse HEAD
     /// Removes the project: compose down, the label sweep, its work dir and its host-job runs
     /// (`~/.slipway/<project>`). Errors are printed: cleanup must not hide the test's result.
     pub fn clean_up(&self) {
-        self.shell.block_on(self.project.cleanup(self.shell.conn()));
+        match self.shell.conn() {
+            Ok(conn) => self.shell.block_on(self.project.cleanup(&conn)),
+            Err(e) => eprintln!("cleanup of {}: {e:#}", self.project.name),
+        }
         let dir = &self.project.dir;
         if let Err(e) = self.run(&["rm", "-rf", &format!("{dir}-origin.git"), &format!("{dir}-work")]) {
             eprintln!("cleanup of {dir}'s own origin: {e}");
@@ -836,21 +839,37 @@ git rev-parse HEAD
     }
 }
 
-/// A blocking SSH shell on one test host, over the controller's own remote layer.
+/// A blocking SSH shell on one test host, over the controller's own remote layer. Its master
+/// exits after ten minutes without a session (as the controller's do): a test that waits longer
+/// than that (a benchmark) would lose it, so each command first checks it and connects again.
 struct HostShell {
     runtime: tokio::runtime::Runtime,
-    conn: Option<HostConnection>,
+    host: TestHost,
+    conn: std::sync::Mutex<Option<HostConnection>>,
 }
 
 impl HostShell {
     fn connect(host: &TestHost) -> anyhow::Result<HostShell> {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let conn = runtime.block_on(host.connect())?;
-        Ok(HostShell { runtime, conn: Some(conn) })
+        Ok(HostShell { runtime, host: host.clone(), conn: std::sync::Mutex::new(Some(conn)) })
     }
 
-    fn conn(&self) -> &HostConnection {
-        self.conn.as_ref().expect("the connection is only taken on drop")
+    /// A handle on a live master: the one kept, or a new one if it exited.
+    fn conn(&self) -> anyhow::Result<HostConnection> {
+        let mut kept = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(conn) = kept.as_ref()
+            && self.block_on(conn.check()).is_ok()
+        {
+            return Ok(conn.share());
+        }
+        if let Some(dead) = kept.take() {
+            let _ = self.block_on(dead.close());
+        }
+        let conn = self.block_on(self.host.connect())?;
+        let handle = conn.share();
+        *kept = Some(conn);
+        Ok(handle)
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -863,18 +882,21 @@ impl HostShell {
     }
 
     fn output(&self, argv: &[&str]) -> anyhow::Result<CommandOutput> {
-        Ok(self.block_on(self.conn().output(&Self::command(argv)?))?)
+        let conn = self.conn()?;
+        Ok(self.block_on(conn.output(&Self::command(argv)?))?)
     }
 
     fn run(&self, argv: &[&str]) -> anyhow::Result<String> {
-        let out = self.block_on(self.conn().run(&Self::command(argv)?)).with_context(|| argv.join(" "))?;
+        let conn = self.conn()?;
+        let out = self.block_on(conn.run(&Self::command(argv)?)).with_context(|| argv.join(" "))?;
         Ok(out.stdout())
     }
 }
 
 impl Drop for HostShell {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        let kept = self.conn.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(conn) = kept {
             let _ = self.runtime.block_on(conn.close());
         }
     }

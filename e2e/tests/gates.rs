@@ -151,8 +151,9 @@ fn error_lines_of_the_new_containers_fail_verification_and_older_lines_do_not() 
         ))
     };
     // An image of this project's own: the engine is shared, and its classic builder takes the
-    // newest image that matches a step, so another test's build of the same ticker-v1 Dockerfile,
-    // made in between, would become this project's next image and recreate the container.
+    // newest image that matches a step. Two tests building the same ticker-v1 Dockerfile at once
+    // on a cold cache make two images; a later build could take the other one as this project's
+    // next image and recreate the container.
     let dockerfile = format!(
         "FROM slipway-base:bookworm\nLABEL dev.slipway.e2e.project={}\nCOPY VERSION /ticker/VERSION\n\
          CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM INT; while :; do sleep 1; done\"]\n",
@@ -184,12 +185,19 @@ fn error_lines_of_the_new_containers_fail_verification_and_older_lines_do_not() 
         warned.ready_message()
     );
     let container = site.container("ticker").unwrap();
+    let inspect = |id: &str| {
+        let format = "image {{.Image}} config-hash {{index .Config.Labels \"com.docker.compose.config-hash\"}}";
+        site.run(&["docker", "inspect", "--format", format, id]).unwrap_or_else(|e| e.to_string())
+    };
+    let before = inspect(&container);
 
     // Fail (the default): the running container's old ERROR line does not count
     t.patch_environment("logs", &json!({"spec": {"health": {"logErrors": null}}})).unwrap();
     t.deploy(&DeployRequestManifest::tag("old-lines", "logs", "noisy-readme")).unwrap();
-    let passed = t.expect_outcome("old-lines", "Succeeded", DEPLOY_TIMEOUT).unwrap();
-    assert_eq!(site.container("ticker").unwrap(), container, "the container was recreated: nothing tested");
+    let passed = t.expect_outcome("old-lines", "Succeeded", DEPLOY_TIMEOUT);
+    let now = site.container("ticker").unwrap();
+    assert_eq!(now, container, "the container was recreated: nothing tested (was {before}, is {})", inspect(&now));
+    let passed = passed.unwrap();
     assert!(!passed.ready_message().contains("warning"), "{}", passed.ready_message());
 
     // a new container that logs FATAL fails verification, quoting the line, masked

@@ -407,10 +407,17 @@ pub async fn verify_round(
     {
         // The compose model is read once while they start (`compose config` takes a second or
         // so), so the round that finds them healthy reuses it instead of reading it then. The
-        // step began no later than `elapsed` (whole seconds) and a second ago.
+        // step began about `elapsed` ago (whole seconds, so give or take one): at worst a second
+        // round reads it again. Noted before the read, so a checkout whose key cannot be read
+        // (and so keeps no copy) is not read every round either. A failed read here decides
+        // nothing: the round that judges reads it again and reports what fails.
+        let key = crate::object_key(site.env);
         let began = std::time::SystemTime::now().checked_sub(elapsed + Duration::from_secs(1));
-        if began.is_none_or(|t| !ctx.configs.seen_since(&crate::object_key(site.env), t)) {
-            compose_model(site, ctx).await?;
+        if began.is_none_or(|t| !ctx.configs.seen_since(&key, t)) {
+            ctx.configs.note_read(&key);
+            if let Err(e) = compose_model(site, ctx).await {
+                tracing::debug!(environment = %kube::ResourceExt::name_any(site.env), error = %e, "compose model not read ahead");
+            }
         }
         return Ok(Progress::Running);
     }

@@ -14,6 +14,10 @@
 //! after a deploy or a controller restart). An `env_file:` only sets container variables, which
 //! the parsed model does not keep: what a stale copy could miss there is compose refusing a
 //! missing file.
+//!
+//! A deploy's verification and bake rounds judge against the same copy (read once while the
+//! containers start, then reused while the key holds): within one deploy, the gaps above are
+//! the same.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -136,6 +140,9 @@ struct Entry {
 #[derive(Default)]
 pub struct ConfigCache {
     entries: Mutex<HashMap<String, Entry>>,
+    /// When a deploy's verification last set out to read each Environment's model: a checkout
+    /// whose key cannot be read stores no copy, and must not be read again every round for it.
+    noted: Mutex<HashMap<String, SystemTime>>,
 }
 
 /// Whether an entry reused `reuses` times under `stored` may serve a round whose key is `key`.
@@ -171,9 +178,18 @@ impl ConfigCache {
         self.entries().insert(env.to_owned(), Entry { key, config, reuses: 0, seen: SystemTime::now() });
     }
 
-    /// Whether the copy of `env` was read or reused at `since` or later.
+    /// Notes that a round sets out to read the model of `env` now, whether or not a copy results.
+    pub fn note_read(&self, env: &str) {
+        self.noted().insert(env.to_owned(), SystemTime::now());
+    }
+
+    /// Whether the copy of `env` was read or reused, or a read of it noted, at `since` or later.
     pub fn seen_since(&self, env: &str, since: SystemTime) -> bool {
-        self.entries().get(env).is_some_and(|e| e.seen >= since)
+        self.entries().get(env).is_some_and(|e| e.seen >= since) || self.noted().get(env).is_some_and(|t| *t >= since)
+    }
+
+    fn noted(&self) -> std::sync::MutexGuard<'_, HashMap<String, SystemTime>> {
+        self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets the copy of `env`: a deploy or rollback finished, or the Environment went.
@@ -184,6 +200,7 @@ impl ConfigCache {
     /// Keeps the copies of the Environments `alive` says exist.
     pub fn retain(&self, alive: impl Fn(&str) -> bool) {
         self.entries().retain(|k, _| alive(k));
+        self.noted().retain(|k, _| alive(k));
     }
 }
 
@@ -229,6 +246,12 @@ mod tests {
         let after = SystemTime::now();
         assert_eq!(cache.reuse("Environment/ns/a", &other), None);
         assert!(!cache.seen_since("Environment/ns/a", after), "a missed key drops the copy");
+        // a read set out on, its key unreadable: no copy, but seen
+        cache.note_read("Environment/ns/a");
+        assert!(cache.seen_since("Environment/ns/a", after));
+        assert!(!cache.seen_since("Environment/ns/b", after), "only that Environment");
+        cache.retain(|k| k != "Environment/ns/a");
+        assert!(!cache.seen_since("Environment/ns/a", after), "a gone Environment's note goes");
     }
 
     #[test]
