@@ -858,8 +858,12 @@ impl HostShell {
     /// A handle on a live master: the one kept, or a new one if it exited.
     fn conn(&self) -> anyhow::Result<HostConnection> {
         let mut kept = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // bounded: a master that hangs rather than exits counts as gone
+        let alive = |conn: &HostConnection| {
+            self.block_on(tokio::time::timeout(Duration::from_secs(5), conn.check())).is_ok_and(|r| r.is_ok())
+        };
         if let Some(conn) = kept.as_ref()
-            && self.block_on(conn.check()).is_ok()
+            && alive(conn)
         {
             return Ok(conn.share());
         }

@@ -195,8 +195,17 @@ fn error_lines_of_the_new_containers_fail_verification_and_older_lines_do_not() 
     t.patch_environment("logs", &json!({"spec": {"health": {"logErrors": null}}})).unwrap();
     t.deploy(&DeployRequestManifest::tag("old-lines", "logs", "noisy-readme")).unwrap();
     let passed = t.expect_outcome("old-lines", "Succeeded", DEPLOY_TIMEOUT);
-    let now = site.container("ticker").unwrap();
-    assert_eq!(now, container, "the container was recreated: nothing tested (was {before}, is {})", inspect(&now));
+    match site.container("ticker") {
+        Ok(now) => {
+            assert_eq!(
+                now,
+                container,
+                "the container was recreated: nothing tested (was {before}, is {})",
+                inspect(&now)
+            )
+        }
+        Err(e) => panic!("{e:#}; the deploy: {passed:?}"),
+    }
     let passed = passed.unwrap();
     assert!(!passed.ready_message().contains("warning"), "{}", passed.ready_message());
 

@@ -415,8 +415,14 @@ pub async fn verify_round(
         let began = std::time::SystemTime::now().checked_sub(elapsed + Duration::from_secs(1));
         if began.is_none_or(|t| !ctx.configs.seen_since(&key, t)) {
             ctx.configs.note_read(&key);
-            if let Err(e) = compose_model(site, ctx).await {
-                tracing::debug!(environment = %kube::ResourceExt::name_any(site.env), error = %e, "compose model not read ahead");
+            match compose_model(site, ctx).await {
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(environment = %kube::ResourceExt::name_any(site.env), error = %e, "compose model not read ahead");
+                }
+                Err(e) => {
+                    tracing::warn!(environment = %kube::ResourceExt::name_any(site.env), error = %e, "compose model not read ahead; the round that judges reads it again");
+                }
+                Ok(_) => {}
             }
         }
         return Ok(Progress::Running);

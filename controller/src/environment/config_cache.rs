@@ -193,6 +193,9 @@ impl ConfigCache {
     }
 
     /// Forgets the copy of `env`: a deploy or rollback finished, or the Environment went.
+    /// The note of a read stays (a read that found no copy forgets it, and must stay noted);
+    /// it counts only against a later step's start, and [`Self::retain`] drops it with the
+    /// Environment.
     pub fn forget(&self, env: &str) {
         self.entries().remove(env);
     }
@@ -248,7 +251,8 @@ mod tests {
         assert!(!cache.seen_since("Environment/ns/a", after), "a missed key drops the copy");
         // a read set out on, its key unreadable: no copy, but seen
         cache.note_read("Environment/ns/a");
-        assert!(cache.seen_since("Environment/ns/a", after));
+        cache.forget("Environment/ns/a");
+        assert!(cache.seen_since("Environment/ns/a", after), "the read forgot no copy, but was noted");
         assert!(!cache.seen_since("Environment/ns/b", after), "only that Environment");
         cache.retain(|k| k != "Environment/ns/a");
         assert!(!cache.seen_since("Environment/ns/a", after), "a gone Environment's note goes");
