@@ -860,7 +860,9 @@ impl HostShell {
         let mut kept = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // bounded: a master that hangs rather than exits counts as gone
         let alive = |conn: &HostConnection| {
-            self.block_on(tokio::time::timeout(Duration::from_secs(5), conn.check())).is_ok_and(|r| r.is_ok())
+            // the timer is made inside the runtime (it needs its clock)
+            self.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.check()).await })
+                .is_ok_and(|r| r.is_ok())
         };
         if let Some(conn) = kept.as_ref()
             && alive(conn)
