@@ -119,6 +119,8 @@ pub struct EnvironmentManifest {
     pub health_timeout_seconds: u32,
     /// `health.intervalSeconds` (the CRD's default when `None`).
     pub health_interval_seconds: Option<u32>,
+    /// `health.monitorIntervalSeconds` (the CRD's default when `None`).
+    pub monitor_interval_seconds: Option<u32>,
     pub gates: Gates,
     /// Declare `migrations.downgrade` (the shop only).
     pub downgrade: bool,
@@ -143,6 +145,7 @@ impl EnvironmentManifest {
             env_values: app.env_values(),
             health_timeout_seconds: 120,
             health_interval_seconds: None,
+            monitor_interval_seconds: None,
             gates: Gates { require_issue: true, ..Gates::default() },
             downgrade: true,
             notifications: Vec::new(),
@@ -204,6 +207,9 @@ impl EnvironmentManifest {
         });
         if let Some(interval) = self.health_interval_seconds {
             spec["health"]["intervalSeconds"] = json!(interval);
+        }
+        if let Some(interval) = self.monitor_interval_seconds {
+            spec["health"]["monitorIntervalSeconds"] = json!(interval);
         }
         if !self.notifications.is_empty() {
             let hooks = self.hooks_secret();
