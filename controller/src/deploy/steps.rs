@@ -413,8 +413,7 @@ pub async fn verify_round(
         // nothing: the round that judges reads it again and reports what fails.
         let key = crate::object_key(site.env);
         let began = std::time::SystemTime::now().checked_sub(elapsed + Duration::from_secs(1));
-        if began.is_none_or(|t| !ctx.configs.seen_since(&key, t)) {
-            ctx.configs.note_read(&key);
+        if ctx.configs.claim_read(&key, began) {
             match compose_model(site, ctx).await {
                 Err(e) if e.is_transient() => {
                     tracing::debug!(environment = %kube::ResourceExt::name_any(site.env), error = %e, "compose model not read ahead");

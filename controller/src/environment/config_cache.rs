@@ -188,6 +188,17 @@ impl ConfigCache {
         self.entries().get(env).is_some_and(|e| e.seen >= since) || self.noted().get(env).is_some_and(|t| *t >= since)
     }
 
+    /// Whether a round of a step that began at `began` (`None`: unknown) should read the model
+    /// of `env` ahead, once per step: not if it was read, reused or noted since; when it should,
+    /// the read is noted here, before it runs.
+    pub fn claim_read(&self, env: &str, began: Option<SystemTime>) -> bool {
+        if began.is_some_and(|t| self.seen_since(env, t)) {
+            return false;
+        }
+        self.note_read(env);
+        true
+    }
+
     fn noted(&self) -> std::sync::MutexGuard<'_, HashMap<String, SystemTime>> {
         self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -256,6 +267,26 @@ mod tests {
         assert!(!cache.seen_since("Environment/ns/b", after), "only that Environment");
         cache.retain(|k| k != "Environment/ns/a");
         assert!(!cache.seen_since("Environment/ns/a", after), "a gone Environment's note goes");
+    }
+
+    #[test]
+    fn a_step_reads_ahead_once() {
+        let cache = ConfigCache::default();
+        let env = "Environment/ns/a";
+        let step = SystemTime::now() - std::time::Duration::from_secs(3);
+        assert!(cache.claim_read(env, Some(step)), "the step's first waiting round reads");
+        assert!(!cache.claim_read(env, Some(step)), "its later rounds do not, though no copy was kept");
+        assert!(cache.claim_read("Environment/ns/b", Some(step)), "another Environment's step reads");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let next = SystemTime::now();
+        assert!(cache.claim_read(env, Some(next)), "a step that began after the read reads again");
+        assert!(!cache.claim_read(env, Some(next)));
+        assert!(cache.claim_read(env, None), "a step of unknown start reads");
+        // a copy reused by the step (the monitor's, or a previous round's) counts as read
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let third = SystemTime::now();
+        cache.store(env, key(), config("web"));
+        assert!(!cache.claim_read(env, Some(third)), "stored since the step began");
     }
 
     #[test]
