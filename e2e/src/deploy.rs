@@ -878,7 +878,20 @@ impl HostShell {
         if let Some(dead) = kept.take() {
             let _ = self.block_on(dead.close());
         }
-        let conn = self.block_on(self.host.connect())?;
+        // A machine under load (P3 at N=50: fifty masters connecting again at once, the load
+        // average at 80) may take more than the connect's 10 s to answer one handshake.
+        let mut attempt = 1;
+        let conn = loop {
+            match self.block_on(self.host.connect()) {
+                Ok(conn) => break conn,
+                Err(e) if attempt < 3 => {
+                    eprintln!("[e2e] {e:#} (attempt {attempt} of 3); connecting again");
+                    std::thread::sleep(Duration::from_secs(2 * attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let handle = conn.share();
         *kept = Some(conn);
         Ok(handle)

@@ -255,13 +255,17 @@ fn set_running(sites: &[&Site], running: bool) {
     std::thread::sleep(Duration::from_secs(5));
 }
 
-/// One side's measured window: the wall time of all N deploys, each deploy's own time, and the
-/// controller's CPU time over the window.
+/// One side's measured window: the wall time of all N deploys, each deploy's own time, the
+/// controller's CPU time over the window, and how long the controller took to be idle before it.
 struct Window {
     wall: Duration,
     each: Vec<Duration>,
     cpu: Duration,
+    settled: Duration,
 }
+
+/// How long a window waits for the controller to be idle (see [`settle`]).
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The most intervals (start, end) that overlap at one instant.
 fn peak_overlap(intervals: &[(i128, i128)]) -> usize {
@@ -321,8 +325,11 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
 
     // Each window starts once the controller is idle (the monitor's round after the last
     // deploys, the Environments' reconciles), so neither side pays for what came before.
+    // Slipway's CPU is counted until the controller is idle again: the monitor's round right
+    // after each deploy (set off by the deploy's last status write) is part of its cost, and
+    // judges the stack before it is stopped.
     let all_through_slipway = |round: &str, tag: &str| -> Window {
-        settle(pid, Duration::from_secs(60));
+        let settled = settle(pid, SETTLE_LIMIT);
         let (started, cpu_before) = (Instant::now(), bench::cpu_time(pid).unwrap());
         let each = rt
             .block_on(futures::future::try_join_all(pairs.iter().map(|(env, _, _)| {
@@ -331,21 +338,24 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 async move { deploy_and_wait(&api, &r).await }
             })))
             .unwrap();
-        Window { wall: started.elapsed(), each, cpu: bench::cpu_time(pid).unwrap() - cpu_before }
+        let wall = started.elapsed();
+        settle(pid, SETTLE_LIMIT);
+        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, settled }
     };
     let all_plain = |tag: &str| -> Window {
-        settle(pid, Duration::from_secs(60));
+        let settled = settle(pid, SETTLE_LIMIT);
         let (started, cpu_before) = (Instant::now(), bench::cpu_time(pid).unwrap());
         let each = std::thread::scope(|s| {
             let handles: Vec<_> =
                 pairs.iter().map(|(env, _, plain)| s.spawn(move || plain_deploy(plain, env, tag, check))).collect();
             handles.into_iter().map(|h| h.join().expect("no panic").unwrap()).collect()
         });
-        Window { wall: started.elapsed(), each, cpu: bench::cpu_time(pid).unwrap() - cpu_before }
+        Window { wall: started.elapsed(), each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, settled }
     };
-    // How many of a round's deploys were in their Rebuilding step (`compose up`) at once, by
-    // the steps' recorded times: N unless something serialises deploys of different
-    // Environments.
+    // How many of a round's deploys were in their Rebuilding step at once, by the steps'
+    // recorded times (from the step's start to the reconcile that saw its `up` end, so a span
+    // includes that lag): fewer than N only where the controller holds one deploy back for
+    // another's, not where the engine runs the `up`s one after another.
     let rebuilding_at_once = |round: &str| -> usize {
         let names: Vec<String> =
             pairs.iter().map(|(env, _, _)| format!("deployrequest/{}-{round}", env.name)).collect();
@@ -442,6 +452,9 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 "rebuilding_at_once": at_once,
                 "controller_cpu_s": seconds(&slipway, |w| w.cpu),
                 "controller_cpu_in_scripts_windows_s": seconds(&script, |w| w.cpu),
+                // how long each window waited for an idle controller (SETTLE_LIMIT: it started anyway)
+                "slipway_settle_s": seconds(&slipway, |w| w.settled),
+                "script_settle_s": seconds(&script, |w| w.settled),
                 "slipway_wall_s": seconds(&slipway, |w| w.wall),
                 "script_wall_s": seconds(&script, |w| w.wall),
                 "slipway_s": slipway.iter().map(|w| w.each.iter().map(Duration::as_secs_f64).collect::<Vec<_>>()).collect::<Vec<_>>(),
