@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use slipway_controller::remote::{CommandOutput, HostConnection, RemoteCommand};
+use slipway_controller::remote::{CommandOutput, ConnectOptions, HostConnection, RemoteCommand};
 
 use crate::cluster::TestCluster;
 use crate::hosts::{TestHost, TestProject, shop_origin};
@@ -879,10 +879,12 @@ impl HostShell {
             let _ = self.block_on(dead.close());
         }
         // A machine under load (P3 at N=50: fifty masters connecting again at once, the load
-        // average at 80) may take more than the connect's 10 s to answer one handshake.
+        // average at 80 to 100) took more than the tests' 10 s to answer a handshake, three
+        // times over: here the handshake gets 35 s.
+        let options = ConnectOptions { connect_timeout: Duration::from_secs(30), ..crate::hosts::test_options() };
         let mut attempt = 1;
         let conn = loop {
-            match self.block_on(self.host.connect()) {
+            match self.block_on(self.host.connect_with(options.clone())) {
                 Ok(conn) => break conn,
                 Err(e) if attempt < 3 => {
                     eprintln!("[e2e] {e:#} (attempt {attempt} of 3); connecting again");

@@ -88,7 +88,12 @@ impl TestHost {
     }
 
     pub async fn connect(&self) -> anyhow::Result<HostConnection> {
-        HostConnection::connect(&self.target()?, test_options())
+        self.connect_with(test_options()).await
+    }
+
+    /// [`TestHost::connect`] with options of the caller's.
+    pub async fn connect_with(&self, options: ConnectOptions) -> anyhow::Result<HostConnection> {
+        HostConnection::connect(&self.target()?, options)
             .await
             .with_context(|| format!("connecting to {} ({}:{})", self.name, self.addr, self.port))
     }

@@ -192,10 +192,15 @@ impl ConfigCache {
     /// of `env` ahead, once per step: not if it was read, reused or noted since; when it should,
     /// the read is noted here, before it runs.
     pub fn claim_read(&self, env: &str, began: Option<SystemTime>) -> bool {
-        if began.is_some_and(|t| self.seen_since(env, t)) {
+        // both locks at once (in `seen_since`'s order), so of two rounds at once only one reads
+        let entries = self.entries();
+        let mut noted = self.noted();
+        if let Some(t) = began
+            && (entries.get(env).is_some_and(|e| e.seen >= t) || noted.get(env).is_some_and(|n| *n >= t))
+        {
             return false;
         }
-        self.note_read(env);
+        noted.insert(env.to_owned(), SystemTime::now());
         true
     }
 
