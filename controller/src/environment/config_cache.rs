@@ -150,6 +150,11 @@ pub fn reusable(stored: &Key, reuses: u32, key: &Key) -> bool {
     stored == key && reuses < MAX_REUSES
 }
 
+/// Whether `env`'s copy was read or reused, or a read of it noted, at `since` or later.
+fn seen(entries: &HashMap<String, Entry>, noted: &HashMap<String, SystemTime>, env: &str, since: SystemTime) -> bool {
+    entries.get(env).is_some_and(|e| e.seen >= since) || noted.get(env).is_some_and(|t| *t >= since)
+}
+
 impl ConfigCache {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -179,25 +184,25 @@ impl ConfigCache {
     }
 
     /// Notes that a round sets out to read the model of `env` now, whether or not a copy results.
-    pub fn note_read(&self, env: &str) {
+    #[cfg(test)]
+    fn note_read(&self, env: &str) {
         self.noted().insert(env.to_owned(), SystemTime::now());
     }
 
     /// Whether the copy of `env` was read or reused, or a read of it noted, at `since` or later.
-    pub fn seen_since(&self, env: &str, since: SystemTime) -> bool {
-        self.entries().get(env).is_some_and(|e| e.seen >= since) || self.noted().get(env).is_some_and(|t| *t >= since)
+    #[cfg(test)]
+    fn seen_since(&self, env: &str, since: SystemTime) -> bool {
+        seen(&self.entries(), &self.noted(), env, since)
     }
 
     /// Whether a round of a step that began at `began` (`None`: unknown) should read the model
     /// of `env` ahead, once per step: not if it was read, reused or noted since; when it should,
     /// the read is noted here, before it runs.
     pub fn claim_read(&self, env: &str, began: Option<SystemTime>) -> bool {
-        // both locks at once (in `seen_since`'s order), so of two rounds at once only one reads
+        // both locks at once (always entries, then noted), so of two rounds at once only one reads
         let entries = self.entries();
         let mut noted = self.noted();
-        if let Some(t) = began
-            && (entries.get(env).is_some_and(|e| e.seen >= t) || noted.get(env).is_some_and(|n| *n >= t))
-        {
+        if began.is_some_and(|t| seen(&entries, &noted, env, t)) {
             return false;
         }
         noted.insert(env.to_owned(), SystemTime::now());
@@ -292,6 +297,28 @@ mod tests {
         let third = SystemTime::now();
         cache.store(env, key(), config("web"));
         assert!(!cache.claim_read(env, Some(third)), "stored since the step began");
+    }
+
+    #[test]
+    fn of_rounds_claiming_at_once_exactly_one_reads() {
+        // a check and a note under separate locks lets two claims both win: looped, racing
+        // threads would find it
+        for _ in 0..200 {
+            let cache = std::sync::Arc::new(ConfigCache::default());
+            let step = SystemTime::now() - std::time::Duration::from_secs(3);
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let claims: Vec<_> = (0..8)
+                .map(|_| {
+                    let (cache, start) = (cache.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        cache.claim_read("Environment/ns/a", Some(step))
+                    })
+                })
+                .collect();
+            let won = claims.into_iter().map(|c| c.join().unwrap()).filter(|w| *w).count();
+            assert_eq!(won, 1, "{won} of 8 rounds at once read ahead");
+        }
     }
 
     #[test]
