@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use slipway_controller::remote::{CommandOutput, ConnectOptions, HostConnection, RemoteCommand};
+use slipway_controller::remote::{CommandOutput, ConnectOptions, HostConnection, RemoteCommand, RemoteError};
 
 use crate::cluster::TestCluster;
 use crate::hosts::{TestHost, TestProject, shop_origin};
@@ -851,52 +851,90 @@ git rev-parse HEAD
 struct HostShell {
     runtime: tokio::runtime::Runtime,
     host: TestHost,
-    conn: std::sync::Mutex<Option<HostConnection>>,
+    kept: std::sync::Mutex<Kept>,
+}
+
+/// The shell's master, and the last failure to connect again (so that callers which waited on
+/// it share its outcome instead of each running the whole series of tries again).
+struct Kept {
+    conn: Option<HostConnection>,
+    failed: Option<(Instant, String)>,
 }
 
 impl HostShell {
+    /// Tries per connect; only an unreachable host is tried again (a refused key never is).
+    const TRIES: u32 = 3;
+
     fn connect(host: &TestHost) -> anyhow::Result<HostShell> {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let conn = runtime.block_on(host.connect())?;
-        Ok(HostShell { runtime, host: host.clone(), conn: std::sync::Mutex::new(Some(conn)) })
+        let shell =
+            HostShell { runtime, host: host.clone(), kept: std::sync::Mutex::new(Kept { conn: None, failed: None }) };
+        let conn = shell.dial()?;
+        shell.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).conn = Some(conn);
+        Ok(shell)
+    }
+
+    /// A new master. A machine under load (P3 at N=50: fifty masters connecting again at once,
+    /// the load average at 80 to 100) took more than the tests' 10 s to answer a handshake,
+    /// three times over: here the handshake gets 35 s, and an unreachable host is tried again
+    /// after a pause with jitter (so that fifty shells do not try again in step).
+    fn dial(&self) -> anyhow::Result<HostConnection> {
+        let options = ConnectOptions { connect_timeout: Duration::from_secs(30), ..crate::hosts::test_options() };
+        let mut attempt = 1;
+        loop {
+            match self.block_on(self.host.connect_with(options.clone())) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if attempt < Self::TRIES && unreachable(&e) => {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos());
+                    let pause =
+                        Duration::from_secs(2 * u64::from(attempt)) + Duration::from_millis(u64::from(nanos % 2000));
+                    eprintln!("[e2e] {e:#} (attempt {attempt} of {}); connecting again in {pause:.1?}", Self::TRIES);
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A handle on a live master: the one kept, or a new one if it exited.
     fn conn(&self) -> anyhow::Result<HostConnection> {
-        let mut kept = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let asked = Instant::now();
+        let mut kept = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // a connect that failed while this caller waited for the lock is its answer too
+        if let Some((at, error)) = &kept.failed
+            && *at >= asked
+        {
+            anyhow::bail!("{error}");
+        }
         // bounded: a master that hangs rather than exits counts as gone
         let alive = |conn: &HostConnection| {
             // the timer is made inside the runtime (it needs its clock)
             self.block_on(async { tokio::time::timeout(Duration::from_secs(5), conn.check()).await })
                 .is_ok_and(|r| r.is_ok())
         };
-        if let Some(conn) = kept.as_ref()
+        if let Some(conn) = kept.conn.as_ref()
             && alive(conn)
         {
             return Ok(conn.share());
         }
-        if let Some(dead) = kept.take() {
+        if let Some(dead) = kept.conn.take() {
             let _ = self.block_on(dead.close());
         }
-        // A machine under load (P3 at N=50: fifty masters connecting again at once, the load
-        // average at 80 to 100) took more than the tests' 10 s to answer a handshake, three
-        // times over: here the handshake gets 35 s.
-        let options = ConnectOptions { connect_timeout: Duration::from_secs(30), ..crate::hosts::test_options() };
-        let mut attempt = 1;
-        let conn = loop {
-            match self.block_on(self.host.connect_with(options.clone())) {
-                Ok(conn) => break conn,
-                Err(e) if attempt < 3 => {
-                    eprintln!("[e2e] {e:#} (attempt {attempt} of 3); connecting again");
-                    std::thread::sleep(Duration::from_secs(2 * attempt));
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+        match self.dial() {
+            Ok(conn) => {
+                let handle = conn.share();
+                kept.conn = Some(conn);
+                kept.failed = None;
+                Ok(handle)
             }
-        };
-        let handle = conn.share();
-        *kept = Some(conn);
-        Ok(handle)
+            Err(e) => {
+                kept.failed = Some((Instant::now(), format!("{e:#}")));
+                Err(e)
+            }
+        }
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -920,9 +958,15 @@ impl HostShell {
     }
 }
 
+/// Whether connecting failed because the host did not answer (worth another try), not because
+/// it refused the key or its host key is not the pinned one.
+fn unreachable(error: &anyhow::Error) -> bool {
+    matches!(error.downcast_ref::<RemoteError>(), Some(RemoteError::Unreachable { .. }))
+}
+
 impl Drop for HostShell {
     fn drop(&mut self) {
-        let kept = self.conn.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let kept = self.kept.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).conn.take();
         if let Some(conn) = kept {
             let _ = self.runtime.block_on(conn.close());
         }
