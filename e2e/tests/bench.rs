@@ -198,8 +198,9 @@ const RESUME_WAIT: Duration = Duration::from_secs(600);
 
 /// Stops (`running` false) or starts the containers of every site's project, all at once; a
 /// start returns once every container is healthy again and a few seconds passed. Each idle
-/// container runs a 1 s healthcheck: with both sides' containers up, a window at N=50 ran 100 of
-/// them on 2 cores, and the scripts' first `up`s were not healthy after 600 s.
+/// container runs a healthcheck: when it ran every 1 s and both sides' containers were up, a
+/// window at N=50 ran 100 of them on 2 cores, and the scripts' first `up`s were not healthy after
+/// 600 s (the fixture now checks every 5 s).
 fn set_running(sites: &[&Site], running: bool) {
     std::thread::scope(|s| {
         let handles: Vec<_> = sites
