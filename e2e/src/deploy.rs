@@ -907,7 +907,7 @@ impl HostShell {
         if let Some((at, error)) = &kept.failed
             && *at >= asked
         {
-            anyhow::bail!("{error}");
+            anyhow::bail!("connecting again failed while this call waited for it: {error}");
         }
         // bounded: a master that hangs rather than exits counts as gone
         let alive = |conn: &HostConnection| {
@@ -1300,6 +1300,24 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unreachable_host_is_tried_again() {
+        let host = || "host1".to_owned();
+        let wrapped = |e: RemoteError| anyhow::Error::new(e).context("connecting to host1 (127.0.0.11:2201)");
+        assert!(unreachable(&wrapped(RemoteError::Unreachable {
+            host: host(),
+            detail: "no SSH handshake within 35s".into()
+        })));
+        assert!(!unreachable(&wrapped(RemoteError::HostKeyMismatch { host: host(), detail: "changed".into() })));
+        assert!(!unreachable(&wrapped(RemoteError::HostKeyNotPinned { host: host(), detail: "no line".into() })));
+        assert!(!unreachable(&wrapped(RemoteError::AuthenticationFailed {
+            host: host(),
+            user: "slipway".into(),
+            detail: "denied".into()
+        })));
+        assert!(!unreachable(&anyhow!("reading /nonexistent/known_hosts")));
+    }
 
     #[test]
     fn rfc3339_timestamps_order_as_instants() {

@@ -143,6 +143,9 @@ pub struct ConfigCache {
     /// When a deploy's verification last set out to read each Environment's model: a checkout
     /// whose key cannot be read stores no copy, and must not be read again every round for it.
     noted: Mutex<HashMap<String, SystemTime>>,
+    /// Tests: a pause between a claim's check and its note, so that claims at once overlap there.
+    #[cfg(test)]
+    claim_pause: std::time::Duration,
 }
 
 /// Whether an entry reused `reuses` times under `stored` may serve a round whose key is `key`.
@@ -205,6 +208,8 @@ impl ConfigCache {
         if began.is_some_and(|t| seen(&entries, &noted, env, t)) {
             return false;
         }
+        #[cfg(test)]
+        std::thread::sleep(self.claim_pause);
         noted.insert(env.to_owned(), SystemTime::now());
         true
     }
@@ -301,10 +306,13 @@ mod tests {
 
     #[test]
     fn of_rounds_claiming_at_once_exactly_one_reads() {
-        // a check and a note under separate locks lets two claims both win: looped, racing
-        // threads would find it
-        for _ in 0..200 {
-            let cache = std::sync::Arc::new(ConfigCache::default());
+        // every claim pauses between its check and its note: a check and a note under separate
+        // locks lets the racing claims all pass the check in that pause, and several win
+        for _ in 0..20 {
+            let cache = std::sync::Arc::new(ConfigCache {
+                claim_pause: std::time::Duration::from_millis(2),
+                ..ConfigCache::default()
+            });
             let step = SystemTime::now() - std::time::Duration::from_secs(3);
             let start = std::sync::Arc::new(std::sync::Barrier::new(8));
             let claims: Vec<_> = (0..8)
