@@ -222,6 +222,29 @@ pub fn host_sessions_cpu(user: &str) -> Duration {
     Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
 }
 
+/// CPU time the whole machine spent busy so far, over all cores (`/proc/stat`'s `cpu` line:
+/// user, nice, system, irq, softirq and steal; idle and iowait are not busy). What two windows
+/// of the same work ask of the machine (the engine, sshd, the commands) compares by it.
+pub fn machine_busy() -> anyhow::Result<Duration> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    anyhow::ensure!(fields.len() >= 8, "short cpu line in /proc/stat: {line}");
+    let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7];
+    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
+}
+
+/// CPU time used so far by the running processes named (`comm`) one of `names`, e.g. the
+/// Docker engine's `dockerd` and `containerd` (long-lived: what exited is not counted).
+pub fn cpu_of_named(names: &[&str]) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| names.contains(&c.trim())))
+        .filter_map(|pid| cpu_time(pid).ok())
+        .sum()
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> u64 {
     std::process::Command::new("getconf")

@@ -262,7 +262,19 @@ struct Window {
     wall: Duration,
     each: Vec<Duration>,
     cpu: Duration,
+    /// The whole machine's busy CPU over the wall (all cores), and the Docker engine's share.
+    machine: Duration,
+    engine: Duration,
+    /// When the window started and its last deploy ended (seconds since the epoch).
+    span: (f64, f64),
     settled: Duration,
+}
+
+/// The Docker engine's processes, whose CPU each P3 window reports.
+const ENGINE: &[&str] = &["dockerd", "containerd"];
+
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// How long a window waits for the controller to be idle (see [`settle`]).
@@ -331,7 +343,13 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
     // judges the stack before it is stopped.
     let all_through_slipway = |round: &str, tag: &str| -> Window {
         let settled = settle(pid, SETTLE_LIMIT);
-        let (started, cpu_before) = (Instant::now(), bench::cpu_time(pid).unwrap());
+        let (started, from, cpu_before, busy_before, engine_before) = (
+            Instant::now(),
+            epoch_now(),
+            bench::cpu_time(pid).unwrap(),
+            bench::machine_busy().unwrap(),
+            bench::cpu_of_named(ENGINE),
+        );
         let each = rt
             .block_on(futures::future::try_join_all(pairs.iter().map(|(env, _, _)| {
                 let r = request(&format!("{}-{round}", env.name), &env.name, tag, &user);
@@ -339,19 +357,28 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 async move { deploy_and_wait(&api, &r).await }
             })))
             .unwrap();
-        let wall = started.elapsed();
+        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap() - busy_before);
+        let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
         settle(pid, SETTLE_LIMIT);
-        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, settled }
+        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
     };
     let all_plain = |tag: &str| -> Window {
         let settled = settle(pid, SETTLE_LIMIT);
-        let (started, cpu_before) = (Instant::now(), bench::cpu_time(pid).unwrap());
+        let (started, from, cpu_before, busy_before, engine_before) = (
+            Instant::now(),
+            epoch_now(),
+            bench::cpu_time(pid).unwrap(),
+            bench::machine_busy().unwrap(),
+            bench::cpu_of_named(ENGINE),
+        );
         let each = std::thread::scope(|s| {
             let handles: Vec<_> =
                 pairs.iter().map(|(env, _, plain)| s.spawn(move || plain_deploy(plain, env, tag, check))).collect();
             handles.into_iter().map(|h| h.join().expect("no panic").unwrap()).collect()
         });
-        Window { wall: started.elapsed(), each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, settled }
+        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap() - busy_before);
+        let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
+        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
     };
     // How many of a round's deploys were in their Rebuilding step at once, by the steps'
     // recorded times (from the step's start to the reconcile that saw its `up` end, so a span
@@ -417,6 +444,9 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
     let ratio = median_f64(ratios.clone());
     let walls = |w: &[Window]| w.iter().map(|w| secs(w.wall)).collect::<Vec<_>>().join(", ");
     let cpus = |w: &[Window]| w.iter().map(|w| secs(w.cpu)).collect::<Vec<_>>().join(", ");
+    let machines = |w: &[Window]| {
+        w.iter().map(|w| format!("{} ({} engine)", secs(w.machine), secs(w.engine))).collect::<Vec<_>>().join(", ")
+    };
     let pooled = |w: &[Window]| {
         let all: Vec<Duration> = w.iter().flat_map(|w| w.each.iter().copied()).collect();
         let (min, max) = (all.iter().min().copied().unwrap_or_default(), all.iter().max().copied().unwrap_or_default());
@@ -430,12 +460,15 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
             figure: format!("{n} Environments deployed at once / {n} plain ssh scripts at once (wall)"),
             measured: format!(
                 "{ratio:.2} (median of {repeats} rounds: {}; walls {} / {}); controller CPU {} in Slipway's windows, \
-                 {} in the scripts'; {} of {n} rebuilding at once; each deploy min/median/max {} vs {}",
+                 {} in the scripts'; machine CPU over each wall {} / {}; {} of {n} rebuilding at once; \
+                 each deploy min/median/max {} vs {}",
                 ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
                 walls(&slipway),
                 walls(&script),
                 cpus(&slipway),
                 cpus(&script),
+                machines(&slipway),
+                machines(&script),
                 at_once.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
                 pooled(&slipway),
                 pooled(&script),
@@ -453,6 +486,13 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 "rebuilding_at_once": at_once,
                 "controller_cpu_s": seconds(&slipway, |w| w.cpu),
                 "controller_cpu_in_scripts_windows_s": seconds(&script, |w| w.cpu),
+                // the whole machine's busy CPU (all cores) from a window's start to its last deploy
+                "slipway_machine_cpu_s": seconds(&slipway, |w| w.machine),
+                "script_machine_cpu_s": seconds(&script, |w| w.machine),
+                "slipway_engine_cpu_s": seconds(&slipway, |w| w.engine),
+                "script_engine_cpu_s": seconds(&script, |w| w.engine),
+                "slipway_windows_epoch_s": slipway.iter().map(|w| [w.span.0, w.span.1]).collect::<Vec<_>>(),
+                "script_windows_epoch_s": script.iter().map(|w| [w.span.0, w.span.1]).collect::<Vec<_>>(),
                 // how long each window waited for an idle controller (SETTLE_LIMIT: it started anyway)
                 "slipway_settle_s": seconds(&slipway, |w| w.settled),
                 "script_settle_s": seconds(&script, |w| w.settled),
