@@ -127,6 +127,11 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Value> {
     serde_json::to_value(value).map_err(|e| Error::Serialize(e.to_string()))
 }
 
+/// Whether recording `release` makes it the Environment's `current` (it succeeded).
+pub fn becomes_current(release: &Release) -> bool {
+    release.result.as_deref() == Some("Succeeded")
+}
+
 /// The status fields recording `release`: the history (bounded by `spec.historyLimit`, always
 /// keeping the release that is `current`, which an automatic rollback returns to) and, when it
 /// succeeded, `current`.
@@ -134,7 +139,7 @@ fn recording(env: &Environment, release: Option<&Release>) -> Result<Value> {
     let status = env.status.clone().unwrap_or_default();
     let mut patch = json!({});
     if let Some(r) = release {
-        let current = if r.result.as_deref() == Some("Succeeded") { Some(r) } else { status.current.as_ref() };
+        let current = if becomes_current(r) { Some(r) } else { status.current.as_ref() };
         let mut history = vec![r.clone()];
         history.extend(status.history.iter().filter(|h| h.deployed_by != r.deployed_by).cloned());
         let limit = usize::try_from(env.spec.history_limit).unwrap_or(10).max(1);
@@ -150,7 +155,7 @@ fn recording(env: &Environment, release: Option<&Release>) -> Result<Value> {
             }
         }
         patch["history"] = to_json(&history)?;
-        if r.result.as_deref() == Some("Succeeded") {
+        if becomes_current(r) {
             patch["current"] = replacing(status.current.as_ref(), r)?;
         }
     }

@@ -1160,7 +1160,8 @@ async fn release_lock(
 }
 
 /// [`lock::finish`] (release, or hand over to `next`), re-reading the Environment on a conflict.
-/// The monitor's copy of the compose model goes: the deploy may have changed what it was read from.
+/// The copy of the compose model the deploy's own rounds read goes to the monitor's rounds of the
+/// release it records as current (their key is read again before it serves); any other goes.
 async fn finish_lock(
     ctx: &Context,
     envs: &Api<Environment>,
@@ -1169,7 +1170,11 @@ async fn finish_lock(
     next: Option<&str>,
     record: lock::Record<'_>,
 ) -> Result<Cas> {
-    ctx.configs.forget(&crate::object_key(env));
+    let succeeded = record.release.filter(|r| next.is_none() && lock::becomes_current(r));
+    match succeeded {
+        Some(release) => ctx.configs.hand_over(&crate::object_key(env), release),
+        None => ctx.configs.forget(&crate::object_key(env)),
+    }
     let mut current = env.clone();
     for _ in 0..5 {
         if lock::finish(envs, &current, me, next, record).await? == Cas::Done {

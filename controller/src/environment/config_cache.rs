@@ -218,6 +218,25 @@ impl ConfigCache {
         self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A deploy ends with `current` its Environment's release: the copy its own verification or
+    /// bake rounds read (under no release) is kept for the monitor's rounds of that release,
+    /// which would otherwise run `compose config` again right after the deploy. Its key's other
+    /// parts stand, and the monitor reads them again before reusing it. Any other copy (the
+    /// monitor's, from before the deploy) goes. Idempotent: a second call for the same release
+    /// (the lock's release written again after a conflict) keeps the copy handed over.
+    pub fn hand_over(&self, env: &str, current: &Release) {
+        let mut entries = self.entries();
+        match entries.get_mut(env) {
+            Some(e) if e.key.release.as_ref().is_none_or(|r| r == current) => {
+                e.key.release = Some(current.clone());
+            }
+            Some(_) => {
+                entries.remove(env);
+            }
+            None => {}
+        }
+    }
+
     /// Forgets the copy of `env`: a deploy or rollback finished, or the Environment went.
     /// The note of a read stays (a read that found no copy forgets it, and must stay noted);
     /// it counts only against a later step's start, and [`Self::retain`] drops it with the
@@ -282,6 +301,36 @@ mod tests {
         assert!(!cache.seen_since("Environment/ns/b", after), "only that Environment");
         cache.retain(|k| k != "Environment/ns/a");
         assert!(!cache.seen_since("Environment/ns/a", after), "a gone Environment's note goes");
+    }
+
+    #[test]
+    fn a_deploy_hands_its_copy_to_the_monitor_of_the_release_it_recorded() {
+        let env = "Environment/ns/a";
+        let deployed =
+            Release { commit: "b".repeat(40), deployed_by: Some("DeployRequest/ns/v2/u".into()), ..Default::default() };
+        let mut read_by_deploy = key();
+        read_by_deploy.release = None;
+        let mut monitors = key();
+        monitors.release = Some(deployed.clone());
+
+        let cache = ConfigCache::default();
+        cache.store(env, read_by_deploy.clone(), config("web"));
+        cache.hand_over(env, &deployed);
+        assert!(
+            cache.reuse(env, &monitors).is_some(),
+            "the monitor's round of the new release reuses the deploy's copy"
+        );
+        cache.hand_over(env, &deployed);
+        assert!(cache.reuse(env, &monitors).is_some(), "handed over twice (a lock released again) it stays");
+        let mut edited = monitors.clone();
+        edited.files = "f1".into();
+        assert_eq!(cache.reuse(env, &edited), None, "the rest of the key still has to hold");
+
+        // the monitor's copy from before the deploy (the old release) is not the new one's
+        cache.store(env, key(), config("web"));
+        cache.hand_over(env, &deployed);
+        assert_eq!(cache.reuse(env, &monitors), None);
+        assert_eq!(cache.reuse(env, &key()), None, "it went");
     }
 
     #[test]
