@@ -89,14 +89,24 @@ impl<'a> Site<'a> {
         JobKey::new(self.project.name.clone(), self.uid.clone(), step)
     }
 
-    /// Runs `cmd` as the host job `step` across reconciles: started when absent (never twice),
+    /// The state of this request's host job `step` (`NotFound` before it started).
+    pub async fn poll(&self, step: &str) -> Result<JobState, RemoteError> {
+        Jobs::new(self.conn).poll(&self.key(step)?).await
+    }
+
+    /// Runs `cmd` as the host job `step` across reconciles, from its state as [`Self::poll`]ed
+    /// this reconcile: started when absent (never twice: a start finds a job started meanwhile),
     /// looked at while it runs (and left to its watch, which wakes the request when it ends),
     /// judged once it ended.
-    pub async fn job(&self, step: &str, cmd: &RemoteCommand) -> Result<(JobProgress, JobState), RemoteError> {
+    pub async fn job(
+        &self,
+        step: &str,
+        cmd: &RemoteCommand,
+        polled: JobState,
+    ) -> Result<(JobProgress, JobState), RemoteError> {
         let key = self.key(step)?;
-        let jobs = Jobs::new(self.conn);
-        let state = match jobs.poll(&key).await? {
-            JobState::NotFound => jobs.start(&key, &JobSpec::from_command(cmd)?).await?,
+        let state = match polled {
+            JobState::NotFound => Jobs::new(self.conn).start(&key, &JobSpec::from_command(cmd)?).await?,
             state => state,
         };
         if state.is_running()
@@ -144,11 +154,6 @@ impl<'a> Site<'a> {
             }),
             _ => out.into_checked("host job lock probe").map(|_| ()),
         }
-    }
-
-    /// Was the job `step` of this request started (whatever became of it)?
-    pub async fn started(&self, step: &str) -> Result<bool, RemoteError> {
-        Ok(Jobs::new(self.conn).poll(&self.key(step)?).await? != JobState::NotFound)
     }
 
     /// Removes old run directories of the project (never a running job's).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use slipway_crds::Environment;
 
-use crate::remote::{CheckKind, HealthCheck, RemoteError, Repo, health, job_label, write_env_file};
+use crate::remote::{CheckKind, HealthCheck, JobState, RemoteError, Repo, health, job_label, write_env_file};
 
 use super::site::{JobProgress, Site};
 use crate::url_check::UrlChecker;
@@ -24,10 +24,37 @@ pub enum Progress {
     },
 }
 
-/// Runs `jobs` one after another: the first unfinished one is started or polled.
-async fn sequence(site: &Site<'_>, jobs: &[(&str, crate::remote::RemoteCommand)]) -> Result<Progress, RemoteError> {
-    for (step, cmd) in jobs {
-        match site.job(step, cmd).await?.0 {
+/// The states of a step's host jobs `steps`, polled from the last back to the latest one that was
+/// started: a job starts only once the one before it succeeded, so those before it need no look
+/// (`None`). One poll per reconcile while the last job runs, not one per job.
+async fn poll_sequence(site: &Site<'_>, steps: &[&str]) -> Result<Vec<Option<JobState>>, RemoteError> {
+    let mut states = vec![None; steps.len()];
+    for (i, step) in steps.iter().enumerate().rev() {
+        let state = site.poll(step).await?;
+        let started = state != JobState::NotFound;
+        states[i] = Some(state);
+        if started {
+            break;
+        }
+    }
+    Ok(states)
+}
+
+/// No job of the sequence was started yet: what they use is still to be prepared.
+fn none_started(states: &[Option<JobState>]) -> bool {
+    states.iter().all(|s| s.as_ref() == Some(&JobState::NotFound))
+}
+
+/// Runs `jobs` one after another from their `states` ([`poll_sequence`]): the first unfinished
+/// one is started or judged; one before the latest started had succeeded.
+async fn sequence(
+    site: &Site<'_>,
+    jobs: &[(&str, crate::remote::RemoteCommand)],
+    states: Vec<Option<JobState>>,
+) -> Result<Progress, RemoteError> {
+    for ((step, cmd), state) in jobs.iter().zip(states) {
+        let Some(state) = state else { continue };
+        match site.job(step, cmd, state).await?.0 {
             JobProgress::Succeeded => continue,
             JobProgress::Running => return Ok(Progress::Running),
             JobProgress::Failed { what, tail } => return Ok(Progress::Failed { message: what, tail }),
@@ -55,7 +82,8 @@ pub async fn migrate_as(site: &Site<'_>, commit: &str, jobs: [&str; 2]) -> Resul
     };
     // Once: while the jobs run, the worktree and its .env stay as they started (a Secret rotated
     // mid-deploy must not change files under a running build).
-    if !site.started(jobs[0]).await? {
+    let states = poll_sequence(site, &jobs).await?;
+    if none_started(&states) {
         site.ensure_idle().await?;
         super::preflight::prepare_worktree(site, commit).await?;
         write_env_file(site.conn, &site.next_dir(), site.env_values, site.flavor).await?;
@@ -66,8 +94,10 @@ pub async fn migrate_as(site: &Site<'_>, commit: &str, jobs: [&str; 2]) -> Resul
     let upgrade = next.run_command(&m.service, &m.upgrade, &[label])?;
     // With a release running, the one-off container must not start or recreate its
     // dependencies from the worktree's configuration (the database above all): it joins them.
-    let upgrade = if site.runs().await? { with_no_deps(upgrade) } else { upgrade };
-    match sequence(site, &[(jobs[0], build), (jobs[1], upgrade)]).await? {
+    // (Looked at only while the upgrade is still to start: the command is not used after.)
+    let to_start = states[1] == Some(JobState::NotFound);
+    let upgrade = if to_start && site.runs().await? { with_no_deps(upgrade) } else { upgrade };
+    match sequence(site, &[(jobs[0], build), (jobs[1], upgrade)], states).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", m.upgrade.join(" ")) }),
         other => Ok(other),
     }
@@ -81,11 +111,12 @@ pub async fn restart(site: &Site<'_>, services: &[String]) -> Result<Progress, R
     for s in services {
         crate::remote::validate::service_name(s)?;
     }
-    if !site.started(RESTART_JOBS[0]).await? {
+    let states = poll_sequence(site, &RESTART_JOBS).await?;
+    if none_started(&states) {
         site.ensure_idle().await?;
     }
     let cmd = site.compose().command("restart").args(services.iter().cloned());
-    match sequence(site, &[(RESTART_JOBS[0], cmd)]).await? {
+    match sequence(site, &[(RESTART_JOBS[0], cmd)], states).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("restarted {}", services.join(", ")) }),
         other => Ok(other),
     }
@@ -119,14 +150,16 @@ pub async fn downgrade_as(site: &Site<'_>, revision: &str, job: &str) -> Result<
         });
     };
     crate::remote::validate::migration_revision(revision)?;
-    if !site.started(job).await? {
+    let states = poll_sequence(site, &[job]).await?;
+    let to_start = none_started(&states);
+    if to_start {
         site.ensure_idle().await?;
     }
     let argv = downgrade_argv(&m.downgrade, revision);
     let label = job_label(&site.key(job)?);
     let cmd = site.compose().run_command(&m.service, &argv, &[label])?;
-    let cmd = if site.runs().await? { with_no_deps(cmd) } else { cmd };
-    match sequence(site, &[(job, cmd)]).await? {
+    let cmd = if to_start && site.runs().await? { with_no_deps(cmd) } else { cmd };
+    match sequence(site, &[(job, cmd)], states).await? {
         Progress::Done { .. } => Ok(Progress::Done { message: format!("`{}` succeeded", argv.join(" ")) }),
         other => Ok(other),
     }
@@ -172,7 +205,8 @@ pub async fn rebuild_as(
     discard: bool,
     jobs: [&str; 2],
 ) -> Result<Progress, RemoteError> {
-    if !site.started(jobs[0]).await? {
+    let states = poll_sequence(site, &jobs).await?;
+    if none_started(&states) {
         site.ensure_idle().await?;
         let repo = Repo::new(site.conn, site.project.dir.clone())?;
         if discard {
@@ -182,14 +216,17 @@ pub async fn rebuild_as(
         }
         write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;
     }
+    // (two states for two jobs; were it not, each start would find what was started already)
+    let fresh = || Some(JobState::NotFound);
+    let [build_state, up_state]: [Option<JobState>; 2] = states.try_into().unwrap_or_else(|_| [fresh(), fresh()]);
     let compose = site.compose();
     let build = compose.command("build");
-    match sequence(site, &[(jobs[0], build)]).await? {
+    match sequence(site, &[(jobs[0], build)], vec![build_state]).await? {
         Progress::Done { .. } => {}
         other => return Ok(other),
     }
     let up = compose.command("up").args(["-d", "--remove-orphans"]);
-    match site.job(jobs[1], &up).await? {
+    match site.job(jobs[1], &up, up_state.unwrap_or(JobState::NotFound)).await? {
         (JobProgress::Running, _) => Ok(Progress::Running),
         (JobProgress::Succeeded, _) => Ok(Progress::Done { message: "built and started".into() }),
         // `up` also fails when a dependency is not healthy in time (`depends_on:
