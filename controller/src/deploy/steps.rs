@@ -27,10 +27,22 @@ pub enum Progress {
 /// The states of a step's host jobs `steps`, polled from the last back to the latest one that was
 /// started: a job starts only once the one before it succeeded, so those before it need no look
 /// (`None`). One poll per reconcile while the last job runs, not one per job.
-async fn poll_sequence(site: &Site<'_>, steps: &[&str]) -> Result<Vec<Option<JobState>>, RemoteError> {
-    let mut states = vec![None; steps.len()];
-    for (i, step) in steps.iter().enumerate().rev() {
-        let state = site.poll(step).await?;
+async fn poll_sequence<const N: usize>(
+    site: &Site<'_>,
+    steps: &[&str; N],
+) -> Result<[Option<JobState>; N], RemoteError> {
+    poll_back(|i| site.poll(steps[i])).await
+}
+
+/// [`poll_sequence`] over `poll` (the state of the `i`th job).
+async fn poll_back<const N: usize, F, Fut>(mut poll: F) -> Result<[Option<JobState>; N], RemoteError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<JobState, RemoteError>>,
+{
+    let mut states = std::array::from_fn(|_| None);
+    for i in (0..N).rev() {
+        let state = poll(i).await?;
         let started = state != JobState::NotFound;
         states[i] = Some(state);
         if started {
@@ -50,7 +62,7 @@ fn none_started(states: &[Option<JobState>]) -> bool {
 async fn sequence(
     site: &Site<'_>,
     jobs: &[(&str, crate::remote::RemoteCommand)],
-    states: Vec<Option<JobState>>,
+    states: impl IntoIterator<Item = Option<JobState>>,
 ) -> Result<Progress, RemoteError> {
     for ((step, cmd), state) in jobs.iter().zip(states) {
         let Some(state) = state else { continue };
@@ -216,16 +228,15 @@ pub async fn rebuild_as(
         }
         write_env_file(site.conn, &site.project.dir, site.env_values, site.flavor).await?;
     }
-    // (two states for two jobs; were it not, each start would find what was started already)
-    let fresh = || Some(JobState::NotFound);
-    let [build_state, up_state]: [Option<JobState>; 2] = states.try_into().unwrap_or_else(|_| [fresh(), fresh()]);
+    let [build_state, up_state] = states;
     let compose = site.compose();
     let build = compose.command("build");
-    match sequence(site, &[(jobs[0], build)], vec![build_state]).await? {
+    match sequence(site, &[(jobs[0], build)], [build_state]).await? {
         Progress::Done { .. } => {}
         other => return Ok(other),
     }
     let up = compose.command("up").args(["-d", "--remove-orphans"]);
+    // (the last job's state is always polled; were it not, a start finds a job started already)
     match site.job(jobs[1], &up, up_state.unwrap_or(JobState::NotFound)).await? {
         (JobProgress::Running, _) => Ok(Progress::Running),
         (JobProgress::Succeeded, _) => Ok(Progress::Done { message: "built and started".into() }),
@@ -333,7 +344,8 @@ async fn health_round_of(
 /// The compose model a deploy's verification or bake round judges against: the copy an earlier
 /// round read, while nothing `compose config` reads changed on the host (the monitor's key and
 /// cache, see [`crate::environment::config_cache`]; the Environment's lock keeps the monitor off
-/// it meanwhile, and releasing the lock forgets the copy).
+/// it meanwhile, and releasing the lock hands the copy to the monitor's rounds of the release
+/// recorded as current, or forgets it).
 async fn compose_model(
     site: &Site<'_>,
     ctx: &crate::context::Context,
@@ -545,6 +557,47 @@ pub async fn log_scan(site: &Site<'_>, since: k8s_openapi::jiff::Timestamp) -> R
 mod tests {
     use super::*;
     use crate::remote::RemoteCommand;
+
+    /// [`poll_back`] over jobs in these states: what it returns, and which jobs it looked at.
+    fn polled<const N: usize>(host: [JobState; N]) -> ([Option<JobState>; N], Vec<usize>) {
+        let looked = std::sync::Mutex::new(Vec::new());
+        let states = futures::executor::block_on(poll_back::<N, _, _>(|i| {
+            looked.lock().unwrap().push(i);
+            let state = host[i].clone();
+            async move { Ok(state) }
+        }))
+        .unwrap();
+        (states, looked.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_sequence_is_polled_from_its_last_job_back_to_the_latest_started() {
+        let running = JobState::Running { pid: Some(7), elapsed: Duration::from_secs(3) };
+        let ok = JobState::Exited { code: 0, tail: String::new() };
+        let failed = JobState::Exited { code: 2, tail: "no such image".into() };
+        let none = JobState::NotFound;
+
+        let (states, looked) = polled([none.clone(), none.clone()]);
+        assert_eq!(looked, [1, 0], "nothing started: both looked at");
+        assert!(none_started(&states));
+
+        let (states, looked) = polled([running.clone(), none.clone()]);
+        assert_eq!(looked, [1, 0]);
+        assert_eq!(states, [Some(running.clone()), Some(none.clone())], "the build runs, up is still to start");
+        assert!(!none_started(&states), "no preparation again while the first job runs");
+
+        let (states, looked) = polled([failed.clone(), none.clone()]);
+        assert_eq!(states, [Some(failed), Some(none.clone())], "a failed first job is judged, never skipped");
+        assert_eq!(looked, [1, 0]);
+
+        let (states, looked) = polled([ok.clone(), running.clone()]);
+        assert_eq!(looked, [1], "up runs: the build (it succeeded, or up would not exist) is not looked at");
+        assert_eq!(states, [None, Some(running)]);
+        assert!(!none_started(&states));
+
+        let (states, looked) = polled([ok.clone()]);
+        assert_eq!((states, looked), ([Some(ok)], vec![0]));
+    }
 
     #[test]
     fn log_lines_match_the_patterns_as_plain_text() {

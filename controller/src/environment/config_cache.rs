@@ -11,7 +11,8 @@
 //! `env_file:`, `include:` or `extends:` file that git tracks, or sees as untracked, is covered.
 //! Not covered: such a file that git ignores or that lies outside the checkout, and the SSH
 //! session's environment; they are seen at the next fresh run (within [`MAX_REUSES`] + 1 rounds,
-//! after a deploy or a controller restart). An `env_file:` only sets container variables, which
+//! counting a deploy's own rounds, whose copy the monitor's rounds go on with; after a failed
+//! deploy; after a controller restart). An `env_file:` only sets container variables, which
 //! the parsed model does not keep: what a stale copy could miss there is compose refusing a
 //! missing file.
 //!
@@ -222,8 +223,8 @@ impl ConfigCache {
     /// bake rounds read (under no release) is kept for the monitor's rounds of that release,
     /// which would otherwise run `compose config` again right after the deploy. Its key's other
     /// parts stand, and the monitor reads them again before reusing it. Any other copy (the
-    /// monitor's, from before the deploy) goes. Idempotent: a second call for the same release
-    /// (the lock's release written again after a conflict) keeps the copy handed over.
+    /// monitor's, from before the deploy) goes. A second call for the same release keeps the copy
+    /// handed over.
     pub fn hand_over(&self, env: &str, current: &Release) {
         let mut entries = self.entries();
         match entries.get_mut(env) {
@@ -237,7 +238,8 @@ impl ConfigCache {
         }
     }
 
-    /// Forgets the copy of `env`: a deploy or rollback finished, or the Environment went.
+    /// Forgets the copy of `env`: a deploy or rollback ended without a new current release (or
+    /// handed its lock on), the monitor's key missed, or the Environment went.
     /// The note of a read stays (a read that found no copy forgets it, and must stay noted);
     /// it counts only against a later step's start, and [`Self::retain`] drops it with the
     /// Environment.
