@@ -270,8 +270,10 @@ struct Window {
     settled: Duration,
 }
 
-/// The Docker engine's processes, whose CPU each P3 window reports.
-const ENGINE: &[&str] = &["dockerd", "containerd"];
+/// The Docker engine's long-lived processes, whose CPU each P3 window reports (`comm` is cut at
+/// 15 characters: each container's `containerd-shim-runc-v2` shows as `containerd-shim`; a
+/// healthcheck's `runc`, which exits, is not counted).
+const ENGINE: &[&str] = &["dockerd", "containerd", "containerd-shim"];
 
 fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
@@ -357,7 +359,7 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 async move { deploy_and_wait(&api, &r).await }
             })))
             .unwrap();
-        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap() - busy_before);
+        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap().saturating_sub(busy_before));
         let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
         settle(pid, SETTLE_LIMIT);
         Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
@@ -376,7 +378,7 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 pairs.iter().map(|(env, _, plain)| s.spawn(move || plain_deploy(plain, env, tag, check))).collect();
             handles.into_iter().map(|h| h.join().expect("no panic").unwrap()).collect()
         });
-        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap() - busy_before);
+        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap().saturating_sub(busy_before));
         let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
         Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
     };

@@ -377,7 +377,7 @@ fn the_monitor_reuses_compose_config_until_env_or_a_compose_file_changes_on_the_
 
     // nothing changes on the host: the rounds reuse the model, `compose config` does not run;
     // the first round after the deploy reuses the copy the deploy's verification read
-    let (host0, cache0) = wait_cached_rounds(&t, 1, Duration::from_secs(2 * INTERVAL + 5));
+    let (host0, cache0) = wait_cached_rounds(&t, 1, Duration::from_secs(3 * INTERVAL + 5));
     assert_eq!(host0, 0, "the first monitor round after the deploy ran compose config itself: cache {cache0}");
     std::thread::sleep(Duration::from_secs(3 * INTERVAL + 2));
     let (host1, cache1) = compose_configs(&t);
