@@ -279,6 +279,36 @@ fn epoch_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// What a P3 window measures, from its start.
+struct Meter {
+    started: Instant,
+    from: f64,
+    cpu: Duration,
+    busy: Duration,
+    engine: Duration,
+}
+
+impl Meter {
+    fn start(pid: u32) -> Meter {
+        Meter {
+            started: Instant::now(),
+            from: epoch_now(),
+            cpu: bench::cpu_time(pid).unwrap(),
+            busy: bench::machine_busy().unwrap(),
+            engine: bench::cpu_of_named(ENGINE),
+        }
+    }
+
+    /// The window up to now, its deploys having taken `each`; the controller's CPU (of `pid`) is
+    /// read after `then` (Slipway's side counts it until the controller is idle again).
+    fn window(self, pid: u32, each: Vec<Duration>, settled: Duration, then: impl FnOnce()) -> Window {
+        let (wall, machine) = (self.started.elapsed(), bench::machine_busy().unwrap().saturating_sub(self.busy));
+        let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(self.engine), (self.from, epoch_now()));
+        then();
+        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - self.cpu, machine, engine, span, settled }
+    }
+}
+
 /// How long a window waits for the controller to be idle (see [`settle`]).
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -345,13 +375,7 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
     // judges the stack before it is stopped.
     let all_through_slipway = |round: &str, tag: &str| -> Window {
         let settled = settle(pid, SETTLE_LIMIT);
-        let (started, from, cpu_before, busy_before, engine_before) = (
-            Instant::now(),
-            epoch_now(),
-            bench::cpu_time(pid).unwrap(),
-            bench::machine_busy().unwrap(),
-            bench::cpu_of_named(ENGINE),
-        );
+        let meter = Meter::start(pid);
         let each = rt
             .block_on(futures::future::try_join_all(pairs.iter().map(|(env, _, _)| {
                 let r = request(&format!("{}-{round}", env.name), &env.name, tag, &user);
@@ -359,28 +383,19 @@ fn parallel_deploys(sandbox: &Path, n: usize, hosts: u32, repeats: usize) {
                 async move { deploy_and_wait(&api, &r).await }
             })))
             .unwrap();
-        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap().saturating_sub(busy_before));
-        let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
-        settle(pid, SETTLE_LIMIT);
-        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
+        meter.window(pid, each, settled, || {
+            settle(pid, SETTLE_LIMIT);
+        })
     };
     let all_plain = |tag: &str| -> Window {
         let settled = settle(pid, SETTLE_LIMIT);
-        let (started, from, cpu_before, busy_before, engine_before) = (
-            Instant::now(),
-            epoch_now(),
-            bench::cpu_time(pid).unwrap(),
-            bench::machine_busy().unwrap(),
-            bench::cpu_of_named(ENGINE),
-        );
+        let meter = Meter::start(pid);
         let each = std::thread::scope(|s| {
             let handles: Vec<_> =
                 pairs.iter().map(|(env, _, plain)| s.spawn(move || plain_deploy(plain, env, tag, check))).collect();
             handles.into_iter().map(|h| h.join().expect("no panic").unwrap()).collect()
         });
-        let (wall, machine) = (started.elapsed(), bench::machine_busy().unwrap().saturating_sub(busy_before));
-        let (engine, span) = (bench::cpu_of_named(ENGINE).saturating_sub(engine_before), (from, epoch_now()));
-        Window { wall, each, cpu: bench::cpu_time(pid).unwrap() - cpu_before, machine, engine, span, settled }
+        meter.window(pid, each, settled, || {})
     };
     // How many of a round's deploys were in their Rebuilding step at once, by the steps'
     // recorded times (from the step's start to the reconcile that saw its `up` end, so a span
