@@ -201,15 +201,13 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 pub fn host_sessions_cpu(user: &str) -> Duration {
     // OpenSSH 9.8 and later name the session process `sshd-session`
     let titles = [format!("sshd: {user}"), format!("sshd-session: {user}")];
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
-    let ticks: u64 = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    let ticks: u64 = processes(|comm| comm.starts_with("sshd"))
+        .into_iter()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim().starts_with("sshd"))
-                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    titles.iter().any(|t| c.starts_with(t.as_str()))
-                })
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                titles.iter().any(|t| c.starts_with(t.as_str()))
+            })
         })
         .filter_map(|pid| {
             let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -237,12 +235,18 @@ pub fn machine_busy() -> anyhow::Result<Duration> {
 /// CPU time used so far by the running processes named (`comm`) one of `names`, e.g. the
 /// Docker engine's `dockerd` and `containerd` (long-lived: what exited is not counted).
 pub fn cpu_of_named(names: &[&str]) -> Duration {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
-    entries
+    processes(|comm| names.contains(&comm)).into_iter().filter_map(|pid| cpu_time(pid).ok()).sum()
+}
+
+/// The running processes whose name (`comm`, at most 15 characters) `wanted` accepts, by pid.
+fn processes(wanted: impl Fn(&str) -> bool) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| names.contains(&c.trim())))
-        .filter_map(|pid| cpu_time(pid).ok())
-        .sum()
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| wanted(c.trim())))
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
@@ -261,17 +265,13 @@ fn clock_ticks() -> u64 {
 /// `ssh -f` detaches from the controller, and any session still running through them.
 pub fn ssh_processes_under(dir: &Path) -> Vec<u32> {
     let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut pids: Vec<u32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    processes(|comm| comm == "ssh")
+        .into_iter()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ssh")
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()))
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle.as_str()))
         })
-        .collect();
-    pids.sort_unstable();
-    pids
+        .collect()
 }
 
 /// The SSH masters among `pids` (`ssh -M` / `ControlMaster=yes`, as the controller starts them).
